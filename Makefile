@@ -1,0 +1,37 @@
+# feedmeter — make test runs everything CI runs.
+GO ?= go
+PKGS := ./...
+
+.PHONY: all build test vet bench fuzz golden run clean
+
+all: build
+
+build:
+	$(GO) build -o bin/feedmeter ./cmd/feedmeter
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test: vet
+	$(GO) test -count=1 -timeout 12m $(PKGS)
+
+# Benchmarks of the parsers against gofeed; see BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./ingest/
+
+# A short fuzzing run of the parser differential (longer: FUZZTIME=10m).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseXML -fuzztime $(FUZZTIME) ./ingest/
+	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME) ./ingest/
+
+# Rewrite the golden files from the current parser (review the diff!).
+golden:
+	$(GO) test -count=1 -run 'TestGolden' ./ingest/ -update
+
+run: build
+	./bin/feedmeter parse testdata/pages/feed-head.xml
+
+clean:
+	rm -rf bin

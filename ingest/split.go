@@ -1,0 +1,250 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+
+	"github.com/feedmeter/feedmeter/model"
+)
+
+// xmlSplit locates the entries of a page that is not well-formed, by their
+// tags as text, so that each can be parsed on its own. It serves both
+// parsers; on a well-formed page it is never used.
+type xmlSplit struct {
+	rootStart []byte // the root's start tag, as written
+	rootName  []byte // the root's qualified name
+	rootEntry bool   // the root is atom:entry: the document is one entry
+	atomTags  [][]byte
+	chunks    [][2]int // byte ranges of the entries
+}
+
+var errNoRoot = errors.New("no root element")
+
+// splitXML finds the root start tag and the entries. Entries are found by
+// the prefixes the root binds to the Atom namespace.
+func splitXML(data []byte) (*xmlSplit, error) {
+	start, end, ok := rootStartTag(data)
+	if !ok {
+		return nil, errNoRoot
+	}
+	// The copy of the root start tag that wraps an entry must add no line.
+	sp := &xmlSplit{rootStart: bytes.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, data[start:end])}
+	// Parse the root start tag alone to learn its name and namespaces.
+	closed := append([]byte(nil), sp.rootStart...)
+	selfClosing := bytes.HasSuffix(closed, []byte("/>"))
+	dec := xml.NewDecoder(bytes.NewReader(closed))
+	tok, err := dec.RawToken()
+	if err != nil {
+		return nil, err
+	}
+	se, ok := tok.(xml.StartElement)
+	if !ok {
+		return nil, errNoRoot
+	}
+	qname := se.Name.Local
+	if se.Name.Space != "" {
+		qname = se.Name.Space + ":" + qname
+	}
+	sp.rootName = []byte(qname)
+	var rootNS string
+	for _, a := range se.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "xmlns":
+			if a.Value == model.NSAtom {
+				sp.atomTags = append(sp.atomTags, []byte("entry"))
+			}
+			if se.Name.Space == "" {
+				rootNS = a.Value
+			}
+		case a.Name.Space == "xmlns":
+			if a.Value == model.NSAtom {
+				sp.atomTags = append(sp.atomTags, []byte(a.Name.Local+":entry"))
+			}
+			if a.Name.Local == se.Name.Space {
+				rootNS = a.Value
+			}
+		}
+	}
+	if rootNS != model.NSAtom || (se.Name.Local != "feed" && se.Name.Local != "entry") {
+		return nil, errNoRoot
+	}
+	if se.Name.Local == "entry" {
+		sp.rootEntry = true
+		sp.chunks = [][2]int{{start, len(data)}}
+		return sp, nil
+	}
+	if selfClosing {
+		return sp, nil
+	}
+	// Entry starts, in order.
+	var starts []int
+	for i := end; i < len(data); {
+		j := bytes.IndexByte(data[i:], '<')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		for _, tag := range sp.atomTags {
+			if bytes.HasPrefix(data[i:], tag) && i+len(tag) < len(data) && isTagEnd(data[i+len(tag)]) {
+				starts = append(starts, i-1)
+				break
+			}
+		}
+	}
+	for k, s := range starts {
+		limit := len(data)
+		if k+1 < len(starts) {
+			limit = starts[k+1]
+		} else if r := bytes.LastIndex(data, append([]byte("</"), sp.rootName...)); r > s {
+			limit = r
+		}
+		e := limit
+		if ce := sp.closeTag(data[s:limit]); ce >= 0 {
+			e = s + ce
+		}
+		sp.chunks = append(sp.chunks, [2]int{s, e})
+	}
+	return sp, nil
+}
+
+func isTagEnd(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '>' || c == '/'
+}
+
+// closeTag returns the end of the first entry end tag in b, or -1.
+func (sp *xmlSplit) closeTag(b []byte) int {
+	best := -1
+	for _, tag := range sp.atomTags {
+		for off := 0; ; {
+			i := bytes.Index(b[off:], append([]byte("</"), tag...))
+			if i < 0 {
+				break
+			}
+			i += off + 2 + len(tag)
+			for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+				i++
+			}
+			if i < len(b) && b[i] == '>' {
+				if best < 0 || i+1 < best {
+					best = i + 1
+				}
+				break
+			}
+			off = i
+		}
+	}
+	// A self-closing entry has no end tag.
+	if gt := bytes.IndexByte(b, '>'); gt > 0 && b[gt-1] == '/' && (best < 0 || gt+1 < best) {
+		return gt + 1
+	}
+	return best
+}
+
+// rootStartTag returns the byte range of the first element's start tag,
+// skipping the XML declaration, comments, processing instructions and a
+// doctype.
+func rootStartTag(data []byte) (int, int, bool) {
+	i := 0
+	for {
+		j := bytes.IndexByte(data[i:], '<')
+		if j < 0 {
+			return 0, 0, false
+		}
+		i += j
+		rest := data[i:]
+		switch {
+		case bytes.HasPrefix(rest, []byte("<?")):
+			k := bytes.Index(rest, []byte("?>"))
+			if k < 0 {
+				return 0, 0, false
+			}
+			i += k + 2
+		case bytes.HasPrefix(rest, []byte("<!--")):
+			k := bytes.Index(rest, []byte("-->"))
+			if k < 0 {
+				return 0, 0, false
+			}
+			i += k + 3
+		case bytes.HasPrefix(rest, []byte("<!")):
+			k := bytes.IndexByte(rest, '>')
+			if k < 0 {
+				return 0, 0, false
+			}
+			i += k + 1
+		default:
+			var quote byte
+			for k := 1; k < len(rest); k++ {
+				c := rest[k]
+				switch {
+				case quote != 0:
+					if c == quote {
+						quote = 0
+					}
+				case c == '"' || c == '\'':
+					quote = c
+				case c == '>':
+					return i, i + k + 1, true
+				case c == '<':
+					return 0, 0, false
+				}
+			}
+			return 0, 0, false
+		}
+	}
+}
+
+// wrap returns entry i inside a copy of the root start tag, so that it sees
+// the root's namespace declarations. The wrapper adds no line.
+func (sp *xmlSplit) wrap(data []byte, i int) []byte {
+	c := sp.chunks[i]
+	out := make([]byte, 0, len(sp.rootStart)+c[1]-c[0]+len(sp.rootName)+3)
+	out = append(out, sp.rootStart...)
+	out = append(out, data[c[0]:c[1]]...)
+	out = append(out, "</"...)
+	out = append(out, sp.rootName...)
+	return append(out, '>')
+}
+
+// skeleton returns the page without its entries.
+func (sp *xmlSplit) skeleton(data []byte) []byte {
+	out := make([]byte, 0, len(data))
+	prev := 0
+	for _, c := range sp.chunks {
+		out = append(out, data[prev:c[0]]...)
+		prev = c[1]
+	}
+	return append(out, data[prev:]...)
+}
+
+// line is the line of the page on which entry i starts (wrap puts the root
+// start tag on that same line).
+func (sp *xmlSplit) line(data []byte, i int) int {
+	return 1 + bytes.Count(data[:sp.chunks[i][0]], []byte("\n"))
+}
+
+// entryID reads the atom:id of entry i as text, for a reject of an entry that
+// cannot be parsed.
+func (sp *xmlSplit) entryID(data []byte, i int) string {
+	c := data[sp.chunks[i][0]:sp.chunks[i][1]]
+	for _, tag := range sp.atomTags {
+		prefix := tag[:len(tag)-len("entry")]
+		open := append(append([]byte("<"), prefix...), "id>"...)
+		s := bytes.Index(c, open)
+		if s < 0 {
+			continue
+		}
+		rest := c[s+len(open):]
+		e := bytes.IndexByte(rest, '<')
+		if e < 0 {
+			continue
+		}
+		return trim(string(rest[:e]))
+	}
+	return ""
+}

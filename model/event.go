@@ -1,0 +1,178 @@
+// Package model holds the normalized usage event that every stage of the
+// pipeline shares: ingest produces it from feed entries, Kafka carries its
+// JSON encoding, the sink writes it to ClickHouse and the query service bills
+// it. It also holds the rules an event must satisfy (Validate).
+package model
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind is the billing kind of an event.
+type Kind string
+
+// The kinds. Every entry that is not one of the four Cloud Backup usage
+// products (including system events and unknown products) is KindOther.
+const (
+	KindBandwidthIn  Kind = "bandwidthIn"
+	KindBandwidthOut Kind = "bandwidthOut"
+	KindStorage      Kind = "storage"
+	KindLicense      Kind = "license"
+	KindOther        Kind = "other"
+)
+
+// Valid reports whether k is one of the defined kinds.
+func (k Kind) Valid() bool {
+	switch k {
+	case KindBandwidthIn, KindBandwidthOut, KindStorage, KindLicense, KindOther:
+		return true
+	}
+	return false
+}
+
+// Namespaces of the XML vocabularies the feed uses. JSON carries the same URIs
+// in "@type".
+const (
+	NSAtom        = "http://www.w3.org/2005/Atom"
+	NSEvent       = "http://docs.rackspace.com/core/event"
+	NSCloudBackup = "http://docs.rackspace.com/usage/cloudbackup/" // + product kind
+)
+
+// Event types of the core event schema.
+const (
+	TypeUsage         = "USAGE"
+	TypeUsageSnapshot = "USAGE_SNAPSHOT"
+	TypeUsageSummary  = "USAGE_SUMMARY"
+)
+
+// IsUsageType reports whether an event type carries usage (and so needs a
+// tenant). Every other type (CREATE, UP, INFO, …) is a system event.
+func IsUsageType(t string) bool {
+	return t == TypeUsage || t == TypeUsageSnapshot || t == TypeUsageSummary
+}
+
+// MaxUsageInterval is the longest interval a USAGE event may cover.
+const MaxUsageInterval = 24 * time.Hour
+
+// Event is one normalized feed entry. Its JSON encoding (see AppendJSON) is
+// the Kafka record value and is described by schemas/event.schema.json.
+//
+// The zero time means "absent" and is encoded as null. External is nil when
+// the entry did not say.
+type Event struct {
+	TenantID         string
+	EntryID          string // atom:id, trimmed, e.g. urn:uuid:…
+	EventID          string // the content event's id
+	Kind             Kind
+	ProductNamespace string // "" for events without a product
+	ProductVersion   string
+	EventType        string
+	EventVersion     string
+	Region           string
+	DataCenter       string
+	Environment      string
+	ResourceID       string
+	ResourceType     string
+	ServerID         string // an integer or a UUID, kept as written
+	ServerName       string
+	External         *bool
+	StartTime        time.Time
+	EndTime          time.Time
+	EventTime        time.Time
+	// Quantity is bytes for bandwidth and storage, 1 for a license event
+	// (one licensed server) and 0 for KindOther.
+	Quantity  uint64
+	Updated   time.Time
+	Published time.Time
+}
+
+// DedupeKey is what makes two events the same usage: the seed reuses one
+// atom id for bandwidthIn, bandwidthOut and storage, so the entry id alone is
+// not enough.
+type DedupeKey struct {
+	TenantID string
+	EntryID  string
+	Kind     Kind
+}
+
+// Key returns the event's dedupe key.
+func (e *Event) Key() DedupeKey { return DedupeKey{e.TenantID, e.EntryID, e.Kind} }
+
+// Snapshot reports whether e is a license snapshot (USAGE_SNAPSHOT).
+func (e *Event) Snapshot() bool { return e.EventType == TypeUsageSnapshot }
+
+// IsExternal reports whether the licensed server is outside Rackspace
+// (absent means false).
+func (e *Event) IsExternal() bool { return e.External != nil && *e.External }
+
+// Validate checks the rules of the event's kind. It returns nil or an error
+// that names the field at fault.
+func (e *Event) Validate() error {
+	if e.EntryID == "" {
+		return errors.New("entry_id is empty")
+	}
+	if !e.Kind.Valid() {
+		return fmt.Errorf("kind %q is not one of bandwidthIn, bandwidthOut, storage, license, other", e.Kind)
+	}
+	if e.Kind == KindOther {
+		if IsUsageType(e.EventType) && e.TenantID == "" {
+			return fmt.Errorf("%s event has no tenantId", e.EventType)
+		}
+		return nil
+	}
+	if e.TenantID == "" {
+		return fmt.Errorf("%s event has no tenantId", e.EventType)
+	}
+	if e.EventID == "" {
+		return errors.New("event has no id")
+	}
+	switch {
+	case e.EventType == TypeUsage:
+		if e.StartTime.IsZero() {
+			return errors.New("USAGE event has no startTime")
+		}
+		if e.EndTime.IsZero() {
+			return errors.New("USAGE event has no endTime")
+		}
+		if !e.StartTime.Before(e.EndTime) {
+			return fmt.Errorf("startTime %s is not before endTime %s",
+				FormatTime(e.StartTime), FormatTime(e.EndTime))
+		}
+		if e.EndTime.Sub(e.StartTime) > MaxUsageInterval {
+			return fmt.Errorf("interval from startTime %s to endTime %s is longer than a day",
+				FormatTime(e.StartTime), FormatTime(e.EndTime))
+		}
+	case e.EventType == TypeUsageSnapshot && e.Kind == KindLicense:
+		if e.EventTime.IsZero() {
+			return errors.New("USAGE_SNAPSHOT event has no eventTime")
+		}
+	default:
+		return fmt.Errorf("%s product cannot have event type %q", e.Kind, e.EventType)
+	}
+	if e.Kind == KindLicense {
+		if e.Quantity != 1 {
+			return fmt.Errorf("license quantity is %d, not 1", e.Quantity)
+		}
+		if e.Snapshot() {
+			if e.ServerName == "" {
+				return errors.New("license snapshot has no serverName")
+			}
+			if e.ServerID == "" && !e.IsExternal() {
+				return errors.New("license snapshot has no serverID and is not external")
+			}
+		} else if e.ServerID == "" {
+			return errors.New("license event has no serverID")
+		}
+		return nil
+	}
+	if e.ServerID == "" {
+		return fmt.Errorf("%s event has no serverID", e.Kind)
+	}
+	return nil
+}
+
+// FormatTime formats t as RFC 3339 in UTC with as many fractional digits as
+// it needs.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
