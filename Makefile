@@ -23,8 +23,8 @@ bench:
 # A short fuzzing run of the parser differential (longer: FUZZTIME=10m).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseXML -fuzztime $(FUZZTIME) ./ingest/
-	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME) ./ingest/
+	$(GO) test -run '^$$' -fuzz FuzzParseXML -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./ingest/
+	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./ingest/
 
 # Rewrite the golden files from the current parser (review the diff!).
 golden:

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/valyala/fastjson"
+
 	"github.com/feedmeter/feedmeter/model"
 )
 
@@ -141,14 +143,12 @@ func ParsePage(data []byte, f Format) (*Page, error) {
 	var ok bool
 	switch f {
 	case FormatXML:
-		p, ok = fastXMLPage(data)
-		if !ok {
-			p, err = referenceXMLPage(data)
+		if p, ok = fastXMLPage(data); !ok {
+			p, err = ReferencePage(data, f)
 		}
 	case FormatJSON:
-		p, ok = fastJSONPage(data)
-		if !ok {
-			p, err = referenceJSONPage(data)
+		if p, ok = fastJSONPage(data); !ok {
+			p, err = ReferencePage(data, f)
 		}
 	default:
 		return nil, &NotFeedError{What: describeStart(data)}
@@ -180,7 +180,49 @@ func ReferencePage(data []byte, f Format) (*Page, error) {
 	}
 	p.Format = f
 	p.Entries = len(p.Events) + len(p.Rejects)
+	fillRaw(p, data)
 	return p, nil
+}
+
+// fillRaw gives the reference's rejects the bytes of their entries, for the
+// dead-letter topic.
+func fillRaw(p *Page, data []byte) {
+	if len(p.Rejects) == 0 {
+		return
+	}
+	if p.Entry {
+		p.Rejects[0].Raw = data
+		return
+	}
+	var raw func(i int) []byte
+	switch p.Format {
+	case FormatXML:
+		sp, err := splitXML(data)
+		if err != nil {
+			return
+		}
+		raw = func(i int) []byte {
+			if i < 0 || i >= len(sp.chunks) {
+				return nil
+			}
+			return data[sp.chunks[i][0]:sp.chunks[i][1]]
+		}
+	case FormatJSON:
+		v, err := fastjson.ParseBytes(data)
+		if err != nil {
+			return
+		}
+		entries := v.GetArray("feed", "entry")
+		raw = func(i int) []byte {
+			if i < 0 || i >= len(entries) {
+				return nil
+			}
+			return entries[i].MarshalTo(nil)
+		}
+	}
+	for i := range p.Rejects {
+		p.Rejects[i].Raw = raw(p.Rejects[i].Index)
+	}
 }
 
 func detect(data []byte, f Format) Format {

@@ -233,7 +233,7 @@ func recoverXMLPage(data []byte, pageErr error) (*Page, error) {
 	for i := range sp.chunks {
 		doc, err := readXML(sp.wrap(data, i))
 		if err != nil {
-			p.add(i, rejected(sp.entryID(data, i), xmlReason(err, sp.line(data, i))))
+			p.add(i, rejected(sp.entryID(data, i), xmlReason(err, sp.line(i))))
 			continue
 		}
 		entry := doc.Root().ChildElements()
@@ -259,7 +259,7 @@ func referenceJSONPage(data []byte) (*Page, error) {
 	if err := dec.Decode(&top); err != nil {
 		return nil, &NotFeedError{Format: FormatJSON, What: "malformed JSON: " + err.Error()}
 	}
-	if _, err := dec.Token(); err == nil {
+	if len(bytes.Trim(data[dec.InputOffset():], " \t\r\n")) > 0 {
 		return nil, &NotFeedError{Format: FormatJSON, What: "malformed JSON: data after the top-level value"}
 	}
 	obj, _ := top.(map[string]any)

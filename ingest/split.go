@@ -17,6 +17,7 @@ type xmlSplit struct {
 	rootEntry bool   // the root is atom:entry: the document is one entry
 	atomTags  [][]byte
 	chunks    [][2]int // byte ranges of the entries
+	lines     []int    // the line on which each entry starts
 }
 
 var errNoRoot = errors.New("no root element")
@@ -109,6 +110,12 @@ func splitXML(data []byte) (*xmlSplit, error) {
 			e = s + ce
 		}
 		sp.chunks = append(sp.chunks, [2]int{s, e})
+	}
+	line, prev := 1, 0
+	for _, c := range sp.chunks {
+		line += bytes.Count(data[prev:c[0]], []byte("\n"))
+		prev = c[0]
+		sp.lines = append(sp.lines, line)
 	}
 	return sp, nil
 }
@@ -224,9 +231,7 @@ func (sp *xmlSplit) skeleton(data []byte) []byte {
 
 // line is the line of the page on which entry i starts (wrap puts the root
 // start tag on that same line).
-func (sp *xmlSplit) line(data []byte, i int) int {
-	return 1 + bytes.Count(data[:sp.chunks[i][0]], []byte("\n"))
-}
+func (sp *xmlSplit) line(i int) int { return sp.lines[i] }
 
 // entryID reads the atom:id of entry i as text, for a reject of an entry that
 // cannot be parsed.

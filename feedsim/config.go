@@ -1,0 +1,267 @@
+package feedsim
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is what a Server simulates. DefaultConfig gives the defaults that
+// the comments name; the zero value of a field means what its comment says.
+type Config struct {
+	// Tenants is the number of tenants generated (DefaultConfig: 3).
+	Tenants int
+	// Start is the first UTC day of generated history (DefaultConfig:
+	// 2026-10-01); it is truncated to a day.
+	Start time.Time
+	// Days of history generated per tenant (DefaultConfig: 7); 0 means a
+	// feed that only live mode and the APIs fill.
+	Days int
+	// Seed makes everything generated, and the faults' choices, repeatable
+	// (DefaultConfig: 1).
+	Seed uint64
+	// Agents per tenant; 0 (DefaultConfig) draws 2 to 6 per tenant.
+	Agents int
+	// HeadDelay withholds entries published less than this long ago, as
+	// Cloud Feeds holds back its newest entries (DefaultConfig: 2s).
+	HeadDelay time.Duration
+	// Rate is how many live entries a second Run appends across tenants,
+	// with current timestamps; 0 (DefaultConfig) is no live mode.
+	Rate float64
+	// Users are the accepted Identity users, name → API key (DefaultConfig:
+	// demo → demo). Empty with NoAuth unset accepts nobody.
+	Users map[string]string
+	// TokenTTL is how long an Identity token lives (DefaultConfig: 24h).
+	TokenTTL time.Duration
+	// NoAuth serves the feeds and APIs without X-Auth-Token
+	// (DefaultConfig: false).
+	NoAuth bool
+	// Faults are the injected failures (DefaultConfig: none).
+	Faults Faults
+	// RetryAfter is the Retry-After of a 429, rounded up to seconds
+	// (DefaultConfig: 1s).
+	RetryAfter time.Duration
+	// SlowDelay is how long a slow response waits before its first byte
+	// (DefaultConfig: 3s).
+	SlowDelay time.Duration
+	// ActiveFor is how long agent_activate keeps a non-idle mode before the
+	// agents fall back to idle (DefaultConfig: 10m).
+	ActiveFor time.Duration
+	// BackupTime is how long a started backup runs before it completes and
+	// adds its usage to the feed (DefaultConfig: 5s).
+	BackupTime time.Duration
+	// LogReadyAfter is how long a requested log file takes to be ready
+	// (DefaultConfig: 2s).
+	LogReadyAfter time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Tenants:       3,
+		Start:         time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC),
+		Days:          7,
+		Seed:          1,
+		HeadDelay:     2 * time.Second,
+		Users:         map[string]string{"demo": "demo"},
+		TokenTTL:      24 * time.Hour,
+		RetryAfter:    time.Second,
+		SlowDelay:     3 * time.Second,
+		ActiveFor:     10 * time.Minute,
+		BackupTime:    5 * time.Second,
+		LogReadyAfter: 2 * time.Second,
+	}
+}
+
+// maxEntriesPerFeed bounds a feed (entry indexes are int32 and the id index
+// must fit in memory).
+const maxEntriesPerFeed = 50_000_000
+
+// Validate reports every field that is out of range.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Tenants < 1 || c.Tenants > 100_000 {
+		errs = append(errs, fmt.Errorf("tenants %d is not within 1..100000", c.Tenants))
+	}
+	if c.Days < 0 || c.Days > 3660 {
+		errs = append(errs, fmt.Errorf("days %d is not within 0..3660", c.Days))
+	}
+	if c.Start.IsZero() && c.Days > 0 {
+		errs = append(errs, errors.New("start is not set"))
+	}
+	if c.Agents < 0 || c.Agents > 10_000 {
+		errs = append(errs, fmt.Errorf("agents %d is not within 0..10000", c.Agents))
+	}
+	// An hourly agent writes at most about 80 entries a day.
+	if a := max(c.Agents, 6); int64(a)*int64(c.Days)*80 > maxEntriesPerFeed {
+		errs = append(errs, fmt.Errorf("%d agents over %d days is more than %d entries per tenant", a, c.Days, maxEntriesPerFeed))
+	}
+	if c.HeadDelay < 0 {
+		errs = append(errs, fmt.Errorf("head delay %s is negative", c.HeadDelay))
+	}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate > 1e6 {
+		errs = append(errs, fmt.Errorf("rate %v is not within 0..1000000", c.Rate))
+	}
+	if c.TokenTTL <= 0 {
+		errs = append(errs, fmt.Errorf("token TTL %s is not positive", c.TokenTTL))
+	}
+	for u, k := range c.Users {
+		if u == "" || k == "" {
+			errs = append(errs, fmt.Errorf("user %q has an empty name or API key", u))
+		}
+	}
+	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"retry after", c.RetryAfter}, {"slow delay", c.SlowDelay}, {"active for", c.ActiveFor},
+		{"backup time", c.BackupTime}, {"log ready after", c.LogReadyAfter}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseUsers reads "name:key,name:key" (as the --users flag does).
+func ParseUsers(s string) (map[string]string, error) {
+	users := map[string]string{}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' }) {
+		f = strings.TrimSpace(f)
+		if f == "" || strings.HasPrefix(f, "#") {
+			continue
+		}
+		name, key, ok := strings.Cut(f, ":")
+		if !ok || name == "" || key == "" {
+			return nil, fmt.Errorf("user %q is not name:apikey", f)
+		}
+		users[name] = key
+	}
+	return users, nil
+}
+
+// Faults are the shares of requests (and, for Malformed, of entries) that
+// fail. Each is a probability in [0, 1]; the request faults together must
+// not exceed 1.
+type Faults struct {
+	RateLimited float64 // "429": answered 429 Too Many Requests with Retry-After
+	Unavailable float64 // "503": answered 503 Service Unavailable
+	Internal    float64 // "500": answered 500 Internal Server Error
+	Drop        float64 // "drop": the connection is closed mid-body
+	Slow        float64 // "slow": the response waits Config.SlowDelay first
+	Malformed   float64 // "malformed": share of entries served malformed, picked by id
+	Expire      float64 // "expire": the request's token expires early (401)
+}
+
+// faultNames are the keys of the --faults syntax, in its order.
+var faultNames = []string{"429", "503", "500", "drop", "slow", "malformed", "expire"}
+
+func (f *Faults) field(name string) *float64 {
+	switch name {
+	case "429":
+		return &f.RateLimited
+	case "503":
+		return &f.Unavailable
+	case "500":
+		return &f.Internal
+	case "drop":
+		return &f.Drop
+	case "slow":
+		return &f.Slow
+	case "malformed":
+		return &f.Malformed
+	case "expire":
+		return &f.Expire
+	}
+	return nil
+}
+
+// ParseFaults reads "429=0.05,503=0.02,500=0.01,drop=0.01,slow=0.01,
+// malformed=0.001,expire=0.01"; faults not named are 0. "" and "none" are no
+// faults.
+func ParseFaults(s string) (Faults, error) {
+	var f Faults
+	s = strings.TrimSpace(s)
+	if s == "" || s == "none" {
+		return f, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return Faults{}, fmt.Errorf("fault %q is not name=probability", kv)
+		}
+		p := f.field(strings.TrimSpace(k))
+		if p == nil {
+			return Faults{}, fmt.Errorf("fault %q is not one of %s", k, strings.Join(faultNames, ", "))
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return Faults{}, fmt.Errorf("fault %s: %q is not a number", k, v)
+		}
+		*p = x
+	}
+	return f, f.Validate()
+}
+
+// Validate checks that every share is a probability and that the request
+// faults fit in one.
+func (f Faults) Validate() error {
+	var errs []error
+	f2 := f
+	for _, n := range faultNames {
+		if v := *f2.field(n); !(v >= 0 && v <= 1) {
+			errs = append(errs, fmt.Errorf("fault %s=%v is not within 0..1", n, v))
+		}
+	}
+	if s := f.RateLimited + f.Unavailable + f.Internal + f.Drop + f.Slow + f.Expire; s > 1+1e-9 {
+		errs = append(errs, fmt.Errorf("request faults add up to %v, more than 1", s))
+	}
+	return errors.Join(errs...)
+}
+
+// String writes the faults in the --faults syntax, "none" when off.
+func (f Faults) String() string {
+	var parts []string
+	for _, n := range faultNames {
+		if v := *f.field(n); v != 0 {
+			parts = append(parts, n+"="+strconv.FormatFloat(v, 'g', -1, 64))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ",")
+}
+
+// Map returns the faults by name, every name present.
+func (f Faults) Map() map[string]float64 {
+	m := make(map[string]float64, len(faultNames))
+	for _, n := range faultNames {
+		m[n] = *f.field(n)
+	}
+	return m
+}
+
+// faultsFromMap is the inverse of Map; names not given are 0.
+func faultsFromMap(m map[string]float64) (Faults, error) {
+	var f Faults
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := f.field(n)
+		if p == nil {
+			return Faults{}, fmt.Errorf("fault %q is not one of %s", n, strings.Join(faultNames, ", "))
+		}
+		*p = m[n]
+	}
+	return f, f.Validate()
+}

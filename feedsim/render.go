@@ -1,0 +1,555 @@
+package feedsim
+
+import "unicode/utf8"
+
+// Rendering is by hand, appending to a byte slice: a page of 1,000 entries
+// is about 1.3 MB of XML and must take a few milliseconds. The shapes follow
+// the seed samples (testdata/seed/) and real Atom Hopper pages: the feed in
+// the Atom default namespace, each entry an atom:entry that declares its own
+// prefix, the event in the core event namespace and its product in a
+// cloudbackup namespace with the seed's prefixes. Attributes are written in
+// the seed's order. JSON keys are sorted, "/" is escaped as "\/", numbers
+// and booleans are bare, serverID is a string.
+
+// variant is how an entry is served.
+type variant uint8
+
+const (
+	vGood      variant = iota
+	vBroken            // XML not well-formed (the seed's "/" without ">"); JSON: product or event is a string
+	vMissing           // a required attribute is missing
+	vWrongType         // an attribute has a value of the wrong type
+)
+
+var variantNames = [...]string{"", "broken", "missing", "wrong-type"}
+
+const (
+	variantKey    = 0x76617269616e7400
+	whitespaceKey = 0x7768697465737063
+	eventIDKey    = 0x6576656e74696400
+)
+
+// malformedVariant picks the fault of a malformed entry from its id.
+func malformedVariant(e *entry) variant {
+	v := variant(1 + e.id.hash(variantKey)%3)
+	if v == vMissing && (e.kind == kSystem || e.kind == kServer) {
+		// System events have no attribute whose absence the schema rejects.
+		v = vWrongType
+	}
+	return v
+}
+
+// renderer holds what is the same for every entry of one response.
+type renderer struct {
+	f         *feed
+	hrefXML   string // "<base>/<feed>/entries/urn:uuid:" escaped for XML
+	hrefJSON  string // the same as the inside of a JSON string
+	threshold uint64 // malformed hash threshold
+	record    bool   // record malformed decisions (a real serving)
+}
+
+func newRenderer(f *feed, base string, threshold uint64) *renderer {
+	href := base + "/" + f.name + "/entries/urn:uuid:"
+	return &renderer{
+		f: f, threshold: threshold, record: true,
+		hrefXML:  string(appendXMLAttr(nil, href)),
+		hrefJSON: string(appendJSONInner(nil, href)),
+	}
+}
+
+func (r *renderer) variant(i int) variant {
+	if !r.f.malformed(i, r.threshold, r.record) {
+		return vGood
+	}
+	return malformedVariant(&r.f.entries[i])
+}
+
+const (
+	xmlHeader   = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	nsCloud     = "http://docs.rackspace.com/usage/cloudbackup/"
+	nsEvent     = "http://docs.rackspace.com/core/event"
+	nsAtomJSON  = `http:\/\/www.w3.org\/2005\/Atom`
+	nsEventJSON = `http:\/\/docs.rackspace.com\/core\/event`
+	nsCloudJSON = `http:\/\/docs.rackspace.com\/usage\/cloudbackup\/`
+)
+
+// rid is the entry's resource id: the agent's, or for a Nova event its
+// server's.
+func rid(e *entry, ag *agent) string {
+	if e.kind == kServer {
+		return ag.serverID
+	}
+	return ag.rid
+}
+
+// spaced reports whether the entry's atom:id and atom:updated carry white
+// space around their text in XML, as some real entries do (one entry in
+// eight, by id).
+func spaced(e *entry) bool { return e.id.hash(whitespaceKey)%8 == 0 }
+
+// appendEntryXML appends entry i as an atom:entry element.
+func (r *renderer) appendEntryXML(b []byte, i int) []byte {
+	f := r.f
+	e := &f.entries[i]
+	t := f.tenant
+	ag := t.agents[e.agent]
+	v := r.variant(i)
+	ws := spaced(e)
+	b = append(b, "  <atom:entry xmlns:atom=\"http://www.w3.org/2005/Atom\" xmlns=\"http://www.w3.org/2001/XMLSchema\">\n    <atom:id>"...)
+	if ws {
+		b = append(b, ' ')
+	}
+	b = append(b, "urn:uuid:"...)
+	b = e.id.appendTo(b)
+	if ws {
+		b = append(b, ' ')
+	}
+	b = append(b, "</atom:id>\n    <atom:category term=\"tid:"...)
+	b = append(b, t.id...)
+	b = append(b, "\"/>\n    <atom:category term=\"rgn:"...)
+	b = append(b, t.region...)
+	b = append(b, "\"/>\n    <atom:category term=\"dc:"...)
+	b = append(b, t.dc...)
+	b = append(b, "\"/>\n    <atom:category term=\"rid:"...)
+	b = append(b, rid(e, ag)...)
+	term := e.term()
+	b = append(b, "\"/>\n    <atom:category term=\""...)
+	b = append(b, term...)
+	b = append(b, "\"/>\n    <atom:category term=\"type:"...)
+	b = append(b, term...)
+	b = append(b, "\"/>\n    <atom:content type=\"application/xml\">\n      "...)
+	switch e.kind {
+	case kSnapshot:
+		b = r.appendSnapshotXML(b, e, ag, v)
+	case kSystem:
+		b = r.appendSystemXML(b, e, ag, v)
+	case kServer:
+		b = r.appendServerXML(b, e, v)
+	default:
+		b = r.appendUsageXML(b, e, ag, v)
+	}
+	b = append(b, "\n    </atom:content>\n    <atom:link href=\""...)
+	b = append(b, r.hrefXML...)
+	b = e.id.appendTo(b)
+	b = append(b, "\" rel=\"self\"/>\n    <atom:updated>"...)
+	if ws {
+		b = append(b, ' ')
+	}
+	b = appendMilli(b, e.published)
+	if ws {
+		b = append(b, ' ')
+	}
+	b = append(b, "</atom:updated>\n    <atom:published>"...)
+	b = appendMilli(b, e.published)
+	return append(b, "</atom:published>\n  </atom:entry>\n"...)
+}
+
+// appendEventNS appends the start of an event start tag: its name and
+// namespace declarations.
+func appendEventNS(b []byte, k kind) []byte {
+	b = append(b, "<event xmlns=\""+nsEvent+"\""...)
+	if p := kinds[k].product; p != "" {
+		b = append(b, " xmlns:"...)
+		b = append(b, kinds[k].prefix...)
+		b = append(b, "=\""+nsCloud...)
+		b = append(b, p...)
+		b = append(b, '"')
+	}
+	return b
+}
+
+func (r *renderer) appendUsageXML(b []byte, e *entry, ag *agent, v variant) []byte {
+	t := r.f.tenant
+	b = appendEventNS(b, e.kind)
+	b = append(b, " dataCenter=\""...)
+	b = append(b, t.dc...)
+	b = append(b, "\" endTime=\""...)
+	b = appendSec(b, e.start+int64(e.dur))
+	b = append(b, "\" environment=\"PROD\" id=\""...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, "\" region=\""...)
+	b = append(b, t.region...)
+	b = append(b, "\" resourceId=\""...)
+	b = append(b, ag.rid...)
+	b = append(b, "\" startTime=\""...)
+	if e.kind == kLicense && v == vWrongType {
+		b = append(b, "yesterday"...)
+	} else {
+		b = appendSec(b, e.start)
+	}
+	b = append(b, "\" tenantId=\""...)
+	b = append(b, t.id...)
+	b = append(b, "\" type=\"USAGE\" version=\"1\">\n        <"...)
+	b = append(b, kinds[e.kind].prefix...)
+	b = append(b, ":product"...)
+	attr := kinds[e.kind].product
+	value := func(b []byte) []byte {
+		if v == vMissing {
+			return b
+		}
+		b = append(b, ' ')
+		b = append(b, attr...)
+		b = append(b, "=\""...)
+		if v == vWrongType {
+			b = append(b, "abc"...)
+		} else {
+			b = appendUint(b, e.value)
+		}
+		return append(b, '"')
+	}
+	if e.kind != kStorage && e.kind != kLicense {
+		b = value(b)
+	}
+	b = append(b, " resourceType=\"AGENT\""...)
+	if !(e.kind == kLicense && v == vMissing) {
+		b = append(b, " serverID=\""...)
+		b = append(b, ag.serverID...)
+		b = append(b, '"')
+	}
+	b = append(b, " serviceCode=\"CloudBackup\""...)
+	if e.kind == kStorage {
+		b = value(b)
+	}
+	b = append(b, " version=\"1\"/"...)
+	if v != vBroken {
+		b = append(b, '>')
+	}
+	return append(b, "\n      </event>"...)
+}
+
+// externalShown reports whether a snapshot writes its optional external
+// attribute: always when true, two times in three when false.
+func externalShown(e *entry, ag *agent) bool {
+	return ag.external || e.id.hash(whitespaceKey+1)%3 != 0
+}
+
+func (r *renderer) appendSnapshotXML(b []byte, e *entry, ag *agent, v variant) []byte {
+	t := r.f.tenant
+	// The seed's attribute order.
+	b = appendEventNS(b, e.kind)
+	b = append(b, " eventTime=\""...)
+	b = appendSec(b, e.start)
+	b = append(b, "\" region=\""...)
+	b = append(b, t.region...)
+	b = append(b, "\" dataCenter=\""...)
+	b = append(b, t.dc...)
+	b = append(b, "\" type=\"USAGE_SNAPSHOT\" id=\""...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, "\" resourceId=\""...)
+	b = append(b, ag.rid...)
+	b = append(b, "\" tenantId=\""...)
+	b = append(b, t.id...)
+	b = append(b, "\" version=\"1\">\n        <cb-lic:product version=\"3\" serviceCode=\"CloudBackup\""...)
+	if !ag.noServerID {
+		b = append(b, " serverID=\""...)
+		b = append(b, ag.serverID...)
+		b = append(b, '"')
+	}
+	if v != vMissing {
+		b = append(b, " serverName=\""...)
+		b = append(b, ag.nameXML...)
+		b = append(b, '"')
+	}
+	switch {
+	case v == vWrongType:
+		b = append(b, " external=\"maybe\""...)
+	case !externalShown(e, ag):
+	case ag.external:
+		b = append(b, " external=\"true\""...)
+	default:
+		b = append(b, " external=\"false\""...)
+	}
+	b = append(b, " resourceType=\"AGENT\"/"...)
+	if v != vBroken {
+		b = append(b, '>')
+	}
+	return append(b, "\n      </event>"...)
+}
+
+func (r *renderer) appendSystemXML(b []byte, e *entry, ag *agent, v variant) []byte {
+	t := r.f.tenant
+	b = append(b, "<event xmlns=\""+nsEvent+"\" dataCenter=\""...)
+	b = append(b, t.dc...)
+	b = append(b, "\" eventTime=\""...)
+	if v == vWrongType {
+		b = append(b, "yesterday"...)
+	} else {
+		b = appendSec(b, e.start)
+	}
+	b = append(b, "\" id=\""...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, "\" region=\""...)
+	b = append(b, t.region...)
+	b = append(b, "\" resourceId=\""...)
+	b = append(b, ag.rid...)
+	b = append(b, "\" tenantId=\""...)
+	b = append(b, t.id...)
+	b = append(b, "\" type=\""...)
+	b = append(b, systemTypes[e.etype]...)
+	b = append(b, "\" version=\"1\"/"...)
+	if v != vBroken {
+		b = append(b, '>')
+	}
+	return b
+}
+
+// appendEntryJSON appends entry i as a JSON object.
+func (r *renderer) appendEntryJSON(b []byte, i int) []byte {
+	f := r.f
+	e := &f.entries[i]
+	t := f.tenant
+	ag := t.agents[e.agent]
+	v := r.variant(i)
+	b = append(b, `{"@type":"`+nsAtomJSON+`","category":[{"term":"tid:`...)
+	b = append(b, t.id...)
+	b = append(b, `"},{"term":"rgn:`...)
+	b = append(b, t.region...)
+	b = append(b, `"},{"term":"dc:`...)
+	b = append(b, t.dc...)
+	b = append(b, `"},{"term":"rid:`...)
+	b = append(b, rid(e, ag)...)
+	term := e.term()
+	b = append(b, `"},{"term":"`...)
+	b = append(b, term...)
+	b = append(b, `"},{"term":"type:`...)
+	b = append(b, term...)
+	b = append(b, `"}],"content":{"event":`...)
+	switch e.kind {
+	case kSnapshot:
+		b = r.appendSnapshotJSON(b, e, ag, v)
+	case kSystem:
+		b = r.appendSystemJSON(b, e, ag, v)
+	case kServer:
+		b = r.appendServerJSON(b, e, v)
+	default:
+		b = r.appendUsageJSON(b, e, ag, v)
+	}
+	b = append(b, `},"id":"urn:uuid:`...)
+	b = e.id.appendTo(b)
+	b = append(b, `","link":[{"href":"`...)
+	b = append(b, r.hrefJSON...)
+	b = e.id.appendTo(b)
+	b = append(b, `","rel":"self"}],"published":"`...)
+	b = appendMilli(b, e.published)
+	b = append(b, `","updated":"`...)
+	b = appendMilli(b, e.published)
+	return append(b, `"}`...)
+}
+
+func (r *renderer) appendUsageJSON(b []byte, e *entry, ag *agent, v variant) []byte {
+	t := r.f.tenant
+	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
+	b = append(b, t.dc...)
+	b = append(b, `","endTime":"`...)
+	b = appendSec(b, e.start+int64(e.dur))
+	b = append(b, `","environment":"PROD","id":"`...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, `","product":`...)
+	if v == vBroken {
+		// A string where the product object belongs: what is left of a
+		// product element whose tag was cut short.
+		b = append(b, `"<`...)
+		b = append(b, kinds[e.kind].prefix...)
+		b = append(b, `:product resourceType=\"AGENT\" serverID=\"`...)
+		b = append(b, ag.serverID...)
+		b = append(b, `\" serviceCode=\"CloudBackup\" version=\"1\"\/"`...)
+	} else {
+		b = append(b, `{"@type":"`+nsCloudJSON...)
+		attr := kinds[e.kind].product
+		b = append(b, attr...)
+		b = append(b, '"')
+		value := func(b []byte) []byte {
+			if v == vMissing {
+				return b
+			}
+			b = append(b, `,"`...)
+			b = append(b, attr...)
+			b = append(b, `":`...)
+			if v == vWrongType {
+				return append(b, `"abc"`...)
+			}
+			return appendUint(b, e.value)
+		}
+		if e.kind != kStorage && e.kind != kLicense {
+			b = value(b)
+		}
+		b = append(b, `,"resourceType":"AGENT"`...)
+		if !(e.kind == kLicense && v == vMissing) {
+			b = append(b, `,"serverID":"`...)
+			b = append(b, ag.serverID...)
+			b = append(b, '"')
+		}
+		b = append(b, `,"serviceCode":"CloudBackup"`...)
+		if e.kind == kStorage {
+			b = value(b)
+		}
+		b = append(b, `,"version":"1"}`...)
+	}
+	b = append(b, `,"region":"`...)
+	b = append(b, t.region...)
+	b = append(b, `","resourceId":"`...)
+	b = append(b, ag.rid...)
+	b = append(b, `","startTime":"`...)
+	if e.kind == kLicense && v == vWrongType {
+		b = append(b, "yesterday"...)
+	} else {
+		b = appendSec(b, e.start)
+	}
+	b = append(b, `","tenantId":"`...)
+	b = append(b, t.id...)
+	return append(b, `","type":"USAGE","version":"1"}`...)
+}
+
+func (r *renderer) appendSnapshotJSON(b []byte, e *entry, ag *agent, v variant) []byte {
+	t := r.f.tenant
+	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
+	b = append(b, t.dc...)
+	b = append(b, `","eventTime":"`...)
+	b = appendSec(b, e.start)
+	b = append(b, `","id":"`...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, `","product":`...)
+	if v == vBroken {
+		b = append(b, `"<cb-lic:product version=\"3\" serviceCode=\"CloudBackup\" resourceType=\"AGENT\"\/"`...)
+	} else {
+		b = append(b, `{"@type":"`+nsCloudJSON+`license"`...)
+		switch {
+		case v == vWrongType:
+			b = append(b, `,"external":"maybe"`...)
+		case !externalShown(e, ag):
+		case ag.external:
+			b = append(b, `,"external":true`...)
+		default:
+			b = append(b, `,"external":false`...)
+		}
+		b = append(b, `,"resourceType":"AGENT"`...)
+		if !ag.noServerID {
+			b = append(b, `,"serverID":"`...)
+			b = append(b, ag.serverID...)
+			b = append(b, '"')
+		}
+		if v != vMissing {
+			b = append(b, `,"serverName":`...)
+			b = append(b, ag.nameJSON...)
+		}
+		b = append(b, `,"serviceCode":"CloudBackup","version":"3"}`...)
+	}
+	b = append(b, `,"region":"`...)
+	b = append(b, t.region...)
+	b = append(b, `","resourceId":"`...)
+	b = append(b, ag.rid...)
+	b = append(b, `","tenantId":"`...)
+	b = append(b, t.id...)
+	return append(b, `","type":"USAGE_SNAPSHOT","version":"1"}`...)
+}
+
+func (r *renderer) appendSystemJSON(b []byte, e *entry, ag *agent, v variant) []byte {
+	t := r.f.tenant
+	if v == vBroken {
+		b = append(b, `"<event dataCenter=\"`...)
+		b = append(b, t.dc...)
+		b = append(b, `\" type=\"`...)
+		b = append(b, systemTypes[e.etype]...)
+		return append(b, `\" version=\"1\"\/"`...)
+	}
+	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
+	b = append(b, t.dc...)
+	b = append(b, `","eventTime":"`...)
+	if v == vWrongType {
+		b = append(b, "yesterday"...)
+	} else {
+		b = appendSec(b, e.start)
+	}
+	b = append(b, `","id":"`...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, `","region":"`...)
+	b = append(b, t.region...)
+	b = append(b, `","resourceId":"`...)
+	b = append(b, ag.rid...)
+	b = append(b, `","tenantId":"`...)
+	b = append(b, t.id...)
+	b = append(b, `","type":"`...)
+	b = append(b, systemTypes[e.etype]...)
+	return append(b, `","version":"1"}`...)
+}
+
+// appendXMLAttr appends s escaped for an XML attribute value in double
+// quotes (and for element text).
+func appendXMLAttr(b []byte, s string) []byte {
+	start := 0
+	for i := 0; i < len(s); i++ {
+		var esc string
+		switch s[i] {
+		case '&':
+			esc = "&amp;"
+		case '<':
+			esc = "&lt;"
+		case '>':
+			esc = "&gt;"
+		case '"':
+			esc = "&quot;"
+		case '\'':
+			esc = "&apos;"
+		case '\t':
+			esc = "&#9;"
+		case '\n':
+			esc = "&#10;"
+		case '\r':
+			esc = "&#13;"
+		default:
+			continue
+		}
+		b = append(b, s[start:i]...)
+		b = append(b, esc...)
+		start = i + 1
+	}
+	return append(b, s[start:]...)
+}
+
+// appendJSONStr appends s as a JSON string, quotes included.
+func appendJSONStr(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = appendJSONInner(b, s)
+	return append(b, '"')
+}
+
+// appendJSONInner appends s escaped for the inside of a JSON string, "/"
+// as "\/" as Cloud Feeds writes it. Invalid UTF-8 becomes U+FFFD.
+func appendJSONInner(b []byte, s string) []byte {
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, s[start:i]...)
+				b = append(b, `\ufffd`...)
+				i++
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' && c != '/' {
+			i++
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\', '/':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		i++
+		start = i
+	}
+	return append(b, s[start:]...)
+}

@@ -1,0 +1,462 @@
+package ingest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/beevik/etree"
+
+	"github.com/feedmeter/feedmeter/model"
+)
+
+// testdataFiles lists every XML and JSON sample of the project.
+func testdataFiles(t testing.TB) []string {
+	var files []string
+	for _, pattern := range []string{"../testdata/*/*.xml", "../testdata/*/*.json", "../feedsim/testdata/*.xml", "../feedsim/testdata/*.json"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	if len(files) < 10 {
+		t.Fatalf("found only %d testdata files", len(files))
+	}
+	return files
+}
+
+func formatOf(name string) Format {
+	if strings.HasSuffix(name, ".json") {
+		return FormatJSON
+	}
+	return FormatXML
+}
+
+// fast runs only the fast parser; ok=false when it stepped aside.
+func fast(data []byte, f Format) (*Page, bool) {
+	var p *Page
+	var ok bool
+	if f == FormatJSON {
+		p, ok = fastJSONPage(data)
+	} else {
+		p, ok = fastXMLPage(data)
+	}
+	if ok {
+		p.Format = f
+		p.Entries = len(p.Events) + len(p.Rejects)
+	}
+	return p, ok
+}
+
+// comparable strips what the two parsers may word differently.
+func comparable(p *Page) *Page {
+	c := *p
+	c.Rejects = nil
+	for _, r := range p.Rejects {
+		c.Rejects = append(c.Rejects, Reject{EntryID: r.EntryID, Index: r.Index})
+	}
+	c.Recovered = ""
+	return &c
+}
+
+// samePage fails unless the fast parser (or ParsePage) and the reference
+// agree on every event, every reject's entry and index, and the links.
+func samePage(t testing.TB, name string, got, want *Page) {
+	t.Helper()
+	g, w := comparable(got), comparable(want)
+	if reflect.DeepEqual(g, w) {
+		return
+	}
+	if len(g.Events) != len(w.Events) {
+		t.Fatalf("%s: %d events, reference %d", name, len(g.Events), len(w.Events))
+	}
+	for i := range g.Events {
+		if !reflect.DeepEqual(g.Events[i], w.Events[i]) {
+			t.Fatalf("%s: event %d:\n got %s\nwant %s", name, i, g.Events[i].AppendJSON(nil), w.Events[i].AppendJSON(nil))
+		}
+	}
+	t.Fatalf("%s: pages differ:\n got %+v\nwant %+v", name, g, w)
+}
+
+// malformed lists the testdata files that are not well-formed on purpose:
+// there the fast path must step aside.
+var malformed = map[string]bool{"storage.xml": true, "feed-broken-entry.xml": true}
+
+func TestFastEqualsReference(t *testing.T) {
+	for _, name := range testdataFiles(t) {
+		t.Run(filepath.Base(name), func(t *testing.T) {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := formatOf(name)
+			want, err := ReferencePage(data, f)
+			if err != nil {
+				t.Fatalf("reference: %v", err)
+			}
+			got, ok := fast(data, f)
+			if malformed[filepath.Base(name)] {
+				if ok {
+					t.Fatal("the fast parser accepted a malformed page")
+				}
+			} else {
+				if !ok {
+					t.Fatal("the fast parser stepped aside on a well-formed page")
+				}
+				samePage(t, name, got, want)
+			}
+			pub, err := ParsePage(data, FormatAuto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			samePage(t, name, pub, want)
+		})
+	}
+}
+
+// TestXMLAndJSONTwins: a page in XML and its JSON twin give the same events.
+func TestXMLAndJSONTwins(t *testing.T) {
+	for _, name := range testdataFiles(t) {
+		if !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		twin := strings.TrimSuffix(name, ".json") + ".xml"
+		if malformed[filepath.Base(twin)] {
+			continue
+		}
+		xdata, err := os.ReadFile(twin)
+		if err != nil {
+			continue
+		}
+		jdata, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := ParsePage(xdata, FormatAuto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := ParsePage(jdata, FormatAuto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Format != FormatXML || j.Format != FormatJSON {
+			t.Fatalf("formats detected as %v and %v", x.Format, j.Format)
+		}
+		x.Format, j.Format = 0, 0
+		// Twins carry the same entries; the JSON ones may add rejects.
+		for i := range x.Events {
+			found := false
+			for k := range j.Events {
+				if reflect.DeepEqual(x.Events[i], j.Events[k]) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: event %s of the XML twin is missing or differs", name, x.Events[i].AppendJSON(nil))
+			}
+		}
+		if x.Links != j.Links {
+			t.Errorf("%s: links %+v, XML twin %+v", name, j.Links, x.Links)
+		}
+	}
+}
+
+func TestLinks(t *testing.T) {
+	for _, name := range []string{"../testdata/pages/feed-head.xml", "../testdata/pages/feed-head.json"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ParsePage(data, FormatAuto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "https://ord.feeds.api.rackspacecloud.com/backup/events/1234"
+		want := Links{
+			Current:  base,
+			Self:     base + "?limit=25",
+			Previous: base + "?marker=urn:uuid:4a1f6a62-0f1e-4c57-8d55-1b0a8c6d0001&direction=forward&limit=25",
+			Next:     base + "?marker=urn:uuid:4a1f6a62-0f1e-4c57-8d55-1b0a8c6d0005&direction=backward&limit=25",
+			Last:     base + "?marker=last&direction=backward&limit=25",
+		}
+		if p.Links != want {
+			t.Errorf("%s: links\n got %+v\nwant %+v", name, p.Links, want)
+		}
+		if p.Entries != 5 || len(p.Events) != 5 {
+			t.Errorf("%s: %d entries, %d events; want 5, 5", name, p.Entries, len(p.Events))
+		}
+	}
+}
+
+func TestBrokenEntryCostsOnlyItself(t *testing.T) {
+	data, err := os.ReadFile("../testdata/pages/feed-broken-entry.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParsePage(data, FormatAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != 2 || len(p.Rejects) != 1 || p.Entries != 3 {
+		t.Fatalf("%d events, %d rejects; want 2 and 1", len(p.Events), len(p.Rejects))
+	}
+	r := p.Rejects[0]
+	if r.EntryID != "urn:uuid:00000000-0000-4000-8000-000000000102" || r.Index != 1 {
+		t.Errorf("reject %+v names the wrong entry", r)
+	}
+	if !strings.Contains(r.Reason, "line 18") || !strings.Contains(r.Reason, "expected />") {
+		t.Errorf("reason %q does not name the problem and its line", r.Reason)
+	}
+	if !bytes.HasPrefix(r.Raw, []byte("<atom:entry")) || !bytes.HasSuffix(r.Raw, []byte("</atom:entry>")) ||
+		!bytes.Contains(r.Raw, []byte("e102")) || bytes.Contains(r.Raw, []byte("e101")) {
+		t.Errorf("raw bytes are not the broken entry's: %q", r.Raw)
+	}
+	if p.Links.Current != "http://127.0.0.1:8900/backup/events/88" {
+		t.Errorf("links of a recovered page not read: %+v", p.Links)
+	}
+	if p.Indexes[0] != 0 || p.Indexes[1] != 2 {
+		t.Errorf("event indexes %v, want [0 2]", p.Indexes)
+	}
+}
+
+func TestSeedStorageXMLIsRejectedWithItsLine(t *testing.T) {
+	data, err := os.ReadFile("../testdata/seed/storage.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParsePage(data, FormatAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Entry || len(p.Events) != 0 || len(p.Rejects) != 1 {
+		t.Fatalf("got %d events, %d rejects", len(p.Events), len(p.Rejects))
+	}
+	r := p.Rejects[0]
+	if r.EntryID != "urn:uuid:8d89673c-c989-11e1-895a-0b3d632a8a89" || !strings.Contains(r.Reason, "line 13") ||
+		!strings.Contains(r.Reason, "expected />") || !bytes.Equal(r.Raw, data) {
+		t.Fatalf("reject %+v", r)
+	}
+}
+
+func TestRejectRawBytes(t *testing.T) {
+	for _, name := range []string{"../testdata/pages/feed-rejects.xml", "../testdata/pages/feed-rejects.json"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, parse := range []func([]byte, Format) (*Page, error){ParsePage, ReferencePage} {
+			p, err := parse(data, FormatAuto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Rejects) < 9 {
+				t.Fatalf("%s: %d rejects", name, len(p.Rejects))
+			}
+			for _, r := range p.Rejects {
+				if r.EntryID != "" && !bytes.Contains(r.Raw, []byte(r.EntryID)) {
+					t.Errorf("%s: raw of %s does not hold its id: %q", name, r.EntryID, r.Raw)
+				}
+				if len(r.Raw) == 0 {
+					t.Errorf("%s: reject %s has no raw bytes", name, r.Where())
+				}
+			}
+		}
+	}
+}
+
+func TestNotAFeed(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"", "empty"},
+		{"   \n", "empty"},
+		{"hello", "neither XML nor JSON"},
+		{"<html><body/></html>", "root element is {}html"},
+		{`<feed xmlns="http://example.com/not-atom"/>`, "not an Atom feed"},
+		{"<feed", "malformed XML"},
+		{"[1,2]", `not {"feed":{…}}`},
+		{`{"foo":1}`, `not {"feed":{…}}`},
+		{`{"feed":{"entry":{}}}`, "is not an array"},
+		{`{"feed":`, "malformed JSON"},
+		{`{"feed":{}} x`, "malformed JSON"},
+	}
+	for _, c := range cases {
+		_, err := ParsePage([]byte(c.in), FormatAuto)
+		var nf *NotFeedError
+		if !errors.As(err, &nf) {
+			t.Errorf("%q: error %v, want a NotFeedError", c.in, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %q does not say %q", c.in, err, c.want)
+		}
+	}
+}
+
+// entryXML builds a one-entry feed around an event and product.
+func entryXML(event, product string) []byte {
+	return []byte(`<feed xmlns="http://www.w3.org/2005/Atom"><entry><id> urn:uuid:t1 </id><updated>2026-10-01T02:00:00Z</updated>` +
+		`<content type="application/xml"><event xmlns="http://docs.rackspace.com/core/event" id="e1" version="1" tenantId="9" ` + event + `>` +
+		product + `</event></content></entry></feed>`)
+}
+
+const hourly = `type="USAGE" startTime="2026-10-01T00:00:00Z" endTime="2026-10-01T01:00:00Z"`
+
+func product(kind, attrs string) string {
+	return fmt.Sprintf(`<product xmlns="http://docs.rackspace.com/usage/cloudbackup/%s" serviceCode="CloudBackup" resourceType="AGENT" %s/>`, kind, attrs)
+}
+
+func TestRules(t *testing.T) {
+	cases := []struct {
+		name           string
+		event, product string
+		kind           model.Kind
+		quantity       uint64
+		reject         string
+	}{
+		{"bandwidthIn", hourly, product("bandwidthIn", `version="1" serverID="1" bandwidthIn="+0018"`), model.KindBandwidthIn, 18, ""},
+		{"max unsignedLong", hourly, product("storage", `version="1" serverID="1" storage="18446744073709551615"`), model.KindStorage, 1<<64 - 1, ""},
+		{"over unsignedLong", hourly, product("storage", `version="1" serverID="1" storage="18446744073709551616"`), "", 0, "larger than an unsignedLong"},
+		{"float quantity", hourly, product("bandwidthOut", `version="1" serverID="1" bandwidthOut="1e3"`), "", 0, "not an unsignedLong"},
+		{"empty quantity", hourly, product("bandwidthOut", `version="1" serverID="1" bandwidthOut=""`), "", 0, "not an unsignedLong"},
+		{"license v1", hourly, product("license", `version="1" serverID="9445"`), model.KindLicense, 1, ""},
+		{"license v1 no server", hourly, product("license", `version="1"`), "", 0, "no serverID"},
+		{"snapshot external", `type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("license", `version="3" serverName="x" external=" true "`), model.KindLicense, 1, ""},
+		{"snapshot v2", `type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("license", `version="2" serverName="x" serverID="5"`), model.KindLicense, 1, ""},
+		{"snapshot no time", `type="USAGE_SNAPSHOT"`, product("license", `version="3" serverName="x" serverID="5"`), "", 0, "no eventTime"},
+		{"unknown version", hourly, product("storage", `version="7" serverID="1"`), model.KindOther, 0, ""},
+		{"unknown product", hourly, `<p xmlns="http://docs.rackspace.com/usage/cloudfiles"/>`, model.KindOther, 0, ""},
+		{"summary is not billed", `type="USAGE_SUMMARY" startTime="2026-10-01T00:00:00Z" endTime="2026-10-02T00:00:00Z"`, product("bandwidthIn", `version="1" serverID="1" bandwidthIn="5"`), model.KindOther, 0, ""},
+		{"system event", `type="DELETE"`, product("storage", `version="1" serverID="1"`), model.KindOther, 0, ""},
+		{"system event without product", `type="INFO"`, "", model.KindOther, 0, ""},
+		{"bandwidth snapshot", `type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("bandwidthIn", `version="1" serverID="1" bandwidthIn="5"`), "", 0, "cannot have event type"},
+		{"wrong service", hourly, strings.Replace(product("storage", `version="1" serverID="1" storage="5"`), "CloudBackup", "CloudFiles", 1), "", 0, "serviceCode"},
+		{"wrong resource type", hourly, strings.Replace(product("storage", `version="1" serverID="1" storage="5"`), "AGENT", "SERVER", 1), "", 0, "resourceType"},
+		{"longer than a day", `type="USAGE" startTime="2026-10-01T00:00:00Z" endTime="2026-10-02T00:00:01Z"`, product("storage", `version="1" serverID="1" storage="5"`), "", 0, "longer than a day"},
+		{"offset time", `type="USAGE" startTime="2026-10-01T02:00:00+02:00" endTime="2026-10-01T01:00:00Z"`, product("storage", `version="1" serverID="1" storage="5"`), model.KindStorage, 5, ""},
+		{"duplicate attribute", hourly, product("storage", `version="1" serverID="1" storage="5" storage="6"`), "", 0, "twice"},
+		{"entity in value", hourly, product("storage", `version="1" serverID="a&amp;b" storage="5"`), model.KindStorage, 5, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := entryXML(c.event, c.product)
+			p, err := ParsePage(data, FormatAuto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := ReferencePage(data, FormatAuto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			samePage(t, c.name, p, ref)
+			if c.reject != "" {
+				if len(p.Rejects) != 1 || !strings.Contains(p.Rejects[0].Reason, c.reject) {
+					t.Fatalf("rejects %+v, want one saying %q", p.Rejects, c.reject)
+				}
+				if p.Rejects[0].EntryID != "urn:uuid:t1" {
+					t.Fatalf("reject names %q, want the trimmed entry id", p.Rejects[0].EntryID)
+				}
+				return
+			}
+			if len(p.Events) != 1 {
+				t.Fatalf("rejects %+v", p.Rejects)
+			}
+			e := p.Events[0]
+			if e.Kind != c.kind || e.Quantity != c.quantity || e.EntryID != "urn:uuid:t1" {
+				t.Fatalf("got kind %s quantity %d entry %q", e.Kind, e.Quantity, e.EntryID)
+			}
+		})
+	}
+}
+
+// FuzzParseXML holds the fast path equal to the reference on any input,
+// checks that nothing panics, and that no entry of a well-formed page is
+// lost silently.
+func FuzzParseXML(f *testing.F) {
+	for _, name := range testdataFiles(f) {
+		if strings.HasSuffix(name, ".xml") {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	f.Add(entryXML(hourly, product("storage", `version="1" serverID="1" storage="5"`)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkPage(t, data, FormatXML)
+	})
+}
+
+// FuzzParseJSON is FuzzParseXML for JSON pages.
+func FuzzParseJSON(f *testing.F) {
+	for _, name := range testdataFiles(f) {
+		if strings.HasSuffix(name, ".json") {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkPage(t, data, FormatJSON)
+	})
+}
+
+func checkPage(t *testing.T, data []byte, f Format) {
+	ref, refErr := ReferencePage(data, f)
+	got, ok := fast(data, f)
+	if ok {
+		if refErr != nil {
+			t.Fatalf("fast parser accepted what the reference calls %v", refErr)
+		}
+		samePage(t, "fuzz", got, ref)
+	}
+	pub, err := ParsePage(data, f)
+	if (err == nil) != (refErr == nil) {
+		t.Fatalf("ParsePage error %v, reference %v", err, refErr)
+	}
+	if err != nil {
+		return
+	}
+	samePage(t, "fuzz", pub, ref)
+	if pub.Entries != len(pub.Events)+len(pub.Rejects) {
+		t.Fatalf("Entries %d != %d events + %d rejects", pub.Entries, len(pub.Events), len(pub.Rejects))
+	}
+	for i := range pub.Events {
+		e := &pub.Events[i]
+		if err := e.Validate(); err != nil {
+			t.Fatalf("event %s is invalid: %v", e.EntryID, err)
+		}
+		var back model.Event
+		if err := back.UnmarshalJSON(e.AppendJSON(nil)); err != nil || !reflect.DeepEqual(back, *e) {
+			t.Fatalf("event does not round-trip through JSON (%v):\n%+v\n%+v", err, back, *e)
+		}
+	}
+	for _, r := range pub.Rejects {
+		if r.Reason == "" {
+			t.Fatalf("reject %s has no reason", r.Where())
+		}
+	}
+	if f == FormatXML && pub.Recovered == "" {
+		// A well-formed page: every atom:entry is an event or a reject.
+		doc := etree.NewDocument()
+		if err := doc.ReadFromBytes(data); err == nil && doc.Root() != nil && !pub.Entry {
+			n := 0
+			for _, c := range doc.Root().ChildElements() {
+				if c.Tag == "entry" && c.NamespaceURI() == model.NSAtom {
+					n++
+				}
+			}
+			if n != pub.Entries {
+				t.Fatalf("%d atom:entry elements but %d entries parsed", n, pub.Entries)
+			}
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package model
+
+import (
+	"encoding/json"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ts(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+func usage(kind Kind, q uint64) Event {
+	return Event{
+		TenantID: "1234", EntryID: "urn:uuid:1", EventID: "e1", Kind: kind,
+		ProductNamespace: NSCloudBackup + string(kind), ProductVersion: "1",
+		EventType: TypeUsage, EventVersion: "1", ServerID: "9445", ResourceType: "AGENT",
+		StartTime: ts("2026-10-01T00:00:00Z"), EndTime: ts("2026-10-01T01:00:00Z"), Quantity: q,
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	f := false
+	snap := Event{
+		TenantID: "123456", EntryID: "urn:uuid:x", EventID: "e", Kind: KindLicense,
+		ProductNamespace: NSCloudBackup + "license", ProductVersion: "3", EventType: TypeUsageSnapshot,
+		ServerName: "name \"quoted\" \\ \u2028 \x01 é", External: &f, EventTime: ts("2014-01-24T10:19:52Z"),
+		Quantity: 1, Updated: ts("2014-02-03T10:33:10.075Z"), Published: ts("2014-02-03T10:33:10.075Z"),
+	}
+	for _, e := range []Event{usage(KindStorage, math.MaxUint64), usage(KindBandwidthIn, 0), snap, {EntryID: "x", Kind: KindOther}} {
+		b := e.AppendJSON(nil)
+		if !json.Valid(b) {
+			t.Fatalf("invalid JSON: %s", b)
+		}
+		var got Event
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("unmarshal %s: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, e) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", got, e)
+		}
+		// encoding/json reads the same values (and so would any consumer).
+		var generic map[string]any
+		if err := json.Unmarshal(b, &generic); err != nil {
+			t.Fatal(err)
+		}
+		if generic["server_name"] != e.ServerName {
+			t.Errorf("server_name = %q, want %q", generic["server_name"], e.ServerName)
+		}
+	}
+}
+
+func TestQuantityIsExact(t *testing.T) {
+	e := usage(KindStorage, math.MaxUint64)
+	b := e.AppendJSON(nil)
+	if !strings.Contains(string(b), `"quantity":18446744073709551615,`) {
+		t.Fatalf("quantity not exact in %s", b)
+	}
+	e.Quantity = 1<<53 + 1
+	var got Event
+	if err := json.Unmarshal(e.AppendJSON(nil), &got); err != nil || got.Quantity != 1<<53+1 {
+		t.Fatalf("quantity %d (err %v), want %d", got.Quantity, err, uint64(1<<53+1))
+	}
+}
+
+func TestJSONFieldOrderAndNulls(t *testing.T) {
+	e := Event{EntryID: "urn:uuid:1", Kind: KindOther, EventType: "UP"}
+	got := string(e.AppendJSON(nil))
+	want := `{"tenant_id":"","entry_id":"urn:uuid:1","event_id":"","kind":"other","product_namespace":"","product_version":"","event_type":"UP","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"","external":null,"start_time":null,"end_time":null,"event_time":null,"quantity":0,"updated":null,"published":null}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestUnmarshalRejects(t *testing.T) {
+	for _, in := range []string{
+		`{"kind":"storage","quantity":1}`,
+		`{"entry_id":"x","quantity":1}`,
+		`{"entry_id":"x","kind":"storage"}`,
+		`{"entry_id":"x","kind":"storage","quantity":-1}`,
+		`{"entry_id":"x","kind":"storage","quantity":1.5}`,
+		`{"entry_id":"x","kind":"storage","quantity":18446744073709551616}`,
+		`{"entry_id":"x","kind":"storage","quantity":1,"bogus":1}`,
+		`{"entry_id":"x","kind":"storage","quantity":1,"start_time":"yesterday"}`,
+		`{"entry_id":"x","kind":"storage","quantity":1} {}`,
+	} {
+		var e Event
+		if err := json.Unmarshal([]byte(in), &e); err == nil {
+			t.Errorf("%s: no error", in)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tr := true
+	cases := []struct {
+		name string
+		mod  func(*Event)
+		want string // "" = valid
+	}{
+		{"bandwidth ok", func(e *Event) {}, ""},
+		{"no tenant", func(e *Event) { e.TenantID = "" }, "no tenantId"},
+		{"no entry", func(e *Event) { e.EntryID = "" }, "entry_id is empty"},
+		{"no event id", func(e *Event) { e.EventID = "" }, "no id"},
+		{"start == end", func(e *Event) { e.EndTime = e.StartTime }, "is not before endTime"},
+		{"no start", func(e *Event) { e.StartTime = time.Time{} }, "no startTime"},
+		{"over a day", func(e *Event) { e.EndTime = e.StartTime.Add(MaxUsageInterval + time.Second) }, "longer than a day"},
+		{"exactly a day", func(e *Event) { e.EndTime = e.StartTime.Add(MaxUsageInterval) }, ""},
+		{"no server", func(e *Event) { e.ServerID = "" }, "no serverID"},
+		{"snapshot bandwidth", func(e *Event) { e.EventType = TypeUsageSnapshot; e.EventTime = e.StartTime }, "cannot have event type"},
+		{"bad kind", func(e *Event) { e.Kind = "disk" }, "kind \"disk\""},
+		{"license v1", func(e *Event) { e.Kind = KindLicense; e.Quantity = 1 }, ""},
+		{"license quantity", func(e *Event) { e.Kind = KindLicense; e.Quantity = 2 }, "not 1"},
+		{"snapshot ok", func(e *Event) {
+			e.Kind, e.Quantity, e.EventType, e.EventTime, e.ServerName = KindLicense, 1, TypeUsageSnapshot, e.StartTime, "n"
+		}, ""},
+		{"snapshot no name", func(e *Event) {
+			e.Kind, e.Quantity, e.EventType, e.EventTime = KindLicense, 1, TypeUsageSnapshot, e.StartTime
+		}, "no serverName"},
+		{"snapshot no time", func(e *Event) {
+			e.Kind, e.Quantity, e.EventType, e.ServerName = KindLicense, 1, TypeUsageSnapshot, "n"
+		}, "no eventTime"},
+		{"snapshot external no server", func(e *Event) {
+			e.Kind, e.Quantity, e.EventType, e.EventTime, e.ServerName, e.ServerID, e.External = KindLicense, 1, TypeUsageSnapshot, e.StartTime, "n", "", &tr
+		}, ""},
+		{"snapshot internal no server", func(e *Event) {
+			e.Kind, e.Quantity, e.EventType, e.EventTime, e.ServerName, e.ServerID = KindLicense, 1, TypeUsageSnapshot, e.StartTime, "n", ""
+		}, "no serverID and is not external"},
+		{"other system event", func(e *Event) { *e = Event{EntryID: "x", Kind: KindOther, EventType: "UP"} }, ""},
+		{"other usage without tenant", func(e *Event) { *e = Event{EntryID: "x", Kind: KindOther, EventType: TypeUsage} }, "no tenantId"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := usage(KindBandwidthOut, 5)
+			c.mod(&e)
+			err := e.Validate()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case c.want != "" && err == nil:
+				t.Fatalf("no error, want %q", c.want)
+			case c.want != "" && !strings.Contains(err.Error(), c.want):
+				t.Fatalf("error %q does not say %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestKey(t *testing.T) {
+	a, b := usage(KindBandwidthIn, 1), usage(KindBandwidthOut, 1)
+	if a.Key() == b.Key() {
+		t.Fatal("bandwidthIn and bandwidthOut with one entry id share a key")
+	}
+	c := usage(KindBandwidthIn, 99)
+	if a.Key() != c.Key() {
+		t.Fatal("same tenant, entry and kind differ in key")
+	}
+}
