@@ -124,6 +124,7 @@ func generateTenant(cfg *Config, t *tenant, index int, start int64) {
 	t.backup = newFeed("backup/events", t, r.uuid(), start*1000)
 	t.servers = newFeed("servers/events", t, r.uuid(), start*1000)
 	t.backup.entries = make([]entry, 0, len(es))
+	t.backup.byID = make(map[uuid]int32, len(es))
 	for _, e := range es {
 		for {
 			e.id = r.uuid()

@@ -57,13 +57,11 @@ func (s *Server) appendLive(now time.Time) {
 	default:
 		e.kind, e.etype, e.start, e.dur = kSystem, uint8(r.intn(len(systemTypes))), end, 0
 	}
-	t.appendEntry(r, e, now)
+	t.backup.add(r, e, now)
 }
 
-// appendEntry adds e to the tenant's backup feed, published now, with a
-// fresh id from r.
-func (t *tenant) appendEntry(r *rng, e entry, now time.Time) {
-	f := t.backup
+// add appends e to the feed, published now, with a fresh id from r.
+func (f *feed) add(r *rng, e entry, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e.published = now.UnixMilli()

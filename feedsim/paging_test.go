@@ -294,7 +294,7 @@ func TestHeadDelay(t *testing.T) {
 	feed := ts.URL + "/backup/events/" + t0.id
 	before := ids(s, 0)
 	newest := before[len(before)-1]
-	t0.appendEntry(newRNG(99, 1), entry{kind: kStorage, start: c.now().Unix() - 3600, dur: 3600, value: 5}, c.now())
+	t0.backup.add(newRNG(99, 1), entry{kind: kStorage, start: c.now().Unix() - 3600, dur: 3600, value: 5}, c.now())
 	fresh := ids(s, 0)[len(before)]
 	for _, f := range formats {
 		p, _ := getPage(t, feed+"?limit=1", f, nil)

@@ -154,7 +154,10 @@ func (f *feed) appendLocked(e entry) bool {
 }
 
 func growBits(b []atomic.Uint32, words int) []atomic.Uint32 {
-	n := make([]atomic.Uint32, words, max(words, 2*len(b)))
+	if words <= cap(b) {
+		return b[:words]
+	}
+	n := make([]atomic.Uint32, words, max(words, 2*cap(b)))
 	for i := range b {
 		n[i].Store(b[i].Load())
 	}
