@@ -17,7 +17,9 @@ import (
 var jsonParsers fastjson.ParserPool
 
 func fastJSONPage(data []byte) (*Page, bool) {
-	if bytes.Contains(data, []byte(`\u`)) || !utf8.Valid(data) || !plainStrings(data) || fastjson.ValidateBytes(data) != nil {
+	high, ctrl := byteClasses(data)
+	if bytes.Contains(data, []byte(`\u`)) || (high && !utf8.Valid(data)) || (ctrl && !plainStrings(data)) ||
+		fastjson.ValidateBytes(data) != nil {
 		return nil, false
 	}
 	jp := jsonParsers.Get()
@@ -31,9 +33,10 @@ func fastJSONPage(data []byte) (*Page, bool) {
 		return nil, false
 	}
 	p := &Page{}
+	var sc scratch
 	if e := obj.Get("entry"); e != nil {
 		p.Entry = true
-		o, ok := fastJSONEntry(e)
+		o, ok := fastJSONEntry(e, &sc)
 		if !ok {
 			return nil, false
 		}
@@ -70,7 +73,7 @@ func fastJSONPage(data []byte) (*Page, bool) {
 		}
 		p.Events = make([]model.Event, 0, len(list))
 		for i, e := range list {
-			o, ok := fastJSONEntry(e)
+			o, ok := fastJSONEntry(e, &sc)
 			if !ok {
 				return nil, false
 			}
@@ -141,14 +144,14 @@ func noDupKeys(o *fastjson.Object) bool {
 }
 
 // fastJSONEntry extracts an entry; ok=false leaves it to the reference.
-func fastJSONEntry(v *fastjson.Value) (outcome, bool) {
+func fastJSONEntry(v *fastjson.Value, sc *scratch) (outcome, bool) {
 	o, err := v.Object()
 	if err != nil || !noDupKeys(o) {
 		return outcome{}, false
 	}
 	var r rawEntry
-	var eb entryBuf
-	eb.buf = make([]byte, 0, 512)
+	eb := sc.begin(&r)
+	defer sc.end(&r)
 	for _, f := range []struct {
 		name string
 		dst  *string
@@ -176,7 +179,7 @@ func fastJSONEntry(v *fastjson.Value) (outcome, bool) {
 				return outcome{}, false
 			}
 			r.hasEvent = true
-			r.event = jsonFields(eo, "product", &eb)
+			r.event = jsonFields(eo, "product", eb, r.event)
 			if pv := eo.Get("product"); pv != nil && pv.Type() != fastjson.TypeNull {
 				po, err := pv.Object()
 				if err != nil || !noDupKeys(po) {
@@ -190,7 +193,7 @@ func fastJSONEntry(v *fastjson.Value) (outcome, bool) {
 					b, _ := t.StringBytes()
 					eb.add(&r.productNS, b)
 				}
-				r.product = jsonFields(po, "", &eb)
+				r.product = jsonFields(po, "", eb, r.product)
 			}
 		}
 	}
@@ -200,14 +203,16 @@ func fastJSONEntry(v *fastjson.Value) (outcome, bool) {
 
 // jsonFields copies an object's scalar members (but "@type" and skip) as
 // the text their XML twins would carry.
-func jsonFields(o *fastjson.Object, skip string, eb *entryBuf) attrs {
-	out := make(attrs, 0, o.Len())
+func jsonFields(o *fastjson.Object, skip string, eb *entryBuf, out attrs) attrs {
+	out = sized(out, o.Len())
+	n := 0
 	o.Visit(func(key []byte, v *fastjson.Value) {
 		if string(key) == "@type" || string(key) == skip || v.Type() == fastjson.TypeNull {
 			return
 		}
-		out = append(out, attr{})
-		f := &out[len(out)-1]
+		f := &out[n]
+		n++
+		*f = attr{}
 		eb.add(&f.name, key)
 		start := len(eb.buf)
 		switch v.Type() {
@@ -221,5 +226,5 @@ func jsonFields(o *fastjson.Object, skip string, eb *entryBuf) attrs {
 		}
 		eb.mark(&f.value, start)
 	})
-	return out
+	return out[:n]
 }

@@ -10,6 +10,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/binary"
 
 	"github.com/feedmeter/feedmeter/model"
 )
@@ -58,12 +59,38 @@ func fastXMLPage(data []byte) (p *Page, ok bool) {
 // newline: the bytes whose meaning the fast scanner and encoding/xml agree
 // on without further checks.
 func plainASCII(data []byte) bool {
+	high, ctrl := byteClasses(data)
+	if high {
+		return false
+	}
+	if !ctrl {
+		return true
+	}
 	for _, c := range data {
-		if c >= 0x7f || (c < 0x20 && c != '\n' && c != '\t') {
+		if c == 0x7f || (c < 0x20 && c != '\n' && c != '\t') {
 			return false
 		}
 	}
 	return true
+}
+
+// byteClasses reports whether data holds bytes >= 0x7f and bytes < 0x20,
+// eight bytes at a time.
+func byteClasses(data []byte) (high, ctrl bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	var h, c uint64
+	i := 0
+	for ; i+8 <= len(data); i += 8 {
+		x := binary.LittleEndian.Uint64(data[i:])
+		h |= x | (x + ones) // bit 7 set for bytes >= 0x80, or 0x7f (+1 carries into bit 7)
+		c |= (x - 0x2020202020202020) &^ x
+	}
+	for ; i < len(data); i++ {
+		x := uint64(data[i])
+		h |= x | (x + 1)
+		c |= (x - 0x20) &^ x
+	}
+	return h&highs != 0, c&highs != 0
 }
 
 type token int
@@ -111,6 +138,8 @@ type xscanner struct {
 	// The current text.
 	text    span
 	textAmp bool
+
+	sc scratch
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\t' }
@@ -121,13 +150,23 @@ func (s *xscanner) skipSpace() {
 	}
 }
 
-func isNameStart(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
-}
+// nameClass: 1 for bytes that may start a name, 2 for those that may
+// follow. Non-ASCII never gets here (plainASCII).
+var nameClass = func() (t [256]byte) {
+	for c := range 256 {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+			t[c] = 1 | 2
+		case c >= '0' && c <= '9', c == '.', c == '-', c == ':':
+			t[c] = 2
+		}
+	}
+	return t
+}()
 
-func isNameByte(c byte) bool {
-	return isNameStart(c) || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':'
-}
+func isNameStart(c byte) bool { return nameClass[c]&1 != 0 }
+
+func isNameByte(c byte) bool { return nameClass[c]&2 != 0 }
 
 // name scans a qualified name: prefix (possibly empty) and local part.
 func (s *xscanner) name() (prefix, local span, ok bool) {
@@ -522,6 +561,32 @@ func (s *xscanner) feed(p *Page) bool {
 	}
 }
 
+// scratch is reused from entry to entry of a page.
+type scratch struct {
+	eb             entryBuf
+	event, product attrs
+}
+
+// begin readies the scratch for a new entry.
+func (sc *scratch) begin(r *rawEntry) *entryBuf {
+	sc.eb.buf = sc.eb.buf[:0]
+	sc.eb.spans = sc.eb.spans[:0]
+	r.event, r.product = sc.event[:0], sc.product[:0]
+	return &sc.eb
+}
+
+// end keeps what the entry grew for the next one.
+func (sc *scratch) end(r *rawEntry) { sc.event, sc.product = r.event, r.product }
+
+// sized returns a of length n, reusing its array when it is large enough.
+// The caller fills it by index: pointers into it stay valid.
+func sized(a attrs, n int) attrs {
+	if cap(a) < n {
+		return make(attrs, n)
+	}
+	return a[:n]
+}
+
 // entryBuf collects an entry's strings so that they cost one allocation.
 type entryBuf struct {
 	buf   []byte
@@ -555,8 +620,8 @@ func (eb *entryBuf) finish() {
 // entry reads an atom:entry whose start tag was just read.
 func (s *xscanner) entry() (outcome, bool) {
 	var r rawEntry
-	var eb entryBuf
-	eb.buf = make([]byte, 0, 512)
+	eb := s.sc.begin(&r)
+	defer s.sc.end(&r)
 	if s.selfClosing {
 		return normalize(&r), true
 	}
@@ -587,7 +652,7 @@ func (s *xscanner) entry() (outcome, bool) {
 			case s.localIs("published"):
 				dst, seen = &r.published, &r.hasPublished
 			case s.localIs("content"):
-				if hasContent || !s.content(&r, &eb) {
+				if hasContent || !s.content(&r, eb) {
 					return outcome{}, false
 				}
 				hasContent = true
@@ -660,7 +725,7 @@ func (s *xscanner) fields(dst *attrs, eb *entryBuf) bool {
 			n++
 		}
 	}
-	*dst = make(attrs, n)
+	*dst = sized(*dst, n)
 	k := 0
 	for _, a := range s.attrs {
 		if a.prefix.s != a.prefix.e || s.is(a.local, "xmlns") {

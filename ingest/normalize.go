@@ -50,7 +50,18 @@ type rawEntry struct {
 // xmlSpace is the white space XML trims (and that ids and times may carry).
 const xmlSpace = " \t\r\n"
 
-func trim(s string) string { return strings.Trim(s, xmlSpace) }
+func trim(s string) string {
+	i, j := 0, len(s)
+	for i < j && isXMLSpace(s[i]) {
+		i++
+	}
+	for j > i && isXMLSpace(s[j-1]) {
+		j--
+	}
+	return s[i:j]
+}
+
+func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // normalize applies the feed's rules to a raw entry.
 func normalize(r *rawEntry) outcome {
@@ -78,33 +89,46 @@ func normalize(r *rawEntry) outcome {
 		}
 	}
 
-	ev := r.event
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{
-		{"id", &e.EventID}, {"type", &e.EventType}, {"version", &e.EventVersion},
-		{"tenantId", &e.TenantID}, {"region", &e.Region}, {"dataCenter", &e.DataCenter},
-		{"environment", &e.Environment}, {"resourceId", &e.ResourceID},
-	} {
-		v, _, err := ev.get(f.name)
-		if err != nil {
-			return fail("event %v", err)
+	// Each parser hands over a field once at most: the XML reference rejects
+	// a repeated attribute, JSON objects are maps, the fast paths step aside.
+	var times [3]string
+	var hasTime [3]bool
+	for _, a := range r.event {
+		var dst *string
+		switch a.name {
+		case "id":
+			dst = &e.EventID
+		case "type":
+			dst = &e.EventType
+		case "version":
+			dst = &e.EventVersion
+		case "tenantId":
+			dst = &e.TenantID
+		case "region":
+			dst = &e.Region
+		case "dataCenter":
+			dst = &e.DataCenter
+		case "environment":
+			dst = &e.Environment
+		case "resourceId":
+			dst = &e.ResourceID
+		case "startTime":
+			dst, hasTime[0] = &times[0], true
+		case "endTime":
+			dst, hasTime[1] = &times[1], true
+		case "eventTime":
+			dst, hasTime[2] = &times[2], true
+		default:
+			continue
 		}
-		*f.dst = trim(v)
+		if a.bad {
+			return fail("event %s is not a scalar", a.name)
+		}
+		*dst = trim(a.value)
 	}
-	for _, f := range []struct {
-		name string
-		dst  *time.Time
-	}{
-		{"startTime", &e.StartTime}, {"endTime", &e.EndTime}, {"eventTime", &e.EventTime},
-	} {
-		v, ok, err := ev.get(f.name)
-		if err != nil {
-			return fail("event %v", err)
-		}
-		if ok {
-			if *f.dst, err = parseTime("event "+f.name, v); err != nil {
+	for i, dst := range []*time.Time{&e.StartTime, &e.EndTime, &e.EventTime} {
+		if hasTime[i] {
+			if *dst, err = parseTime("event "+[]string{"startTime", "endTime", "eventTime"}[i], times[i]); err != nil {
 				return fail("%v", err)
 			}
 		}
@@ -113,30 +137,37 @@ func normalize(r *rawEntry) outcome {
 	e.Kind = model.KindOther
 	if r.hasProduct {
 		e.ProductNamespace = r.productNS
-		pr := r.product
-		for _, f := range []struct {
-			name string
-			dst  *string
-		}{
-			{"version", &e.ProductVersion}, {"resourceType", &e.ResourceType},
-			{"serverID", &e.ServerID}, {"serverName", &e.ServerName},
-		} {
-			v, _, err := pr.get(f.name)
-			if err != nil {
-				return fail("product %v", err)
+		var external string
+		var hasExternal bool
+		for _, a := range r.product {
+			var dst *string
+			switch a.name {
+			case "version":
+				dst = &e.ProductVersion
+			case "resourceType":
+				dst = &e.ResourceType
+			case "serverID":
+				dst = &e.ServerID
+			case "serverName":
+				dst = &e.ServerName
+			case "external":
+				dst, hasExternal = &external, true
+			default:
+				continue
 			}
-			*f.dst = trim(v)
+			if a.bad {
+				return fail("product %s is not a scalar", a.name)
+			}
+			*dst = trim(a.value)
 		}
-		if v, ok, err := pr.get("external"); err != nil {
-			return fail("product %v", err)
-		} else if ok {
-			b, err := parseBool(v)
+		if hasExternal {
+			b, err := parseBool(external)
 			if err != nil {
 				return fail("product external: %v", err)
 			}
 			e.External = &b
 		}
-		if err := classify(&e, pr); err != nil {
+		if err := classify(&e, r.product); err != nil {
 			return fail("%v", err)
 		}
 	}
