@@ -1,42 +1,35 @@
 package ingest
 
-// The fast JSON path, on valyala/fastjson. Like the fast XML path it either
-// gives the reference's answer or steps aside (ok=false): on \u escapes,
-// invalid UTF-8, invalid JSON, duplicate keys and values of unexpected
-// types, all of which encoding/json treats in its own way.
+// The fast JSON path: a single-pass scanner that validates the whole page as
+// strictly as encoding/json does and extracts the entries on the way,
+// without building a tree. Like the fast XML path it gives the reference's
+// answer or steps aside (ok=false): on \u escapes, duplicate keys where they
+// matter, values of unexpected types, deep nesting and anything invalid.
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
-
-	"github.com/valyala/fastjson"
 
 	"github.com/feedmeter/feedmeter/model"
 )
 
-var jsonParsers fastjson.ParserPool
-
 func fastJSONPage(data []byte) (*Page, bool) {
-	high, ctrl := byteClasses(data)
-	if bytes.Contains(data, []byte(`\u`)) || (high && !utf8.Valid(data)) || (ctrl && !plainStrings(data)) ||
-		fastjson.ValidateBytes(data) != nil {
-		return nil, false
-	}
-	jp := jsonParsers.Get()
-	defer jsonParsers.Put(jp)
-	top, err := jp.ParseBytes(data)
-	if err != nil {
-		return nil, false
-	}
-	obj, err := top.Object()
-	if err != nil || obj.Len() != 1 || !noDupKeys(obj) {
-		return nil, false
-	}
+	s := jscanner{b: data, page: string(data)}
 	p := &Page{}
-	var sc scratch
-	if e := obj.Get("entry"); e != nil {
+	s.ws()
+	if !s.open('{') {
+		return nil, false
+	}
+	key, done, ok := s.member(true)
+	if !ok || done {
+		return nil, false
+	}
+	switch key {
+	case "entry":
 		p.Entry = true
-		o, ok := fastJSONEntry(e, &sc)
+		o, ok := s.entry()
 		if !ok {
 			return nil, false
 		}
@@ -44,187 +37,724 @@ func fastJSONPage(data []byte) (*Page, bool) {
 			o.rej.Raw = data
 		}
 		p.add(0, o)
-		return p, true
-	}
-	feedV := obj.Get("feed")
-	if feedV == nil {
-		return nil, false
-	}
-	feed, err := feedV.Object()
-	if err != nil || !noDupKeys(feed) {
-		return nil, false
-	}
-	if links := feed.Get("link"); links != nil && links.Type() == fastjson.TypeArray {
-		for _, l := range links.GetArray() {
-			lo, err := l.Object()
-			if err != nil {
-				continue
-			}
-			if !noDupKeys(lo) {
-				return nil, false
-			}
-			p.Links.set(trim(jsonString(lo.Get("rel"))), trim(jsonString(lo.Get("href"))))
-		}
-	}
-	if entries := feed.Get("entry"); entries != nil {
-		list, err := entries.Array()
-		if err != nil {
+	case "feed":
+		if !s.feed(p) {
 			return nil, false
 		}
-		p.Events = make([]model.Event, 0, len(list))
-		for i, e := range list {
-			o, ok := fastJSONEntry(e, &sc)
-			if !ok {
-				return nil, false
-			}
-			if o.rej != nil {
-				o.rej.Raw = e.MarshalTo(nil)
-			}
-			p.add(i, o)
-		}
+	default:
+		return nil, false
+	}
+	if _, done, ok = s.member(false); !ok || !done {
+		return nil, false // a second key, or bad syntax
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return nil, false
 	}
 	return p, true
 }
 
-// plainStrings reports whether no string in data holds a raw control
-// character, which fastjson lets through and encoding/json does not.
-func plainStrings(data []byte) bool {
-	for i := 0; i < len(data); {
-		q := bytes.IndexByte(data[i:], '"')
-		if q < 0 {
-			return true
+// maxJSONDepth bounds nesting on the fast path (a page nests seven deep).
+const maxJSONDepth = 32
+
+type jscanner struct {
+	b     []byte
+	page  string // one copy of b: the events' strings are its substrings
+	i     int
+	depth int
+	sc    scratch
+	buf   []byte // decodes strings with escapes
+	// skipping: strings are only validated, their values are not wanted.
+	skipping bool
+}
+
+func (s *jscanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\n', '\t', '\r':
+			s.i++
+		default:
+			return
 		}
-		i += q + 1
-		for ; i < len(data); i++ {
-			c := data[i]
-			if c == '"' {
-				break
+	}
+}
+
+// peek returns the next byte after white space, or 0 at the end.
+func (s *jscanner) peek() byte {
+	s.ws()
+	if s.i >= len(s.b) {
+		return 0
+	}
+	return s.b[s.i]
+}
+
+// open consumes c ('{' or '[') and enters it.
+func (s *jscanner) open(c byte) bool {
+	if s.peek() != c || s.depth >= maxJSONDepth {
+		return false
+	}
+	s.i++
+	s.depth++
+	return true
+}
+
+// member reads the next member's key and colon, or the end of the object
+// (done). first says whether a member has been read before.
+func (s *jscanner) member(first bool) (key string, done, ok bool) {
+	switch c := s.peek(); {
+	case c == '}':
+		s.i++
+		s.depth--
+		return "", true, true
+	case !first && c == ',':
+		s.i++
+		if s.peek() != '"' {
+			return "", false, false
+		}
+	case first && c == '"':
+	default:
+		return "", false, false
+	}
+	if key, ok = s.str(); !ok || s.peek() != ':' {
+		return "", false, false
+	}
+	s.i++
+	return key, false, true
+}
+
+// element reports whether another array element follows (done at ']').
+func (s *jscanner) element(first bool) (done, ok bool) {
+	switch c := s.peek(); {
+	case c == ']':
+		s.i++
+		s.depth--
+		return true, true
+	case !first && c == ',':
+		s.i++
+		return false, true
+	case first && c != 0:
+		return false, true
+	}
+	return false, false
+}
+
+// scanString returns the index of the first byte from j on that is a quote,
+// a backslash, a control character or not ASCII, eight bytes at a time.
+func scanString(b []byte, j int) int {
+	for ; j+8 <= len(b); j += 8 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		m := zeroBytes(x^(ones*'"')) | zeroBytes(x^(ones*'\\')) | ^((x|highs)-ones*0x20)&highs | x&highs
+		if m != 0 {
+			return j + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; j < len(b); j++ {
+		if c := b[j]; c == '"' || c == '\\' || c < 0x20 || c >= 0x80 {
+			return j
+		}
+	}
+	return j
+}
+
+// str reads a string at s.i: a substring of the page, or decoded when it has
+// escapes.
+func (s *jscanner) str() (string, bool) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return "", false
+	}
+	start := s.i + 1
+	j := start
+	ascii := true
+	for {
+		j = scanString(s.b, j)
+		if j >= len(s.b) || s.b[j] < 0x20 {
+			return "", false
+		}
+		if s.b[j] < 0x80 {
+			break
+		}
+		ascii = false
+		j++
+	}
+	if !ascii && !utf8.Valid(s.b[start:j]) {
+		return "", false // encoding/json would put U+FFFD in
+	}
+	if s.b[j] == '"' {
+		s.i = j + 1
+		return s.page[start:j], true
+	}
+	buf := append(s.buf[:0], s.b[start:j]...)
+	defer func() { s.buf = buf }()
+	for j < len(s.b) {
+		c := s.b[j]
+		switch {
+		case c == '"':
+			s.i = j + 1
+			if !ascii && !utf8.Valid(buf) {
+				return "", false
 			}
-			if c == '\\' {
-				i++
-			} else if c < 0x20 {
+			if s.skipping {
+				return "", true
+			}
+			for _, k := range knownURIs {
+				if string(buf) == k {
+					return k, true
+				}
+			}
+			return string(buf), true
+		case c < 0x20:
+			return "", false
+		case c != '\\':
+			if c >= 0x80 {
+				ascii = false
+			}
+			buf = append(buf, c)
+			j++
+			continue
+		}
+		if j+1 >= len(s.b) {
+			return "", false
+		}
+		var d byte
+		switch s.b[j+1] {
+		case '"', '\\', '/':
+			d = s.b[j+1]
+		case 'b':
+			d = '\b'
+		case 'f':
+			d = '\f'
+		case 'n':
+			d = '\n'
+		case 'r':
+			d = '\r'
+		case 't':
+			d = '\t'
+		default: // \u (left to the reference) or invalid
+			return "", false
+		}
+		buf = append(buf, d)
+		j += 2
+	}
+	return "", false
+}
+
+// number reads a number with the grammar of RFC 8259 and returns its text.
+func (s *jscanner) number() (string, bool) {
+	b, i := s.b, s.i
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case digits() == 0:
+		return "", false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return "", false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return "", false
+		}
+	}
+	s.i = i
+	return s.page[start:i], true
+}
+
+func (s *jscanner) literal(lit string) bool {
+	if !bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+		return false
+	}
+	s.i += len(lit)
+	return true
+}
+
+// kind of the value at the cursor.
+const (
+	jInvalid = iota
+	jObject
+	jArray
+	jString
+	jNumber
+	jTrue
+	jFalse
+	jNull
+)
+
+func (s *jscanner) kind() int {
+	switch c := s.peek(); {
+	case c == '{':
+		return jObject
+	case c == '[':
+		return jArray
+	case c == '"':
+		return jString
+	case c == 't':
+		return jTrue
+	case c == 'f':
+		return jFalse
+	case c == 'n':
+		return jNull
+	case c == '-' || c >= '0' && c <= '9':
+		return jNumber
+	}
+	return jInvalid
+}
+
+// scalar reads a string, number or boolean as the text its XML twin would
+// carry; null gives ok with null set.
+func (s *jscanner) scalar(k int) (v string, null, ok bool) {
+	switch k {
+	case jString:
+		v, ok = s.str()
+	case jNumber:
+		v, ok = s.number()
+	case jTrue:
+		v, ok = "true", s.literal("true")
+	case jFalse:
+		v, ok = "false", s.literal("false")
+	case jNull:
+		null, ok = true, s.literal("null")
+	}
+	return v, null, ok
+}
+
+// skip validates and passes over any value.
+func (s *jscanner) skip() bool {
+	if !s.skipping {
+		s.skipping = true
+		defer func() { s.skipping = false }()
+	}
+	switch k := s.kind(); k {
+	case jObject:
+		if !s.open('{') {
+			return false
+		}
+		for first := true; ; first = false {
+			_, done, ok := s.member(first)
+			if !ok {
+				return false
+			}
+			if done {
+				return true
+			}
+			if !s.skip() {
 				return false
 			}
 		}
-		i++
+	case jArray:
+		if !s.open('[') {
+			return false
+		}
+		for first := true; ; first = false {
+			done, ok := s.element(first)
+			if !ok {
+				return false
+			}
+			if done {
+				return true
+			}
+			if !s.skip() {
+				return false
+			}
+		}
+	default:
+		_, _, ok := s.scalar(k)
+		return ok
+	}
+}
+
+// seen tracks keys an object may hold once: a repeated one is left to the
+// reference (encoding/json keeps the last).
+type seen uint32
+
+func (m *seen) first(bit int) bool {
+	if *m&(1<<bit) != 0 {
+		return false
+	}
+	*m |= 1 << bit
+	return true
+}
+
+func (s *jscanner) feed(p *Page) bool {
+	if !s.open('{') {
+		return false
+	}
+	var keys seen
+	for first := true; ; first = false {
+		key, done, ok := s.member(first)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		switch key {
+		case "link":
+			if !keys.first(0) {
+				return false
+			}
+			if s.kind() != jArray {
+				if !s.skip() {
+					return false
+				}
+				continue
+			}
+			if !s.links(p) {
+				return false
+			}
+		case "entry":
+			if !keys.first(1) || !s.entries(p) {
+				return false
+			}
+		default:
+			if !s.skip() {
+				return false
+			}
+		}
+	}
+}
+
+func (s *jscanner) links(p *Page) bool {
+	if !s.open('[') {
+		return false
+	}
+	for first := true; ; first = false {
+		done, ok := s.element(first)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		if s.kind() != jObject {
+			if !s.skip() {
+				return false
+			}
+			continue
+		}
+		if !s.open('{') {
+			return false
+		}
+		var rel, href string
+		var keys seen
+		for first := true; ; first = false {
+			key, done, ok := s.member(first)
+			if !ok {
+				return false
+			}
+			if done {
+				break
+			}
+			var dst *string
+			switch key {
+			case "rel":
+				dst = &rel
+				ok = keys.first(0)
+			case "href":
+				dst = &href
+				ok = keys.first(1)
+			}
+			if !ok {
+				return false
+			}
+			if dst == nil || s.kind() != jString {
+				if !s.skip() {
+					return false
+				}
+				continue
+			}
+			if *dst, ok = s.str(); !ok {
+				return false
+			}
+		}
+		p.Links.set(trim(rel), trim(href))
+	}
+}
+
+func (s *jscanner) entries(p *Page) bool {
+	if !s.open('[') {
+		return false
+	}
+	p.Events = make([]model.Event, 0, len(s.b)/1024+1)
+	for i, first := 0, true; ; i, first = i+1, false {
+		done, ok := s.element(first)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		s.ws()
+		start := s.i
+		o, ok := s.entry()
+		if !ok {
+			return false
+		}
+		if o.rej != nil {
+			o.rej.Raw = s.b[start:s.i]
+		}
+		p.add(i, o)
+	}
+}
+
+// entry reads one entry object.
+func (s *jscanner) entry() (outcome, bool) {
+	if !s.open('{') {
+		return outcome{}, false
+	}
+	var r rawEntry
+	s.sc.begin(&r)
+	defer s.sc.end(&r)
+	var keys seen
+	for first := true; ; first = false {
+		key, done, ok := s.member(first)
+		if !ok {
+			return outcome{}, false
+		}
+		if done {
+			return normalize(&r), true
+		}
+		var dst *string
+		var has *bool
+		switch key {
+		case "id":
+			dst, has, ok = &r.id, &r.hasID, keys.first(0)
+		case "updated":
+			dst, has, ok = &r.updated, &r.hasUpdated, keys.first(1)
+		case "published":
+			dst, has, ok = &r.published, &r.hasPublished, keys.first(2)
+		case "content":
+			if !keys.first(3) || !s.content(&r) {
+				return outcome{}, false
+			}
+			continue
+		default:
+			if !s.skip() {
+				return outcome{}, false
+			}
+			continue
+		}
+		if !ok {
+			return outcome{}, false
+		}
+		switch s.kind() {
+		case jNull:
+			s.literal("null")
+		case jString:
+			if *dst, ok = s.str(); !ok {
+				return outcome{}, false
+			}
+			*has = true
+		default:
+			return outcome{}, false
+		}
+	}
+}
+
+func (s *jscanner) content(r *rawEntry) bool {
+	switch s.kind() {
+	case jNull:
+		return s.literal("null")
+	case jObject:
+	default:
+		return false
+	}
+	if !s.open('{') {
+		return false
+	}
+	var keys seen
+	for first := true; ; first = false {
+		key, done, ok := s.member(first)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		if key != "event" {
+			if !s.skip() {
+				return false
+			}
+			continue
+		}
+		if !keys.first(0) {
+			return false
+		}
+		switch s.kind() {
+		case jNull:
+			s.literal("null")
+		case jObject:
+			r.hasEvent = true
+			if !s.fields(&r.event, r) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// fields reads the members of an event (r != nil: "product" is the
+// product) or of a product (r == nil) as attributes.
+func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
+	if !s.open('{') {
+		return false
+	}
+	out := (*dst)[:0]
+	defer func() { *dst = out }()
+	var product, typ bool
+	for first := true; ; first = false {
+		key, done, ok := s.member(first)
+		if !ok {
+			return false
+		}
+		if done {
+			return noDuplicateNames(out)
+		}
+		switch {
+		case key == "@type":
+			if typ {
+				return false
+			}
+			typ = true
+			if r != nil {
+				if !s.skip() {
+					return false
+				}
+				continue
+			}
+			// A product's @type is its namespace; the caller reads it from
+			// the attribute list.
+		case key == "product" && r != nil:
+			if product {
+				return false
+			}
+			product = true
+			switch s.kind() {
+			case jNull:
+				s.literal("null")
+				continue
+			case jObject:
+				r.hasProduct = true
+				if !s.fields(&r.product, nil) {
+					return false
+				}
+				for i, a := range r.product {
+					if a.name == "@type" {
+						r.productNS = a.value
+						r.product = append(r.product[:i], r.product[i+1:]...)
+						break
+					}
+				}
+				continue
+			default:
+				return false
+			}
+		}
+		k := s.kind()
+		if k == jObject || k == jArray {
+			if key == "@type" || !s.skip() {
+				return false
+			}
+			out = append(out, attr{name: key, bad: true})
+			continue
+		}
+		v, null, ok := s.scalar(k)
+		if !ok || (key == "@type" && k != jString && !null) {
+			return false
+		}
+		if !null {
+			out = append(out, attr{name: key, value: v})
+		}
+	}
+}
+
+// noDuplicateNames reports whether no attribute name repeats.
+func noDuplicateNames(a attrs) bool {
+	var bloom uint64
+	for i, x := range a {
+		n := x.name
+		var bit uint64 = 1
+		if n != "" {
+			bit <<= (uint(len(n))*7 + uint(n[0])*3 + uint(n[len(n)-1])) & 63
+		}
+		if bloom&bit != 0 {
+			for _, y := range a[:i] {
+				if y.name == n {
+					return false
+				}
+			}
+		}
+		bloom |= bit
 	}
 	return true
 }
 
-// jsonString is v's string value, or "" when v is not a string.
-func jsonString(v *fastjson.Value) string {
-	if v == nil || v.Type() != fastjson.TypeString {
-		return ""
+// jsonEntrySpans returns the byte ranges of the entries of a JSON feed page
+// (nil when it is not one), for the raw bytes of the reference's rejects.
+func jsonEntrySpans(data []byte) [][2]int {
+	s := jscanner{b: data, page: string(data)}
+	if !s.open('{') {
+		return nil
 	}
-	b, _ := v.StringBytes()
-	return string(b)
-}
-
-func noDupKeys(o *fastjson.Object) bool {
-	n := o.Len()
-	if n < 2 {
-		return true
-	}
-	var keys [24][]byte
-	if n > len(keys) {
-		return false
-	}
-	k := 0
-	dup := false
-	o.Visit(func(key []byte, _ *fastjson.Value) {
-		for _, prev := range keys[:k] {
-			if bytes.Equal(prev, key) {
-				dup = true
-			}
+	for first := true; ; first = false {
+		key, done, ok := s.member(first)
+		if !ok || done {
+			return nil
 		}
-		keys[k] = key
-		k++
-	})
-	return !dup
-}
-
-// fastJSONEntry extracts an entry; ok=false leaves it to the reference.
-func fastJSONEntry(v *fastjson.Value, sc *scratch) (outcome, bool) {
-	o, err := v.Object()
-	if err != nil || !noDupKeys(o) {
-		return outcome{}, false
-	}
-	var r rawEntry
-	eb := sc.begin(&r)
-	defer sc.end(&r)
-	for _, f := range []struct {
-		name string
-		dst  *string
-		seen *bool
-	}{{"id", &r.id, &r.hasID}, {"updated", &r.updated, &r.hasUpdated}, {"published", &r.published, &r.hasPublished}} {
-		x := o.Get(f.name)
-		if x == nil || x.Type() == fastjson.TypeNull {
+		if key != "feed" || s.kind() != jObject {
+			if !s.skip() {
+				return nil
+			}
 			continue
 		}
-		if x.Type() != fastjson.TypeString {
-			return outcome{}, false
-		}
-		b, _ := x.StringBytes()
-		eb.add(f.dst, b)
-		*f.seen = true
-	}
-	if c := o.Get("content"); c != nil && c.Type() != fastjson.TypeNull {
-		co, err := c.Object()
-		if err != nil || !noDupKeys(co) {
-			return outcome{}, false
-		}
-		if ev := co.Get("event"); ev != nil && ev.Type() != fastjson.TypeNull {
-			eo, err := ev.Object()
-			if err != nil || !noDupKeys(eo) {
-				return outcome{}, false
+		s.open('{')
+		for first := true; ; first = false {
+			key, done, ok := s.member(first)
+			if !ok || done {
+				return nil
 			}
-			r.hasEvent = true
-			r.event = jsonFields(eo, "product", eb, r.event)
-			if pv := eo.Get("product"); pv != nil && pv.Type() != fastjson.TypeNull {
-				po, err := pv.Object()
-				if err != nil || !noDupKeys(po) {
-					return outcome{}, false
+			if key != "entry" || s.kind() != jArray {
+				if !s.skip() {
+					return nil
 				}
-				r.hasProduct = true
-				if t := po.Get("@type"); t != nil && t.Type() != fastjson.TypeNull {
-					if t.Type() != fastjson.TypeString {
-						return outcome{}, false
-					}
-					b, _ := t.StringBytes()
-					eb.add(&r.productNS, b)
+				continue
+			}
+			s.open('[')
+			var spans [][2]int
+			for first := true; ; first = false {
+				done, ok := s.element(first)
+				if !ok {
+					return nil
 				}
-				r.product = jsonFields(po, "", eb, r.product)
+				if done {
+					return spans
+				}
+				s.ws()
+				start := s.i
+				if !s.skip() {
+					return nil
+				}
+				spans = append(spans, [2]int{start, s.i})
 			}
 		}
 	}
-	eb.finish()
-	return normalize(&r), true
-}
-
-// jsonFields copies an object's scalar members (but "@type" and skip) as
-// the text their XML twins would carry.
-func jsonFields(o *fastjson.Object, skip string, eb *entryBuf, out attrs) attrs {
-	out = sized(out, o.Len())
-	n := 0
-	o.Visit(func(key []byte, v *fastjson.Value) {
-		if string(key) == "@type" || string(key) == skip || v.Type() == fastjson.TypeNull {
-			return
-		}
-		f := &out[n]
-		n++
-		*f = attr{}
-		eb.add(&f.name, key)
-		start := len(eb.buf)
-		switch v.Type() {
-		case fastjson.TypeString:
-			b, _ := v.StringBytes()
-			eb.buf = append(eb.buf, b...)
-		case fastjson.TypeNumber, fastjson.TypeTrue, fastjson.TypeFalse:
-			eb.buf = v.MarshalTo(eb.buf)
-		default:
-			f.bad = true
-		}
-		eb.mark(&f.value, start)
-	})
-	return out[:n]
 }

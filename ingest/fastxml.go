@@ -11,6 +11,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 
 	"github.com/feedmeter/feedmeter/model"
 )
@@ -20,7 +21,7 @@ func fastXMLPage(data []byte) (p *Page, ok bool) {
 	if !plainASCII(data) {
 		return nil, false
 	}
-	s := xscanner{b: data}
+	s := xscanner{b: data, page: string(data)}
 	if !s.prolog() {
 		return nil, false
 	}
@@ -29,7 +30,7 @@ func fastXMLPage(data []byte) (p *Page, ok bool) {
 		return nil, false
 	}
 	ns := s.elemNS()
-	p = &Page{}
+	p = &Page{Events: make([]model.Event, 0, len(data)/1024+1)}
 	switch {
 	case ns == model.NSAtom && s.localIs("feed"):
 		if !s.feed(p) {
@@ -59,36 +60,43 @@ func fastXMLPage(data []byte) (p *Page, ok bool) {
 // newline: the bytes whose meaning the fast scanner and encoding/xml agree
 // on without further checks.
 func plainASCII(data []byte) bool {
-	high, ctrl := byteClasses(data)
-	if high {
-		return false
-	}
-	if !ctrl {
-		return true
-	}
-	for _, c := range data {
-		if c == 0x7f || (c < 0x20 && c != '\n' && c != '\t') {
-			return false
-		}
-	}
-	return true
+	high, ctrl := byteClasses(data, "\n\t")
+	return !high && !ctrl
 }
 
-// byteClasses reports whether data holds bytes >= 0x7f and bytes < 0x20,
-// eight bytes at a time.
-func byteClasses(data []byte) (high, ctrl bool) {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+	lows  = 0x7f7f7f7f7f7f7f7f
+)
+
+// zeroBytes sets bit 7 of each byte of the result whose byte in x is 0.
+func zeroBytes(x uint64) uint64 { return ^(((x & lows) + lows) | x) & highs }
+
+// byteClasses reports whether data holds a byte >= 0x7f, and a byte < 0x20
+// that is not in allowed, eight bytes at a time.
+func byteClasses(data []byte, allowed string) (high, ctrl bool) {
 	var h, c uint64
 	i := 0
 	for ; i+8 <= len(data); i += 8 {
 		x := binary.LittleEndian.Uint64(data[i:])
-		h |= x | (x + ones) // bit 7 set for bytes >= 0x80, or 0x7f (+1 carries into bit 7)
-		c |= (x - 0x2020202020202020) &^ x
+		h |= x | (x + ones)                                    // bit 7 for bytes >= 0x80, and for 0x7f (+1 carries into it)
+		lt := ^((x | highs) - 0x2020202020202020) & highs &^ x // bytes < 0x20 (not >= 0x80)
+		if lt == 0 {
+			continue
+		}
+		for k := 0; k < len(allowed); k++ {
+			lt &^= zeroBytes(x ^ (ones * uint64(allowed[k])))
+		}
+		c |= lt
 	}
 	for ; i < len(data); i++ {
-		x := uint64(data[i])
-		h |= x | (x + 1)
-		c |= (x - 0x20) &^ x
+		b := data[i]
+		if b >= 0x7f {
+			h = highs
+		} else if b < 0x20 && strings.IndexByte(allowed, b) < 0 {
+			c = highs
+		}
 	}
 	return h&highs != 0, c&highs != 0
 }
@@ -124,6 +132,7 @@ type nsBinding struct {
 // xscanner is a pull scanner over one document.
 type xscanner struct {
 	b        []byte
+	page     string // one copy of b: the events' strings are its substrings
 	i        int
 	depth    int // elements open (after a start tag, including it)
 	open     []span
@@ -416,16 +425,13 @@ var knownURIs = []string{
 }
 
 func (s *xscanner) uri(a xattr) string {
-	v := s.b[a.value.s:a.value.e]
-	if a.amp {
-		return string(appendUnescaped(nil, v))
-	}
+	v := s.str(a.value, a.amp)
 	for _, k := range knownURIs {
-		if string(v) == k {
+		if v == k {
 			return k
 		}
 	}
-	return string(v)
+	return v
 }
 
 func (s *xscanner) is(sp span, lit string) bool { return string(s.b[sp.s:sp.e]) == lit }
@@ -463,24 +469,33 @@ func (s *xscanner) skip() bool {
 }
 
 // textContent reads the text of a text-only element whose start tag was just
-// read into dst.
-func (s *xscanner) textContent(dst []byte) ([]byte, bool) {
+// read.
+func (s *xscanner) textContent() (string, bool) {
 	if s.selfClosing {
-		return dst, true
+		return "", true
 	}
+	var text string
+	var parts []byte // only when the text comes in several pieces
+	n := 0
 	for {
 		switch s.next() {
 		case tokText:
-			v := s.b[s.text.s:s.text.e]
-			if s.textAmp {
-				dst = appendUnescaped(dst, v)
+			t := s.str(s.text, s.textAmp)
+			if n++; n == 1 {
+				text = t
 			} else {
-				dst = append(dst, v...)
+				if n == 2 {
+					parts = append(parts, text...)
+				}
+				parts = append(parts, t...)
 			}
 		case tokEnd:
-			return dst, true
+			if n > 1 {
+				return string(parts), true
+			}
+			return text, true
 		default:
-			return dst, false
+			return "", false
 		}
 	}
 }
@@ -490,11 +505,7 @@ func (s *xscanner) textContent(dst []byte) ([]byte, bool) {
 func (s *xscanner) firstAttr(name string) (string, bool) {
 	for _, a := range s.attrs {
 		if a.prefix.s == a.prefix.e && s.is(a.local, name) {
-			v := s.b[a.value.s:a.value.e]
-			if a.amp {
-				return string(appendUnescaped(nil, v)), true
-			}
-			return string(v), true
+			return s.str(a.value, a.amp), true
 		}
 	}
 	return "", false
@@ -503,15 +514,21 @@ func (s *xscanner) firstAttr(name string) (string, bool) {
 // noDuplicates reports whether the current start tag names no unprefixed
 // attribute twice.
 func (s *xscanner) noDuplicates() bool {
+	var seen uint64 // a one-word Bloom filter of the names so far
 	for i, a := range s.attrs {
 		if a.prefix.s != a.prefix.e {
 			continue
 		}
-		for _, b := range s.attrs[:i] {
-			if b.prefix.s == b.prefix.e && bytes.Equal(s.b[a.local.s:a.local.e], s.b[b.local.s:b.local.e]) {
-				return false
+		name := s.b[a.local.s:a.local.e]
+		bit := uint64(1) << ((uint(len(name))*7 + uint(name[0])*3 + uint(name[len(name)-1])) & 63)
+		if seen&bit != 0 {
+			for _, b := range s.attrs[:i] {
+				if b.prefix.s == b.prefix.e && bytes.Equal(name, s.b[b.local.s:b.local.e]) {
+					return false
+				}
 			}
 		}
+		seen |= bit
 	}
 	return true
 }
@@ -561,66 +578,29 @@ func (s *xscanner) feed(p *Page) bool {
 	}
 }
 
-// scratch is reused from entry to entry of a page.
-type scratch struct {
-	eb             entryBuf
-	event, product attrs
-}
+// scratch holds the attribute lists, reused from entry to entry of a page
+// (normalize copies what it keeps).
+type scratch struct{ event, product attrs }
 
 // begin readies the scratch for a new entry.
-func (sc *scratch) begin(r *rawEntry) *entryBuf {
-	sc.eb.buf = sc.eb.buf[:0]
-	sc.eb.spans = sc.eb.spans[:0]
-	r.event, r.product = sc.event[:0], sc.product[:0]
-	return &sc.eb
-}
+func (sc *scratch) begin(r *rawEntry) { r.event, r.product = sc.event[:0], sc.product[:0] }
 
 // end keeps what the entry grew for the next one.
 func (sc *scratch) end(r *rawEntry) { sc.event, sc.product = r.event, r.product }
 
-// sized returns a of length n, reusing its array when it is large enough.
-// The caller fills it by index: pointers into it stay valid.
-func sized(a attrs, n int) attrs {
-	if cap(a) < n {
-		return make(attrs, n)
+// str returns the text of sp: a substring of the page's single string
+// copy, decoded only when it holds an entity.
+func (s *xscanner) str(sp span, amp bool) string {
+	if amp {
+		return string(appendUnescaped(nil, s.b[sp.s:sp.e]))
 	}
-	return a[:n]
-}
-
-// entryBuf collects an entry's strings so that they cost one allocation.
-type entryBuf struct {
-	buf   []byte
-	spans []struct {
-		dst  *string
-		s, e int
-	}
-}
-
-func (eb *entryBuf) add(dst *string, v []byte) {
-	start := len(eb.buf)
-	eb.buf = append(eb.buf, v...)
-	eb.mark(dst, start)
-}
-
-// mark makes *dst the bytes appended to buf since start.
-func (eb *entryBuf) mark(dst *string, start int) {
-	eb.spans = append(eb.spans, struct {
-		dst  *string
-		s, e int
-	}{dst, start, len(eb.buf)})
-}
-
-func (eb *entryBuf) finish() {
-	all := string(eb.buf)
-	for _, sp := range eb.spans {
-		*sp.dst = all[sp.s:sp.e]
-	}
+	return s.page[sp.s:sp.e]
 }
 
 // entry reads an atom:entry whose start tag was just read.
 func (s *xscanner) entry() (outcome, bool) {
 	var r rawEntry
-	eb := s.sc.begin(&r)
+	s.sc.begin(&r)
 	defer s.sc.end(&r)
 	if s.selfClosing {
 		return normalize(&r), true
@@ -632,7 +612,6 @@ func (s *xscanner) entry() (outcome, bool) {
 		case tokText:
 		case tokEnd:
 			if s.depth < d {
-				eb.finish()
 				return normalize(&r), true
 			}
 		case tokStart:
@@ -652,7 +631,7 @@ func (s *xscanner) entry() (outcome, bool) {
 			case s.localIs("published"):
 				dst, seen = &r.published, &r.hasPublished
 			case s.localIs("content"):
-				if hasContent || !s.content(&r, eb) {
+				if hasContent || !s.content(&r) {
 					return outcome{}, false
 				}
 				hasContent = true
@@ -667,12 +646,10 @@ func (s *xscanner) entry() (outcome, bool) {
 				return outcome{}, false
 			}
 			*seen = true
-			start := len(eb.buf)
 			var ok bool
-			if eb.buf, ok = s.textContent(eb.buf); !ok {
+			if *dst, ok = s.textContent(); !ok {
 				return outcome{}, false
 			}
-			eb.mark(dst, start)
 		default:
 			return outcome{}, false
 		}
@@ -680,7 +657,7 @@ func (s *xscanner) entry() (outcome, bool) {
 }
 
 // content reads atom:content: its first element must be the event.
-func (s *xscanner) content(r *rawEntry, eb *entryBuf) bool {
+func (s *xscanner) content(r *rawEntry) bool {
 	if s.selfClosing {
 		return true
 	}
@@ -705,7 +682,7 @@ func (s *xscanner) content(r *rawEntry, eb *entryBuf) bool {
 				return false // the reference words the reject
 			}
 			r.hasEvent = true
-			if !s.fields(&r.event, eb) || !s.event(r, eb) {
+			if !s.fields(&r.event) || !s.event(r) {
 				return false
 			}
 		default:
@@ -715,39 +692,23 @@ func (s *xscanner) content(r *rawEntry, eb *entryBuf) bool {
 }
 
 // fields copies the current start tag's unprefixed attributes.
-func (s *xscanner) fields(dst *attrs, eb *entryBuf) bool {
+func (s *xscanner) fields(dst *attrs) bool {
 	if !s.noDuplicates() {
 		return false
 	}
-	n := 0
-	for _, a := range s.attrs {
-		if a.prefix.s == a.prefix.e && !s.is(a.local, "xmlns") {
-			n++
-		}
-	}
-	*dst = sized(*dst, n)
-	k := 0
+	out := (*dst)[:0]
 	for _, a := range s.attrs {
 		if a.prefix.s != a.prefix.e || s.is(a.local, "xmlns") {
 			continue
 		}
-		f := &(*dst)[k]
-		k++
-		eb.add(&f.name, s.b[a.local.s:a.local.e])
-		v := s.b[a.value.s:a.value.e]
-		start := len(eb.buf)
-		if a.amp {
-			eb.buf = appendUnescaped(eb.buf, v)
-		} else {
-			eb.buf = append(eb.buf, v...)
-		}
-		eb.mark(&f.value, start)
+		out = append(out, attr{name: s.page[a.local.s:a.local.e], value: s.str(a.value, a.amp)})
 	}
+	*dst = out
 	return true
 }
 
 // event reads the children of the event element: the first product.
-func (s *xscanner) event(r *rawEntry, eb *entryBuf) bool {
+func (s *xscanner) event(r *rawEntry) bool {
 	if s.selfClosing {
 		return true
 	}
@@ -763,7 +724,7 @@ func (s *xscanner) event(r *rawEntry, eb *entryBuf) bool {
 			if !r.hasProduct && s.localIs("product") {
 				r.hasProduct = true
 				r.productNS = s.elemNS()
-				if !s.fields(&r.product, eb) {
+				if !s.fields(&r.product) {
 					return false
 				}
 			}

@@ -128,7 +128,7 @@ func normalize(r *rawEntry) outcome {
 	}
 	for i, dst := range []*time.Time{&e.StartTime, &e.EndTime, &e.EventTime} {
 		if hasTime[i] {
-			if *dst, err = parseTime("event "+[]string{"startTime", "endTime", "eventTime"}[i], times[i]); err != nil {
+			if *dst, err = parseTime(timeFields[i], times[i]); err != nil {
 				return fail("%v", err)
 			}
 		}
@@ -176,6 +176,8 @@ func normalize(r *rawEntry) outcome {
 	}
 	return outcome{ev: e}
 }
+
+var timeFields = [...]string{"event startTime", "event endTime", "event eventTime"}
 
 // classify sets the kind and quantity of a Cloud Backup usage product. It
 // leaves KindOther for system events, other products and versions this

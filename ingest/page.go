@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/valyala/fastjson"
-
 	"github.com/feedmeter/feedmeter/model"
 )
 
@@ -208,16 +206,12 @@ func fillRaw(p *Page, data []byte) {
 			return data[sp.chunks[i][0]:sp.chunks[i][1]]
 		}
 	case FormatJSON:
-		v, err := fastjson.ParseBytes(data)
-		if err != nil {
-			return
-		}
-		entries := v.GetArray("feed", "entry")
+		spans := jsonEntrySpans(data)
 		raw = func(i int) []byte {
-			if i < 0 || i >= len(entries) {
+			if i < 0 || i >= len(spans) {
 				return nil
 			}
-			return entries[i].MarshalTo(nil)
+			return data[spans[i][0]:spans[i][1]]
 		}
 	}
 	for i := range p.Rejects {

@@ -62,6 +62,9 @@ func comparable(p *Page) *Page {
 		c.Rejects = append(c.Rejects, Reject{EntryID: r.EntryID, Index: r.Index})
 	}
 	c.Recovered = ""
+	if len(c.Events) == 0 {
+		c.Events, c.Indexes = nil, nil
+	}
 	return &c
 }
 
