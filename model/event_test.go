@@ -163,3 +163,26 @@ func TestKey(t *testing.T) {
 		t.Fatal("same tenant, entry and kind differ in key")
 	}
 }
+
+func TestDeadLetterRoundTrip(t *testing.T) {
+	d := DeadLetter{Stage: StageIngest, Feed: "http://127.0.0.1:8900/backup/events/1", TenantID: "1",
+		Marker: "last", EntryID: "urn:uuid:x", Index: 3, Reason: "malformed XML at line 2",
+		Raw: []byte("<atom:entry>\x00\xff"), Time: time.Date(2026, 10, 1, 2, 0, 0, 0, time.FixedZone("x", 3600))}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"time":"2026-10-01T01:00:00Z"`) {
+		t.Fatalf("time not in UTC: %s", b)
+	}
+	got, err := DecodeDeadLetter(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Raw) != string(d.Raw) || got.Reason != d.Reason || !got.Time.Equal(d.Time) || got.Index != 3 {
+		t.Fatalf("round trip: %+v", got)
+	}
+	if _, err := DecodeDeadLetter([]byte(`{"stage":"elsewhere"}`)); err == nil {
+		t.Fatal("unknown stage accepted")
+	}
+}
