@@ -80,6 +80,13 @@ func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 	rand.Read(raw[:])
 	tok := hex.EncodeToString(raw[:])
 	expires := s.now().Add(id.ttl).UTC()
+	if len(id.tokens) >= 10_000 {
+		for k, t := range id.tokens {
+			if !s.now().Before(t.expires) {
+				delete(id.tokens, k)
+			}
+		}
+	}
 	id.tokens[tok] = &token{user: user, expires: expires}
 	id.mu.Unlock()
 

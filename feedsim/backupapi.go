@@ -61,7 +61,9 @@ func (g *apiGlobal) init(seed uint64) {
 	g.backups = map[uuid]*backup{}
 }
 
-func (s *Server) apiRoutes(mux *http.ServeMux) {
+// initAPI sets up the API state once, on the first call of Handler: agents
+// that stopped long before, and agents that stop a few minutes after.
+func (s *Server) initAPI() {
 	s.api.began = s.now()
 	for _, t := range s.tenants {
 		t.api.logs = map[uuid]*logFile{}
@@ -78,6 +80,10 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 			}
 		}
 	}
+}
+
+func (s *Server) apiRoutes(mux *http.ServeMux) {
+	s.apiOnce.Do(s.initAPI)
 	mux.Handle("POST /v2/{project_id}/events", s.service(s.handleAgentEvents))
 	mux.Handle("GET /v2/{project_id}/agents/{agent_id}", s.service(s.handleAgent))
 	mux.Handle("POST /v2/{project_id}/agents/{agent_id}/logfiles", s.service(s.handleLogRequest))
@@ -235,7 +241,7 @@ func (s *Server) handleAgent(w http.ResponseWriter, r *http.Request, drop bool) 
 		Configuration string `json:"configuration_id"`
 		Links         []link `json:"links"`
 	}{t.id, ag.rid, ag.serverName, ag.serverID, ag.external, status, mode, int(every / time.Second),
-		last.UTC().Format(time.RFC3339Nano), ag.config.String(),
+		last.UTC().Format("2006-01-02T15:04:05.000Z"), ag.config.String(),
 		[]link{{baseURL(r) + "/v2/agents/" + ag.rid, "self"}}})
 }
 

@@ -74,9 +74,11 @@ func parsePageQuery(r *http.Request) (*pageQuery, *httpError) {
 			return nil, bad("startingAt %q is not an RFC 3339 time", s[0])
 		}
 		q.startingAt = s[0]
-		q.at = t.UnixMilli()
-		if q.at*1e6 != t.UnixNano() && t.UnixNano() > q.at*1e6 {
-			q.at++ // a time between two milliseconds starts after the first
+		// Entries carry milliseconds: a time between two starts at the later.
+		ns := t.UnixNano()
+		q.at = floorDiv(ns, 1e6)
+		if ns-q.at*1e6 > 0 {
+			q.at++
 		}
 	}
 	if s := v.Get("search"); s != "" {

@@ -1,25 +1,3 @@
-// Package feedsim emulates the upstream of the pipeline: Rackspace Cloud
-// Feeds (Atom Hopper) serving Cloud Backup usage feeds, with Identity v2.0
-// tokens, the Cloud Backup v2 API and Nova's external events (the seeds in
-// shared/seeds), injected faults, and the ground truth of what it served.
-//
-// Everything it generates is a function of Config: the same configuration
-// serves byte-identical pages. Entries are kept as small structs and
-// rendered on request, so a feed of millions of entries fits in memory and
-// a 1,000-entry page renders in milliseconds.
-//
-// Routes (see Server.Handler):
-//
-//	POST /v2.0/tokens                                Identity v2.0 (RAX-KSKEY:apiKeyCredentials)
-//	GET  /backup/events/{tid}                        the Cloud Backup feed (paging per design.md)
-//	GET  /backup/events/{tid}/entries/{id}           one entry (also /backup/events/entries/{id})
-//	GET  /servers/events/{tid}                       the servers feed of Nova external events
-//	POST /v2/{project_id}/events                     Cloud Backup agent_activate (seed 000)
-//	GET  /v2/{project_id}/agents/{agent_id}          an agent, online or offline
-//	POST /v2/{project_id}/agents/{agent_id}/logfiles request an agent's log (seed 001)
-//	POST /v2/{project_id}/backups                    start a backup (seed 004)
-//	POST /v2.1/{tenant_id}/os-server-external-events Nova external events (seed 003)
-//	GET  /_sim/tenants, /_sim/truth, GET|PUT /_sim/faults   the simulator's own
 package feedsim
 
 import (
@@ -55,7 +33,8 @@ type Server struct {
 	carry   float64   // fractional live entries owed
 	lastRun time.Time // last live tick
 
-	api apiGlobal
+	api     apiGlobal
+	apiOnce sync.Once
 
 	bufs sync.Pool
 }
@@ -92,6 +71,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.api.init(cfg.Seed)
 	log.Info("feedsim generated", "tenants", len(s.tenants), "entries", n,
 		"days", cfg.Days, "seed", cfg.Seed, "took", time.Since(began).Round(time.Millisecond))
+	if end := time.Unix(s.start+int64(cfg.Days)*86400, 0); cfg.Days > 0 && end.After(time.Now()) {
+		log.Warn("feedsim history reaches into the future: entries appear as their publication time comes",
+			"history_ends", end.UTC().Format(time.RFC3339))
+	}
 	return s, nil
 }
 
@@ -194,7 +177,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // injects the request faults.
 func (s *Server) service(h func(w http.ResponseWriter, r *http.Request, drop bool)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		js := wantsJSON(r)
+		js := wantsJSON(r) || !isFeedPath(r) // the APIs speak JSON only
 		tok, ok := s.authorize(w, r, js)
 		if !ok {
 			return
@@ -254,9 +237,7 @@ func writeBody(w http.ResponseWriter, status int, ctype string, body []byte, dro
 		return
 	}
 	w.Write(body[:len(body)/2])
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
+	http.NewResponseController(w).Flush()
 	panic(http.ErrAbortHandler)
 }
 
@@ -317,12 +298,23 @@ func (s *Server) Tick() {
 	s.completeBackups(now)
 }
 
+// handleTenants is GET /_sim/tenants: the tenants, with their agents (the
+// ids the Cloud Backup and Nova APIs take).
 func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
+	type agentInfo struct {
+		ID            string `json:"id"`
+		ServerID      string `json:"server_id"`
+		ServerName    string `json:"server_name"`
+		External      bool   `json:"external"`
+		Hourly        bool   `json:"hourly"`
+		Configuration string `json:"configuration_id"`
+		Host          string `json:"host,omitempty"` // Nova host; servers without one get 422
+	}
 	type tenantInfo struct {
-		ID      string `json:"id"`
-		Region  string `json:"region"`
-		Agents  int    `json:"agents"`
-		Entries int    `json:"entries"`
+		ID      string      `json:"id"`
+		Region  string      `json:"region"`
+		Entries int         `json:"entries"`
+		Agents  []agentInfo `json:"agents"`
 	}
 	out := struct {
 		Tenants []tenantInfo `json:"tenants"`
@@ -331,7 +323,11 @@ func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
 		t.backup.mu.RLock()
 		n := len(t.backup.entries)
 		t.backup.mu.RUnlock()
-		out.Tenants = append(out.Tenants, tenantInfo{t.id, t.region, len(t.agents), n})
+		ti := tenantInfo{ID: t.id, Region: t.region, Entries: n}
+		for _, a := range t.agents {
+			ti.Agents = append(ti.Agents, agentInfo{a.rid, a.serverID, a.serverName, a.external, a.hourly, a.config.String(), a.host})
+		}
+		out.Tenants = append(out.Tenants, ti)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -463,3 +463,31 @@ func checkPage(t *testing.T, data []byte, f Format) {
 		}
 	}
 }
+
+// Real pages declare the atom prefix on each entry, not on the feed: the
+// recovery of a broken entry must find those entries too.
+func TestBrokenEntryWithPrefixDeclaredOnIt(t *testing.T) {
+	data, err := os.ReadFile("../testdata/pages/feed-head.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := bytes.Replace(data, []byte(`version="1"/>
+      </e:event>`), []byte(`version="1"/
+      </e:event>`), 1)
+	if bytes.Equal(broken, data) {
+		t.Fatal("the sample changed: nothing was broken")
+	}
+	for _, parse := range []func([]byte, Format) (*Page, error){ParsePage, ReferencePage} {
+		p, err := parse(broken, FormatAuto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Events) != 4 || len(p.Rejects) != 1 || p.Rejects[0].Index != 1 ||
+			p.Rejects[0].EntryID != "urn:uuid:4a1f6a62-0f1e-4c57-8d55-1b0a8c6d0002" {
+			t.Fatalf("%d events, rejects %+v", len(p.Events), p.Rejects)
+		}
+		if p.Links.Next == "" || p.Links.Last == "" {
+			t.Fatalf("links lost: %+v", p.Links)
+		}
+	}
+}

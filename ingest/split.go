@@ -12,11 +12,12 @@ import (
 // tags as text, so that each can be parsed on its own. It serves both
 // parsers; on a well-formed page it is never used.
 type xmlSplit struct {
-	rootStart []byte // the root's start tag, as written
-	rootName  []byte // the root's qualified name
-	rootEntry bool   // the root is atom:entry: the document is one entry
-	atomTags  [][]byte
+	rootStart []byte   // the root's start tag, as written
+	rootName  []byte   // the root's qualified name
+	rootEntry bool     // the root is atom:entry: the document is one entry
+	atomTags  [][]byte // entry tags whose prefix the root binds to Atom
 	chunks    [][2]int // byte ranges of the entries
+	tags      [][]byte // each entry's qualified tag name
 	lines     []int    // the line on which each entry starts
 }
 
@@ -78,12 +79,16 @@ func splitXML(data []byte) (*xmlSplit, error) {
 	if se.Name.Local == "entry" {
 		sp.rootEntry = true
 		sp.chunks = [][2]int{{start, len(data)}}
+		sp.tags = [][]byte{sp.rootName}
+		sp.lines = []int{1}
 		return sp, nil
 	}
 	if selfClosing {
 		return sp, nil
 	}
-	// Entry starts, in order.
+	// Entry starts, in order: a tag named entry whose prefix the root or
+	// the tag itself binds to Atom (real pages declare xmlns:atom on each
+	// entry).
 	var starts []int
 	for i := end; i < len(data); {
 		j := bytes.IndexByte(data[i:], '<')
@@ -91,11 +96,9 @@ func splitXML(data []byte) (*xmlSplit, error) {
 			break
 		}
 		i += j + 1
-		for _, tag := range sp.atomTags {
-			if bytes.HasPrefix(data[i:], tag) && i+len(tag) < len(data) && isTagEnd(data[i+len(tag)]) {
-				starts = append(starts, i-1)
-				break
-			}
+		if tag, ok := sp.entryTag(data[i:]); ok {
+			starts = append(starts, i-1)
+			sp.tags = append(sp.tags, tag)
 		}
 	}
 	for k, s := range starts {
@@ -106,7 +109,7 @@ func splitXML(data []byte) (*xmlSplit, error) {
 			limit = r
 		}
 		e := limit
-		if ce := sp.closeTag(data[s:limit]); ce >= 0 {
+		if ce := closeTag(data[s:limit], sp.tags[k]); ce >= 0 {
 			e = s + ce
 		}
 		sp.chunks = append(sp.chunks, [2]int{s, e})
@@ -124,27 +127,70 @@ func isTagEnd(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '>' || c == '/'
 }
 
-// closeTag returns the end of the first entry end tag in b, or -1.
-func (sp *xmlSplit) closeTag(b []byte) int {
-	best := -1
-	for _, tag := range sp.atomTags {
-		for off := 0; ; {
-			i := bytes.Index(b[off:], append([]byte("</"), tag...))
-			if i < 0 {
-				break
-			}
-			i += off + 2 + len(tag)
-			for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-				i++
-			}
-			if i < len(b) && b[i] == '>' {
-				if best < 0 || i+1 < best {
-					best = i + 1
-				}
-				break
-			}
-			off = i
+// entryTag reports whether b (just after a '<') starts an Atom entry's
+// start tag, and returns its qualified name.
+func (sp *xmlSplit) entryTag(b []byte) ([]byte, bool) {
+	n := 0
+	for n < len(b) && !isTagEnd(b[n]) {
+		n++
+	}
+	if n == len(b) {
+		return nil, false
+	}
+	name := b[:n]
+	prefix, local, found := bytes.Cut(name, []byte(":"))
+	if !found {
+		prefix, local = nil, name
+	}
+	if string(local) != "entry" {
+		return nil, false
+	}
+	for _, t := range sp.atomTags {
+		if bytes.Equal(t, name) {
+			return name, true
 		}
+	}
+	// Declared on the tag itself?
+	end := bytes.IndexByte(b, '>')
+	if end < 0 {
+		end = len(b)
+	}
+	decl := []byte("xmlns")
+	if found {
+		decl = append(append(decl, ':'), prefix...)
+	}
+	tag := b[n:end]
+	for _, q := range []string{`"`, `'`} {
+		for _, eq := range []string{"=", " = ", "= ", " ="} {
+			if bytes.Contains(tag, []byte(" "+string(decl)+eq+q+model.NSAtom+q)) ||
+				bytes.Contains(tag, []byte("\n"+string(decl)+eq+q+model.NSAtom+q)) ||
+				bytes.Contains(tag, []byte("\t"+string(decl)+eq+q+model.NSAtom+q)) {
+				return name, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// closeTag returns the end of the first end tag named tag in b (or of b's
+// first element when it closes itself), or -1.
+func closeTag(b, tag []byte) int {
+	best := -1
+	end := append([]byte("</"), tag...)
+	for off := 0; ; {
+		i := bytes.Index(b[off:], end)
+		if i < 0 {
+			break
+		}
+		i += off + len(end)
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+			i++
+		}
+		if i < len(b) && b[i] == '>' {
+			best = i + 1
+			break
+		}
+		off = i
 	}
 	// A self-closing entry has no end tag.
 	if gt := bytes.IndexByte(b, '>'); gt > 0 && b[gt-1] == '/' && (best < 0 || gt+1 < best) {
@@ -237,19 +283,17 @@ func (sp *xmlSplit) line(i int) int { return sp.lines[i] }
 // cannot be parsed.
 func (sp *xmlSplit) entryID(data []byte, i int) string {
 	c := data[sp.chunks[i][0]:sp.chunks[i][1]]
-	for _, tag := range sp.atomTags {
-		prefix := tag[:len(tag)-len("entry")]
-		open := append(append([]byte("<"), prefix...), "id>"...)
-		s := bytes.Index(c, open)
-		if s < 0 {
-			continue
-		}
-		rest := c[s+len(open):]
-		e := bytes.IndexByte(rest, '<')
-		if e < 0 {
-			continue
-		}
-		return trim(string(rest[:e]))
+	tag := sp.tags[i]
+	prefix := tag[:len(tag)-len("entry")]
+	open := append(append([]byte("<"), prefix...), "id>"...)
+	s := bytes.Index(c, open)
+	if s < 0 {
+		return ""
 	}
-	return ""
+	rest := c[s+len(open):]
+	e := bytes.IndexByte(rest, '<')
+	if e < 0 {
+		return ""
+	}
+	return trim(string(rest[:e]))
 }
