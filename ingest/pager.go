@@ -1,0 +1,185 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/feedmeter/feedmeter/model"
+)
+
+// Checkpoint is where a subscription's reading stands: the newest entry it
+// has published. It travels in the same Kafka transaction as the events it
+// follows, so the two are never out of step.
+type Checkpoint struct {
+	Feed   string `json:"feed"`
+	Tenant string `json:"tenant"`
+	// Marker is the id of the newest entry processed ("" before the first
+	// page). The next page is read forward from it.
+	Marker string `json:"marker,omitempty"`
+	// Published is the marker entry's atom:published, and SameTime the ids
+	// of the processed entries published at exactly that instant: if the
+	// marker disappears from the feed (404), reading restarts at that time
+	// and these are skipped as duplicates.
+	Published time.Time `json:"published"`
+	SameTime  []string  `json:"same_time,omitempty"`
+	// Entries and Rejects count what was processed in all.
+	Entries int64 `json:"entries"`
+	Rejects int64 `json:"rejects"`
+	// Written is when the checkpoint was made.
+	Written time.Time `json:"written"`
+}
+
+// Key is the checkpoint's record key: one per (feed, tenant).
+func (c *Checkpoint) Key() string { return c.Feed + "|" + c.Tenant }
+
+// Batch is one page made ready to publish: its events and rejects oldest
+// first, and the checkpoint that follows them.
+type Batch struct {
+	Feed, Tenant string
+	// Request is the query the page was read with (for dead letters).
+	Request string
+	Events  []model.Event
+	Rejects []Reject
+	Next    Checkpoint
+}
+
+// Publisher commits a batch: events, dead letters and checkpoint together
+// or not at all. Declared here, where it is used; the Kafka one is in
+// kafka.go.
+type Publisher interface {
+	Publish(ctx context.Context, b *Batch) error
+}
+
+// Reader pages through one tenant's feed.
+type Reader struct {
+	Client *Client
+	Feed   string // the tenant's feed URL, e.g. https://…/backup/events/1234
+	Tenant string
+	// StartAt is where a subscription without a checkpoint begins; zero
+	// means the whole feed (marker=last).
+	StartAt time.Time
+	Log     *slog.Logger
+	// OnPage, when set, is told of each page published.
+	OnPage func(b *Batch)
+}
+
+// CatchUp reads from cp to the head of the feed, publishing each page as
+// one batch, and returns the checkpoint reached. It stops at the first error
+// (what was published stays published; the checkpoint returned is the last
+// one committed).
+func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Checkpoint, error) {
+	cp.Feed, cp.Tenant = r.Feed, r.Tenant
+	recovering := false // reading by time after a lost marker: drop duplicates
+	for {
+		q := url.Values{}
+		switch {
+		case recovering:
+			q.Set("startingAt", cp.Published.UTC().Format(time.RFC3339Nano))
+			q.Set("direction", "forward")
+		case cp.Marker != "":
+			q.Set("marker", cp.Marker)
+			q.Set("direction", "forward")
+		case !r.StartAt.IsZero():
+			q.Set("startingAt", r.StartAt.UTC().Format(time.RFC3339Nano))
+			q.Set("direction", "forward")
+		default:
+			q.Set("marker", "last")
+		}
+		page, err := r.Client.Fetch(ctx, r.Feed, q)
+		if errors.Is(err, ErrMarkerNotFound) && cp.Marker != "" && !recovering {
+			r.Log.Error("the checkpoint's entry is gone from the feed: reading again from its publication time, skipping what was processed",
+				"tenant", r.Tenant, "marker", cp.Marker, "published", cp.Published)
+			if cp.Published.IsZero() {
+				return cp, fmt.Errorf("tenant %s: marker %s is gone and its time is unknown: %w", r.Tenant, cp.Marker, err)
+			}
+			recovering = true
+			continue
+		}
+		if err != nil {
+			return cp, fmt.Errorf("tenant %s: %w", r.Tenant, err)
+		}
+		if page.Entries == 0 {
+			return cp, nil
+		}
+		b := batchOf(page, cp, recovering)
+		b.Feed, b.Tenant, b.Request = r.Feed, r.Tenant, q.Encode()
+		if b.Next.Marker == cp.Marker && !recovering {
+			return cp, fmt.Errorf("tenant %s: the page after %s names no newer entry", r.Tenant, cp.Marker)
+		}
+		if len(b.Events)+len(b.Rejects) > 0 || b.Next.Marker != cp.Marker {
+			if err := pub.Publish(ctx, b); err != nil {
+				return cp, fmt.Errorf("tenant %s: publish: %w", r.Tenant, err)
+			}
+			if r.OnPage != nil {
+				r.OnPage(b)
+			}
+		}
+		if recovering && b.Next.Marker == cp.Marker {
+			// Every entry at the restart time was a duplicate and nothing is
+			// newer: caught up.
+			return cp, nil
+		}
+		cp = b.Next
+		recovering = false
+	}
+}
+
+// batchOf turns a page (newest first) into a batch (oldest first) and the
+// checkpoint after it. When recovering, entries already processed (older
+// than the checkpoint's time, or at that time and listed) are dropped.
+func batchOf(p *Page, cp Checkpoint, recovering bool) *Batch {
+	b := &Batch{Next: cp}
+	// Entry ids and publication times in feed order, events and rejects
+	// merged back by index.
+	type item struct {
+		id        string
+		published time.Time
+		ev        *model.Event
+		rej       *Reject
+	}
+	items := make([]item, p.Entries)
+	for i := range p.Events {
+		e := &p.Events[i]
+		items[p.Indexes[i]] = item{id: e.EntryID, published: e.Published, ev: e}
+	}
+	for i := range p.Rejects {
+		r := &p.Rejects[i]
+		if r.Index >= 0 && r.Index < len(items) {
+			items[r.Index] = item{id: r.EntryID, rej: r}
+		} else {
+			b.Rejects = append(b.Rejects, *r) // outside any entry: kept
+		}
+	}
+	for i := len(items) - 1; i >= 0; i-- { // oldest first
+		it := items[i]
+		if recovering && it.ev != nil && !it.published.IsZero() &&
+			(it.published.Before(cp.Published) || it.published.Equal(cp.Published) && slices.Contains(cp.SameTime, it.id)) {
+			continue
+		}
+		if it.ev != nil {
+			b.Events = append(b.Events, *it.ev)
+		} else if it.rej != nil {
+			b.Rejects = append(b.Rejects, *it.rej)
+		}
+		if it.id == "" {
+			continue
+		}
+		// The checkpoint follows the newest entry with an id.
+		b.Next.Marker = it.id
+		if it.ev != nil && !it.published.IsZero() {
+			if !it.published.Equal(b.Next.Published) {
+				b.Next.Published, b.Next.SameTime = it.published, nil
+			}
+			b.Next.SameTime = append(b.Next.SameTime, it.id)
+		}
+	}
+	b.Next.Entries += int64(len(b.Events))
+	b.Next.Rejects += int64(len(b.Rejects))
+	b.Next.Written = time.Now().UTC()
+	return b
+}
