@@ -46,6 +46,16 @@ type KafkaConfig struct {
 	// can hold back readers (default 20s).
 	TransactionTimeout time.Duration
 	Log                *slog.Logger
+	// Hook, when set, is called at the points of a page's transaction:
+	// "produced" (records buffered), "flushed" (written, not committed) and
+	// "committed". Tests kill the process there.
+	Hook func(point string)
+}
+
+func (c *KafkaConfig) hook(point string) {
+	if c.Hook != nil {
+		c.Hook(point)
+	}
 }
 
 func (c *KafkaConfig) defaults() {
@@ -247,7 +257,7 @@ func (sp *SlotProducer) inTxn(ctx context.Context, fn func() error) error {
 // Publish commits a batch: its events, its dead letters and its checkpoint
 // in one transaction.
 func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
-	return sp.inTxn(ctx, func() error {
+	err := sp.inTxn(ctx, func() error {
 		var firstErr error
 		promise := func(_ *kgo.Record, err error) {
 			if err != nil && firstErr == nil {
@@ -284,11 +294,17 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 			return err
 		}
 		sp.cl.Produce(ctx, &kgo.Record{Topic: sp.cfg.CheckpointTopic, Partition: sp.slot, Key: []byte(b.Next.Key()), Value: cp}, promise)
+		sp.cfg.hook("produced")
 		if err := sp.cl.Flush(ctx); err != nil {
 			return err
 		}
+		sp.cfg.hook("flushed")
 		return firstErr
 	})
+	if err == nil {
+		sp.cfg.hook("committed")
+	}
+	return err
 }
 
 // Close ends the producer; an open transaction is aborted by the broker

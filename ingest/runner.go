@@ -191,7 +191,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.startSlot(ctx, s)
 		}
 		<-ctx.Done()
-		r.stopSlots(nil)
+		r.stopSlots(nil, true)
 		return nil
 	}
 	return r.group(ctx)
@@ -408,13 +408,13 @@ func (r *Runner) startSlot(ctx context.Context, slot int32) {
 	}()
 }
 
-// stopSlots stops the given slots (nil: all) and waits for them: an open
-// transaction is aborted before this returns.
-func (r *Runner) stopSlots(slots []int32) {
+// stopSlots stops the given slots (all of them when all is set) and waits
+// for them: an open transaction is aborted before this returns.
+func (r *Runner) stopSlots(slots []int32, all bool) {
 	r.mu.Lock()
 	var runs []*slotRun
 	for s, run := range r.slots {
-		if slots == nil || slices.Contains(slots, s) {
+		if all || slices.Contains(slots, s) {
 			run.cancel()
 			runs = append(runs, run)
 			delete(r.slots, s)
@@ -457,11 +457,11 @@ func (r *Runner) group(ctx context.Context) error {
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 			r.cfg.Log.Info("slots revoked", "slots", m[topic])
-			r.stopSlots(m[topic])
+			r.stopSlots(m[topic], false)
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 			r.cfg.Log.Warn("slots lost", "slots", m[topic])
-			r.stopSlots(m[topic])
+			r.stopSlots(m[topic], false)
 		}),
 	)
 	if err != nil {
@@ -476,7 +476,7 @@ func (r *Runner) group(ctx context.Context) error {
 	r.tenantsProducer = prod
 	r.mu.Unlock()
 	defer func() {
-		r.stopSlots(nil)
+		r.stopSlots(nil, true)
 		cl.Close()
 		prod.Close()
 	}()

@@ -10,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +35,23 @@ func init() {
 type subscriptionsFile struct {
 	Feed    string   `yaml:"feed"`
 	Tenants []string `yaml:"tenants"`
+}
+
+// crashHook reads point:n and returns a hook that SIGKILLs this process the
+// n-th time point is reached.
+func crashHook(v string) (func(string), error) {
+	point, nStr, ok := strings.Cut(v, ":")
+	n, err := strconv.Atoi(nStr)
+	if !ok || err != nil || n < 1 {
+		return nil, fmt.Errorf("%q is not point:n", v)
+	}
+	var count atomic.Int64
+	return func(p string) {
+		if p == point && count.Add(1) == int64(n) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}, nil
 }
 
 // credentials come from FEEDMETER_USERNAME and FEEDMETER_API_KEY, or from
@@ -153,6 +173,15 @@ func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	}
 	if *once {
 		cfg.Progress = func(line string) { fmt.Fprintln(stdout, line) }
+	}
+	if v := os.Getenv("FEEDMETER_CRASH"); v != "" {
+		// Tests: FEEDMETER_CRASH=point:n kills the process (SIGKILL) the
+		// n-th time a page's transaction reaches point.
+		hook, err := crashHook(v)
+		if err != nil {
+			return fail("FEEDMETER_CRASH: %v", err)
+		}
+		cfg.Kafka.Hook = hook
 	}
 	r, err := ingest.NewRunner(cfg)
 	if err != nil {

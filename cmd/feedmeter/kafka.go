@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -34,7 +35,7 @@ func startKafka(listen, dataDir string) (*kfake.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: port: %w", listen, err)
 	}
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation()}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation(), kfake.GroupMinSessionTimeout(time.Second)}
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
 	}
