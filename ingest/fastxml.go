@@ -1,7 +1,7 @@
 package ingest
 
 // The fast XML path. It reads the subset of XML that Cloud Feeds writes
-// (ASCII, the five predefined entities, no comments, CDATA, doctype or
+// (ASCII names, UTF-8 text, the five predefined entities, no comments, CDATA, doctype or
 // processing instructions but the XML declaration) with a hand-written
 // scanner that allocates about once per entry. On anything outside that
 // subset, and on anything that is not well-formed, it steps aside
@@ -12,13 +12,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/feedmeter/feedmeter/model"
 )
 
 // fastXMLPage parses a page, or reports ok=false for the reference to parse.
 func fastXMLPage(data []byte) (p *Page, ok bool) {
-	if !plainASCII(data) {
+	if !plainText(data) {
 		return nil, false
 	}
 	s := xscanner{b: data, page: string(data)}
@@ -56,12 +57,19 @@ func fastXMLPage(data []byte) (p *Page, ok bool) {
 	return p, true
 }
 
-// plainASCII reports whether data has only printable ASCII, tab and
-// newline: the bytes whose meaning the fast scanner and encoding/xml agree
-// on without further checks.
-func plainASCII(data []byte) bool {
+// plainText reports whether data holds only characters the fast scanner
+// and encoding/xml read alike: tab, newline, printable ASCII and valid
+// UTF-8 of XML characters (not U+FFFE or U+FFFF). Names must still be ASCII
+// (the scanner steps aside on others).
+func plainText(data []byte) bool {
 	high, ctrl := byteClasses(data, "\n\t")
-	return !high && !ctrl
+	if ctrl {
+		return false
+	}
+	if high {
+		return utf8.Valid(data) && !bytes.Contains(data, []byte("\uFFFE")) && !bytes.Contains(data, []byte("\uFFFF"))
+	}
+	return true
 }
 
 const (
@@ -160,7 +168,7 @@ func (s *xscanner) skipSpace() {
 }
 
 // nameClass: 1 for bytes that may start a name, 2 for those that may
-// follow. Non-ASCII never gets here (plainASCII).
+// follow. Non-ASCII bytes are in neither class.
 var nameClass = func() (t [256]byte) {
 	for c := range 256 {
 		switch {

@@ -343,6 +343,7 @@ func TestRules(t *testing.T) {
 		{"longer than a day", `type="USAGE" startTime="2026-10-01T00:00:00Z" endTime="2026-10-02T00:00:01Z"`, product("storage", `version="1" serverID="1" storage="5"`), "", 0, "longer than a day"},
 		{"offset time", `type="USAGE" startTime="2026-10-01T02:00:00+02:00" endTime="2026-10-01T01:00:00Z"`, product("storage", `version="1" serverID="1" storage="5"`), model.KindStorage, 5, ""},
 		{"duplicate attribute", hourly, product("storage", `version="1" serverID="1" storage="5" storage="6"`), "", 0, "twice"},
+		{"non-ASCII name", `type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("license", `version="3" serverName="Zürich—東京 ☃" serverID="7"`), model.KindLicense, 1, ""},
 		{"entity in value", hourly, product("storage", `version="1" serverID="a&amp;b" storage="5"`), model.KindStorage, 5, ""},
 	}
 	for _, c := range cases {
@@ -391,6 +392,7 @@ func FuzzParseXML(f *testing.F) {
 		}
 	}
 	f.Add(entryXML(hourly, product("storage", `version="1" serverID="1" storage="5"`)))
+	f.Add(entryXML(`type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("license", `version="3" serverName="Zürich ☃" serverID="7"`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkPage(t, data, FormatXML)
 	})
@@ -488,6 +490,20 @@ func TestBrokenEntryWithPrefixDeclaredOnIt(t *testing.T) {
 		}
 		if p.Links.Next == "" || p.Links.Last == "" {
 			t.Fatalf("links lost: %+v", p.Links)
+		}
+	}
+}
+
+func TestFastPathTakesUTF8(t *testing.T) {
+	data := entryXML(`type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("license", `version="3" serverName="Zürich ☃" serverID="7"`))
+	p, ok := fast(data, FormatXML)
+	if !ok || len(p.Events) != 1 || p.Events[0].ServerName != "Zürich ☃" {
+		t.Fatalf("fast path on UTF-8: ok=%v %+v", ok, p)
+	}
+	for _, bad := range [][]byte{[]byte("Z\xffrich"), []byte("Z\uFFFErich")} {
+		d := bytes.Replace(data, []byte("Zürich"), bad, 1)
+		if _, ok := fast(d, FormatXML); ok {
+			t.Errorf("fast path took %q", bad)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -110,6 +111,7 @@ func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		session    = fs.Duration("session-timeout", 10*time.Second, "group session timeout: how soon a dead process's tenants move")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		usageTopic = fs.String("topic", "", "usage topic (default feedmeter.usage.v1)")
+		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
@@ -121,6 +123,19 @@ func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return fail("%v", err)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fail("--cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail("--cpuprofile: %v", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	var tenantList []string
 	for _, t := range strings.Split(*tenants, ",") {
