@@ -3,12 +3,16 @@ package ingest_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/feedmeter/feedmeter/ingest"
 	"github.com/feedmeter/feedmeter/internal/e2e"
@@ -62,11 +66,13 @@ func TestAdminModes(t *testing.T) {
 	cfg.Once = false
 	cfg.IdleEvery, cfg.ActiveEvery, cfg.RealTimeEvery = time.Hour, 100*time.Millisecond, 50*time.Millisecond
 	cfg.ActivateTTL = 1500 * time.Millisecond
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = ingest.NewMetrics(reg)
 	r, err := ingest.NewRunner(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := httptest.NewServer(r.Handler(nil))
+	admin := httptest.NewServer(r.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	defer admin.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -147,6 +153,25 @@ func TestAdminModes(t *testing.T) {
 	_, a2 := agents(t, admin.URL+"/v2/"+tenant+"/agents")
 	if !a1[0].LastPoll.Equal(*a2[0].LastPoll) {
 		t.Fatalf("still polled after falling back to idle: %v then %v", a1[0].LastPoll, a2[0].LastPoll)
+	}
+	// Metrics and health.
+	resp, err := http.Get(admin.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{
+		`feedmeter_ingest_entries_total{tenant="` + tenant + `"} ` + fmt.Sprint(first.Entries),
+		`feedmeter_ingest_pages_total{tenant="` + tenant + `"}`,
+		`feedmeter_ingest_lag_seconds{tenant="` + tenant + `"}`,
+	} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if resp, err := http.Get(admin.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("/healthz: %v %v", resp, err)
 	}
 	// All of this process's subscriptions.
 	if status, all := agents(t, admin.URL+"/v2/agents"); status != 200 || len(all) != 2 {
