@@ -183,3 +183,57 @@ func TestIngestGroupSharesTenants(t *testing.T) {
 	n := e2e.CheckAgainstTruth(t, sim, brokers)
 	fmt.Fprintf(os.Stderr, "group: %d events, each once, one member killed\n", n)
 }
+
+func TestIngestFlags(t *testing.T) {
+	dir := t.TempDir()
+	badYAML := dir + "/subs.yaml"
+	os.WriteFile(badYAML, []byte("tenants: [1, 2\n"), 0o644)
+	cases := []struct {
+		args []string
+		says string
+	}{
+		{[]string{"ingest", "--tenants", "1"}, `feed "" is not an http(s) URL`},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/backup/events"}, "no tenants"},
+		{[]string{"ingest", "--feed", "ftp://x", "--tenants", "1"}, `feed "ftp://x"`},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/e", "--tenants", "1", "--format", "csv"}, `--format "csv"`},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/e", "--tenants", "1", "--limit", "5000"}, "limit 5000 is not in 1..1000"},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/e", "--tenants", "1", "--start-at", "yesterday"}, `--start-at "yesterday"`},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/e", "--tenants", "a/b"}, `tenant "a/b"`},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/e", "--tenants", "1", "--identity-url", "http://127.0.0.1:1/v2.0/tokens"}, "needs a username and an API key"},
+		{[]string{"ingest", "--subscriptions", badYAML}, "--subscriptions " + badYAML},
+		{[]string{"ingest", "--feed", "http://127.0.0.1:1/e", "--tenants", "1", "--kafka", " , "}, "--kafka names no broker"},
+	}
+	for _, c := range cases {
+		_, stderr, code := runCmd(t, "", c.args...)
+		if code != 2 || !strings.Contains(stderr, c.says) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 saying %q", c.args, code, stderr, c.says)
+		}
+	}
+}
+
+// TestIngestSubscriptionsFileAndSecrets: tenants from a YAML file,
+// credentials from a file, and the API key never in the output, even at
+// debug level.
+func TestIngestSubscriptionsFileAndSecrets(t *testing.T) {
+	sim, srv := e2e.Upstream(t, 2, 1, "expire=0.2")
+	brokers := e2e.KafkaCluster(t)
+	dir := t.TempDir()
+	subs := fmt.Sprintf("feed: %s/backup/events\ntenants:\n  - %s\n  - %s\n", srv.URL, sim.TenantIDs()[0], sim.TenantIDs()[1])
+	os.WriteFile(dir+"/subs.yaml", []byte(subs), 0o644)
+	os.WriteFile(dir+"/creds.yaml", []byte("username: demo\napi_key: demo\n"), 0o600)
+	stdout, stderr, code := runCmd(t, "", "ingest", "--once", "--subscriptions", dir+"/subs.yaml",
+		"--credentials", dir+"/creds.yaml", "--identity-url", srv.URL+"/v2.0/tokens",
+		"--kafka", strings.Join(brokers, ","), "--admin", "", "--log-level", "debug")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.Count(stdout, "caught up to urn:uuid:") != 2 {
+		t.Fatalf("want a progress line per tenant:\n%s", stdout)
+	}
+	for _, s := range []string{stdout, stderr} {
+		if strings.Contains(s, `"apiKey"`) || strings.Contains(s, "api_key") || strings.Contains(s, "apiKey=") {
+			t.Fatalf("credentials in the output:\n%s", s)
+		}
+	}
+	e2e.CheckAgainstTruth(t, sim, brokers)
+}
