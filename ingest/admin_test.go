@@ -189,3 +189,71 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestGroupModeSwitch: with two processes sharing the tenants, an
+// activation sent to the one that does not read the tenant reaches the one
+// that does.
+func TestGroupModeSwitch(t *testing.T) {
+	sim, srv := e2e.Upstream(t, 6, 1, "none")
+	brokers := e2e.KafkaCluster(t)
+	tenants := sim.TenantIDs()
+	var admins []*httptest.Server
+	ctx, cancel := context.WithCancel(context.Background())
+	var dones []chan error
+	for i := range 2 {
+		cfg := e2e.IngestConfig(srv, brokers, tenants, ingest.FormatJSON)
+		cfg.Once, cfg.Group, cfg.Owner = false, "modes", fmt.Sprint("p", i)
+		cfg.IdleEvery, cfg.ActiveEvery, cfg.SessionTimeout = time.Hour, 100*time.Millisecond, 2*time.Second
+		r, err := ingest.NewRunner(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := httptest.NewServer(r.Handler(nil))
+		admins = append(admins, admin)
+		done := make(chan error, 1)
+		dones = append(dones, done)
+		go func() { done <- r.Run(ctx) }()
+	}
+	defer func() {
+		cancel()
+		for _, d := range dones {
+			if err := <-d; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+		for _, a := range admins {
+			a.Close()
+		}
+	}()
+	// Wait until every tenant is read by exactly one of the two, and both
+	// read some.
+	owner := map[string]int{}
+	waitFor(t, "every tenant owned once", func() bool {
+		clear(owner)
+		for i, a := range admins {
+			_, all := agents(t, a.URL+"/v2/agents")
+			for _, ag := range all {
+				if ag.Owned && ag.LastSuccess != nil {
+					if _, dup := owner[ag.Tenant]; dup {
+						return false
+					}
+					owner[ag.Tenant] = i
+				}
+			}
+		}
+		per := map[int]int{}
+		for _, i := range owner {
+			per[i]++
+		}
+		return len(owner) == len(tenants) && per[0] > 0 && per[1] > 0 // both have joined
+	})
+	tenant := tenants[0]
+	other := 1 - owner[tenant]
+	if status, body := post(t, admins[other].URL+"/v2/"+tenant+"/events", `{"event":"agent_activate","mode":"real_time"}`); status != 202 {
+		t.Fatalf("activate through the other process: %d %s", status, body)
+	}
+	waitFor(t, "the owner to switch", func() bool {
+		_, a := agents(t, admins[owner[tenant]].URL+"/v2/"+tenant+"/agents")
+		return a[0].Mode == ingest.ModeRealTime && a[0].Owned
+	})
+}
