@@ -31,7 +31,7 @@ golden:
 	$(GO) test -count=1 -run 'TestGolden' ./ingest/ -update
 
 run: build
-	./bin/feedmeter parse testdata/pages/feed-head.xml
+	./bin/feedmeter demo
 
 clean:
 	rm -rf bin
