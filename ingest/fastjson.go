@@ -66,6 +66,8 @@ type jscanner struct {
 	buf   []byte // decodes strings with escapes
 	// skipping: strings are only validated, their values are not wanted.
 	skipping bool
+	// bad: a syntax error was met; every read after it fails.
+	bad bool
 }
 
 func (s *jscanner) ws() {
@@ -336,6 +338,44 @@ func (s *jscanner) scalar(k int) (v string, null, ok bool) {
 	return v, null, ok
 }
 
+// object ranges over the members of the object at the cursor, yielding
+// each key with the cursor at its value, which the loop body must read or
+// skip. A syntax error ends the loop and marks the scanner bad.
+func (s *jscanner) object(yield func(key string) bool) {
+	if !s.open('{') {
+		s.bad = true
+		return
+	}
+	for first := true; ; first = false {
+		key, done, ok := s.member(first)
+		if !ok {
+			s.bad = true
+			return
+		}
+		if done || !yield(key) {
+			return
+		}
+	}
+}
+
+// array ranges over the elements of the array at the cursor, as object does.
+func (s *jscanner) array(yield func(i int) bool) {
+	if !s.open('[') {
+		s.bad = true
+		return
+	}
+	for i := 0; ; i++ {
+		done, ok := s.element(i == 0)
+		if !ok {
+			s.bad = true
+			return
+		}
+		if done || !yield(i) {
+			return
+		}
+	}
+}
+
 // skip validates and passes over any value.
 func (s *jscanner) skip() bool {
 	if !s.skipping {
@@ -344,41 +384,23 @@ func (s *jscanner) skip() bool {
 	}
 	switch k := s.kind(); k {
 	case jObject:
-		if !s.open('{') {
-			return false
-		}
-		for first := true; ; first = false {
-			_, done, ok := s.member(first)
-			if !ok {
-				return false
-			}
-			if done {
-				return true
-			}
+		for range s.object {
 			if !s.skip() {
 				return false
 			}
 		}
 	case jArray:
-		if !s.open('[') {
-			return false
-		}
-		for first := true; ; first = false {
-			done, ok := s.element(first)
-			if !ok {
-				return false
-			}
-			if done {
-				return true
-			}
+		for range s.array {
 			if !s.skip() {
 				return false
 			}
 		}
 	default:
-		_, _, ok := s.scalar(k)
-		return ok
+		if _, _, ok := s.scalar(k); !ok {
+			s.bad = true
+		}
 	}
+	return !s.bad
 }
 
 // seen tracks keys an object may hold once: a repeated one is left to the
@@ -394,114 +416,68 @@ func (m *seen) first(bit int) bool {
 }
 
 func (s *jscanner) feed(p *Page) bool {
-	if !s.open('{') {
-		return false
-	}
 	var keys seen
-	for first := true; ; first = false {
-		key, done, ok := s.member(first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	for key := range s.object {
+		var ok bool
 		switch key {
 		case "link":
-			if !keys.first(0) {
-				return false
-			}
-			if s.kind() != jArray {
-				if !s.skip() {
-					return false
-				}
-				continue
-			}
-			if !s.links(p) {
-				return false
-			}
+			ok = keys.first(0) && s.links(p)
 		case "entry":
-			if !keys.first(1) || !s.entries(p) {
-				return false
-			}
+			ok = keys.first(1) && s.entries(p)
 		default:
-			if !s.skip() {
-				return false
-			}
+			ok = s.skip()
 		}
-	}
-}
-
-func (s *jscanner) links(p *Page) bool {
-	if !s.open('[') {
-		return false
-	}
-	for first := true; ; first = false {
-		done, ok := s.element(first)
 		if !ok {
 			return false
 		}
-		if done {
-			return true
-		}
+	}
+	return !s.bad
+}
+
+// links reads the link array (anything else is skipped, as the reference
+// ignores it).
+func (s *jscanner) links(p *Page) bool {
+	if s.kind() != jArray {
+		return s.skip()
+	}
+	for range s.array {
 		if s.kind() != jObject {
 			if !s.skip() {
 				return false
 			}
 			continue
 		}
-		if !s.open('{') {
-			return false
-		}
 		var rel, href string
 		var keys seen
-		for first := true; ; first = false {
-			key, done, ok := s.member(first)
-			if !ok {
-				return false
-			}
-			if done {
-				break
-			}
+		for key := range s.object {
 			var dst *string
+			ok := true
 			switch key {
 			case "rel":
-				dst = &rel
-				ok = keys.first(0)
+				dst, ok = &rel, keys.first(0)
 			case "href":
-				dst = &href
-				ok = keys.first(1)
+				dst, ok = &href, keys.first(1)
+			}
+			switch {
+			case !ok:
+				return false
+			case dst == nil || s.kind() != jString:
+				ok = s.skip()
+			default:
+				*dst, ok = s.str()
 			}
 			if !ok {
-				return false
-			}
-			if dst == nil || s.kind() != jString {
-				if !s.skip() {
-					return false
-				}
-				continue
-			}
-			if *dst, ok = s.str(); !ok {
 				return false
 			}
 		}
 		p.Links.set(trim(rel), trim(href))
 	}
+	return !s.bad
 }
 
 func (s *jscanner) entries(p *Page) bool {
-	if !s.open('[') {
-		return false
-	}
 	p.Events = make([]model.Event, 0, len(s.b)/1024+1)
-	for i, first := 0, true; ; i, first = i+1, false {
-		done, ok := s.element(first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	for i := range s.array {
 		s.ws()
 		start := s.i
 		o, ok := s.entry()
@@ -513,27 +489,22 @@ func (s *jscanner) entries(p *Page) bool {
 		}
 		p.add(i, o)
 	}
+	return !s.bad
 }
 
 // entry reads one entry object.
 func (s *jscanner) entry() (outcome, bool) {
-	if !s.open('{') {
+	if s.kind() != jObject {
 		return outcome{}, false
 	}
 	var r rawEntry
 	s.sc.begin(&r)
 	defer s.sc.end(&r)
 	var keys seen
-	for first := true; ; first = false {
-		key, done, ok := s.member(first)
-		if !ok {
-			return outcome{}, false
-		}
-		if done {
-			return normalize(&r), true
-		}
+	for key := range s.object {
 		var dst *string
 		var has *bool
+		var ok bool
 		switch key {
 		case "id":
 			dst, has, ok = &r.id, &r.hasID, keys.first(0)
@@ -552,23 +523,27 @@ func (s *jscanner) entry() (outcome, bool) {
 			}
 			continue
 		}
+		switch k := s.kind(); {
+		case !ok:
+		case k == jNull:
+			ok = s.literal("null")
+		case k == jString:
+			*dst, ok = s.str()
+			*has = true
+		default:
+			ok = false
+		}
 		if !ok {
 			return outcome{}, false
 		}
-		switch s.kind() {
-		case jNull:
-			s.literal("null")
-		case jString:
-			if *dst, ok = s.str(); !ok {
-				return outcome{}, false
-			}
-			*has = true
-		default:
-			return outcome{}, false
-		}
 	}
+	if s.bad {
+		return outcome{}, false
+	}
+	return normalize(&r), true
 }
 
+// content reads atom:content: null, or an object whose event is read.
 func (s *jscanner) content(r *rawEntry) bool {
 	switch s.kind() {
 	case jNull:
@@ -577,58 +552,36 @@ func (s *jscanner) content(r *rawEntry) bool {
 	default:
 		return false
 	}
-	if !s.open('{') {
-		return false
-	}
 	var keys seen
-	for first := true; ; first = false {
-		key, done, ok := s.member(first)
+	for key := range s.object {
+		ok := true
+		switch k := s.kind(); {
+		case key != "event":
+			ok = s.skip()
+		case !keys.first(0):
+			ok = false
+		case k == jNull:
+			ok = s.literal("null")
+		case k == jObject:
+			r.hasEvent = true
+			ok = s.fields(&r.event, r)
+		default:
+			ok = false
+		}
 		if !ok {
 			return false
 		}
-		if done {
-			return true
-		}
-		if key != "event" {
-			if !s.skip() {
-				return false
-			}
-			continue
-		}
-		if !keys.first(0) {
-			return false
-		}
-		switch s.kind() {
-		case jNull:
-			s.literal("null")
-		case jObject:
-			r.hasEvent = true
-			if !s.fields(&r.event, r) {
-				return false
-			}
-		default:
-			return false
-		}
 	}
+	return !s.bad
 }
 
 // fields reads the members of an event (r != nil: "product" is the
 // product) or of a product (r == nil) as attributes.
 func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
-	if !s.open('{') {
-		return false
-	}
 	out := (*dst)[:0]
 	defer func() { *dst = out }()
 	var product, typ bool
-	for first := true; ; first = false {
-		key, done, ok := s.member(first)
-		if !ok {
-			return false
-		}
-		if done {
-			return noDuplicateNames(out)
-		}
+	for key := range s.object {
 		switch {
 		case key == "@type":
 			if typ {
@@ -644,30 +597,11 @@ func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
 			// A product's @type is its namespace; the caller reads it from
 			// the attribute list.
 		case key == "product" && r != nil:
-			if product {
+			if product || !s.product(r) {
 				return false
 			}
 			product = true
-			switch s.kind() {
-			case jNull:
-				s.literal("null")
-				continue
-			case jObject:
-				r.hasProduct = true
-				if !s.fields(&r.product, nil) {
-					return false
-				}
-				for i, a := range r.product {
-					if a.name == "@type" {
-						r.productNS = a.value
-						r.product = append(r.product[:i], r.product[i+1:]...)
-						break
-					}
-				}
-				continue
-			default:
-				return false
-			}
+			continue
 		}
 		k := s.kind()
 		if k == jObject || k == jArray {
@@ -685,6 +619,31 @@ func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
 			out = append(out, attr{name: key, value: v})
 		}
 	}
+	return !s.bad && noDuplicateNames(out)
+}
+
+// product reads an event's product: null, or an object of attributes whose
+// "@type" is the namespace.
+func (s *jscanner) product(r *rawEntry) bool {
+	switch s.kind() {
+	case jNull:
+		return s.literal("null")
+	case jObject:
+	default:
+		return false
+	}
+	r.hasProduct = true
+	if !s.fields(&r.product, nil) {
+		return false
+	}
+	for i, a := range r.product {
+		if a.name == "@type" {
+			r.productNS = a.value
+			r.product = append(r.product[:i], r.product[i+1:]...)
+			break
+		}
+	}
+	return true
 }
 
 // noDuplicateNames reports whether no attribute name repeats.
@@ -712,42 +671,22 @@ func noDuplicateNames(a attrs) bool {
 // (nil when it is not one), for the raw bytes of the reference's rejects.
 func jsonEntrySpans(data []byte) [][2]int {
 	s := jscanner{b: data, page: string(data)}
-	if !s.open('{') {
-		return nil
-	}
-	for first := true; ; first = false {
-		key, done, ok := s.member(first)
-		if !ok || done {
-			return nil
-		}
+	var spans [][2]int
+	for key := range s.object {
 		if key != "feed" || s.kind() != jObject {
 			if !s.skip() {
 				return nil
 			}
 			continue
 		}
-		s.open('{')
-		for first := true; ; first = false {
-			key, done, ok := s.member(first)
-			if !ok || done {
-				return nil
-			}
+		for key := range s.object {
 			if key != "entry" || s.kind() != jArray {
 				if !s.skip() {
 					return nil
 				}
 				continue
 			}
-			s.open('[')
-			var spans [][2]int
-			for first := true; ; first = false {
-				done, ok := s.element(first)
-				if !ok {
-					return nil
-				}
-				if done {
-					return spans
-				}
+			for range s.array {
 				s.ws()
 				start := s.i
 				if !s.skip() {
@@ -755,6 +694,8 @@ func jsonEntrySpans(data []byte) [][2]int {
 				}
 				spans = append(spans, [2]int{start, s.i})
 			}
+			return spans
 		}
 	}
+	return nil
 }
