@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/feedmeter/feedmeter/schemas"
+)
+
+func init() {
+	commands["migrate"] = command{
+		summary: "create the ClickHouse database and apply the embedded schema migrations",
+		run:     runMigrate,
+	}
+}
+
+// runMigrate applies the pending migrations and prints one line per
+// migration applied. Exit 0 when the schema is current, 1 on a ClickHouse
+// error, 2 on a bad command line.
+func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address")
+	database := fs.String("database", "feedmeter", "database to create and migrate")
+	list := fs.Bool("list", false, "print the embedded migrations and exit")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "feedmeter migrate: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *list {
+		ms, err := schemas.Migrations()
+		if err != nil {
+			fmt.Fprintf(stderr, "feedmeter migrate: %v\n", err)
+			return 1
+		}
+		for _, m := range ms {
+			fmt.Fprintf(stdout, "%04d %s %s\n", m.Version, m.Name, m.Checksum[:12])
+		}
+		return 0
+	}
+	if !schemas.ValidDatabase(*database) {
+		fmt.Fprintf(stderr, "feedmeter migrate: --database %q is not a plain identifier\n", *database)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	conn, err := schemas.Connect(ctx, schemas.ConnOptions(*addr, *database))
+	if err != nil {
+		fmt.Fprintf(stderr, "feedmeter migrate: %v\n", err)
+		return 1
+	}
+	defer conn.Close()
+	applied, err := schemas.Apply(ctx, conn)
+	for _, a := range applied {
+		fmt.Fprintf(stdout, "applied %s (%d statements)\n", a.Name, a.Statements)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "feedmeter migrate: %v\n", err)
+		return 1
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(stdout, "database %s is up to date\n", *database)
+	}
+	return 0
+}

@@ -1,0 +1,150 @@
+package schemas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// MigrationsTable records the applied migrations: one row per application
+// (two sinks starting at once may both record one; readers take DISTINCT).
+const MigrationsTable = "schema_migrations"
+
+var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ValidDatabase reports whether name can be used as a database name without
+// quoting.
+func ValidDatabase(name string) bool { return databaseName.MatchString(name) }
+
+// ConnOptions returns the clickhouse-go options feedmeter uses: the native
+// protocol (18.16 does not accept what the driver sends over HTTP), LZ4, and
+// database as the default database of every connection.
+func ConnOptions(addr, database string) *clickhouse.Options {
+	return &clickhouse.Options{
+		Addr:            []string{addr},
+		Protocol:        clickhouse.Native,
+		Auth:            clickhouse.Auth{Database: database, Username: "default"},
+		DialTimeout:     5 * time.Second,
+		ReadTimeout:     5 * time.Minute,
+		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionNone},
+		MaxOpenConns:    8,
+		MaxIdleConns:    4,
+		ConnMaxLifetime: time.Hour,
+	}
+}
+
+// Connect opens a connection pool to the server in opts, creating
+// opts.Auth.Database first when it does not exist, and pings it.
+func Connect(ctx context.Context, opts *clickhouse.Options) (driver.Conn, error) {
+	db := opts.Auth.Database
+	if !ValidDatabase(db) {
+		return nil, fmt.Errorf("connect to clickhouse: database name %q is not [A-Za-z_][A-Za-z0-9_]*", db)
+	}
+	boot := *opts
+	boot.Auth.Database = "default"
+	bc, err := clickhouse.Open(&boot)
+	if err != nil {
+		return nil, fmt.Errorf("connect to clickhouse %v: %w", opts.Addr, err)
+	}
+	err = bc.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db)
+	bc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("create database %s on %v: %w", db, opts.Addr, err)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to clickhouse %v: %w", opts.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping clickhouse %v database %s: %w", opts.Addr, db, err)
+	}
+	return conn, nil
+}
+
+// Applied is one migration that Apply ran.
+type Applied struct {
+	Migration
+	Statements int
+}
+
+// ErrChanged is returned (wrapped) by Apply when an applied migration's text
+// differs from the embedded one: migrations are append-only.
+var ErrChanged = errors.New("applied migration differs from the embedded one")
+
+// Apply runs every embedded migration that the migrations table of conn's
+// default database does not record, in version order, and records each one
+// after all its statements succeeded. Every statement is idempotent (IF NOT
+// EXISTS), so a migration interrupted half-way is simply run again. It
+// returns the migrations it ran; none when the schema is current.
+func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
+	ms, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+MigrationsTable+` (
+    version    UInt32 COMMENT 'number of the migration file',
+    name       String COMMENT 'file name',
+    checksum   String COMMENT 'hex SHA-256 of the file',
+    applied_at DateTime('UTC') COMMENT 'when it was applied'
+) ENGINE = MergeTree ORDER BY version`); err != nil {
+		return nil, fmt.Errorf("create %s: %w", MigrationsTable, err)
+	}
+	done := map[uint32]string{}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version, checksum FROM "+MigrationsTable)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
+	}
+	for rows.Next() {
+		var v uint32
+		var sum string
+		if err := rows.Scan(&v, &sum); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
+		}
+		done[v] = sum
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
+	}
+	var applied []Applied
+	for _, m := range ms {
+		if sum, ok := done[m.Version]; ok {
+			if sum != m.Checksum {
+				return applied, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", m.Name, ErrChanged, sum, m.Checksum)
+			}
+			continue
+		}
+		stmts := m.Statements()
+		for i, s := range stmts {
+			if err := conn.Exec(ctx, s); err != nil {
+				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
+			}
+		}
+		if err := record(ctx, conn, m); err != nil {
+			return applied, fmt.Errorf("record migration %s: %w", m.Name, err)
+		}
+		applied = append(applied, Applied{Migration: m, Statements: len(stmts)})
+	}
+	return applied, nil
+}
+
+// record inserts m into the migrations table. (A batch, not Exec: an INSERT
+// with VALUES through Exec waits forever on 18.16.)
+func record(ctx context.Context, conn driver.Conn, m Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+MigrationsTable+" (version, name, checksum, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(m.Version, m.Name, m.Checksum, time.Now().UTC()); err != nil {
+		b.Abort()
+		return err
+	}
+	return b.Send()
+}

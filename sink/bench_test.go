@@ -1,0 +1,124 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas/chtest"
+)
+
+// benchEvents makes n distinct valid usage events over tenants and agents,
+// a third of them crossing an hour boundary, as ingest would publish them.
+func benchEvents(n int) []*kgo.Record {
+	r := rand.New(rand.NewPCG(7, 7))
+	base := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	kinds := []model.Kind{model.KindBandwidthIn, model.KindBandwidthOut, model.KindStorage, model.KindLicense}
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		tenant := strconv.Itoa(100000 + r.IntN(2000))
+		k := kinds[i%4]
+		start := base.Add(time.Duration(r.IntN(30*24)) * time.Hour)
+		if r.IntN(3) == 0 {
+			start = start.Add(time.Duration(r.IntN(3600)) * time.Second)
+		}
+		e := model.Event{TenantID: tenant, EntryID: fmt.Sprintf("urn:uuid:%08x-%04x-4000-8000-%012x", r.Uint32(), i%4, i),
+			EventID: strconv.Itoa(i), Kind: k, ProductNamespace: model.NSCloudBackup + string(k), ProductVersion: "1",
+			EventType: model.TypeUsage, EventVersion: "1", Region: "DFW", DataCenter: "DFW1", Environment: "PROD",
+			ResourceID: "agent-" + strconv.Itoa(r.IntN(5)), ResourceType: "AGENT", ServerID: strconv.Itoa(r.IntN(1000)),
+			StartTime: start, EndTime: start.Add(time.Hour), Quantity: r.Uint64N(1 << 36), Updated: start.Add(time.Hour), Published: start.Add(time.Hour)}
+		if k == model.KindLicense {
+			e.Quantity = 1
+		}
+		recs[i] = &kgo.Record{Topic: model.TopicUsage, Key: []byte(tenant), Value: e.AppendJSON(nil),
+			Headers: []kgo.RecordHeader{{Key: model.HeaderKind, Value: []byte(k)}, {Key: model.HeaderEntryID, Value: []byte(e.EntryID)}}}
+	}
+	return recs
+}
+
+// BenchmarkSink measures the whole sink — Kafka (kfake) fetch, decode,
+// dedupe lookup, insert into usage_events with both rollup views, progress
+// and commit — and, in the same run, a raw clickhouse-go batch insert of
+// the same rows into the same table (same views) of a second database.
+// Run: scripts/clickhouse.sh run -- go test -run '^$' -bench BenchmarkSink -benchtime 1x ./sink/
+// (FEEDMETER_BENCH_ROWS sets the number of events; default 500,000).
+func BenchmarkSink(b *testing.B) {
+	n := 500000
+	if v, err := strconv.Atoi(os.Getenv("FEEDMETER_BENCH_ROWS")); err == nil && v > 0 {
+		n = v
+	}
+	recs := benchEvents(n)
+	// The rows as the sink builds them, for the raw insert.
+	var d decoded
+	for i, r := range recs {
+		r.Partition, r.Offset = int32(i%testPartitions), int64(i)
+		d.decodeUsage(r, time.Now())
+	}
+	if len(d.usage) != n {
+		b.Fatalf("decoded %d of %d events", len(d.usage), n)
+	}
+	var sinkRate, steadyRate, rawRate float64
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		// Sink: Kafka to ClickHouse.
+		db := chtest.NewDB(b, true)
+		c := newCluster(b)
+		brokers := c.ListenAddrs()
+		produce(b, brokers, recs)
+		cfg := testConfig(b, brokers, db.Addr, db.Name)
+		cfg.BatchRows, cfg.BatchAge, cfg.FlushTimeout = 50000, time.Second, 30*time.Second
+		cfg.SessionTimeout, cfg.RebalanceTimeout = 10*time.Second, 60*time.Second
+		cfg.KafkaOptions = []kgo.Opt{kgo.FetchMaxBytes(64 << 20), kgo.FetchMaxPartitionBytes(16 << 20)}
+		b.StartTimer()
+		start := time.Now()
+		s, stop := runSink(b, cfg)
+		// Steady state: from the first committed batch to the end, without
+		// the start-up (ClickHouse connect, migrations check, group join).
+		firstAt, firstRows := make(chan time.Time, 1), make(chan float64, 1)
+		go func() {
+			for {
+				if v := testutil.ToFloat64(s.m.rows.WithLabelValues("usage_events")); v > 0 {
+					firstAt <- time.Now()
+					firstRows <- v
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		waitDrained(b, db.Conn, brokers, 10*time.Minute)
+		end := time.Now()
+		b.StopTimer()
+		stop()
+		sinkRate = float64(n) / end.Sub(start).Seconds()
+		t1, r1 := <-firstAt, <-firstRows
+		steadyRate = (float64(n) - r1) / end.Sub(t1).Seconds()
+
+		// Raw: the same rows, batches of 50,000, into a fresh database.
+		raw := chtest.NewDB(b, true)
+		ctx := context.Background()
+		st := &store{conn: raw.Conn}
+		start = time.Now()
+		for lo := 0; lo < n; lo += 50000 {
+			hi := min(lo+50000, n)
+			if err := st.insert(ctx, newQueryID(), "usage_events", usageColumns, fillUsage(d.usage[lo:hi], time.Now())); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rawRate = float64(n) / time.Since(start).Seconds()
+		b.StartTimer()
+	}
+	b.ReportMetric(sinkRate, "sink-rows/s")
+	b.ReportMetric(rawRate, "raw-rows/s")
+	b.ReportMetric(steadyRate, "sink-steady-rows/s")
+	b.ReportMetric(sinkRate/rawRate*100, "sink-%-of-raw")
+	b.ReportMetric(steadyRate/rawRate*100, "steady-%-of-raw")
+	b.ReportMetric(0, "ns/op")
+}

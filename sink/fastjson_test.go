@@ -1,0 +1,49 @@
+package sink
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/feedmeter/feedmeter/model"
+)
+
+// checkDecode fails when decodeEvent and model.Event.UnmarshalJSON disagree.
+func checkDecode(t *testing.T, b []byte) {
+	t.Helper()
+	var fast, ref model.Event
+	ferr := decodeEvent(b, &fast)
+	rerr := ref.UnmarshalJSON(b)
+	if (ferr == nil) != (rerr == nil) {
+		t.Fatalf("%q: fast error %v, reference error %v", b, ferr, rerr)
+	}
+	if rerr == nil && !reflect.DeepEqual(fast, ref) {
+		t.Fatalf("%q:\nfast      %+v\nreference %+v", b, fast, ref)
+	}
+}
+
+func TestDecodeEventEqualsReference(t *testing.T) {
+	w := genWorkload(3, 3000)
+	fastHits := 0
+	for _, r := range w.records {
+		checkDecode(t, r.Value)
+		var e model.Event
+		if fastDecode(r.Value, &e) {
+			fastHits++
+		}
+	}
+	if fastHits < len(w.records)*8/10 {
+		t.Errorf("fast path took %d of %d records, want most", fastHits, len(w.records))
+	}
+	for _, r := range benchEvents(200) {
+		checkDecode(t, r.Value)
+	}
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	for _, r := range genWorkload(4, 200).records {
+		f.Add(r.Value)
+	}
+	f.Add([]byte(`{"tenant_id":"1","entry_id":"e","event_id":"","kind":"storage","product_namespace":"","product_version":"","event_type":"USAGE","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"é","external":true,"start_time":"2024-02-29T23:59:59.5Z","end_time":"2024-03-01T00:00:00.000000001Z","event_time":null,"quantity":18446744073709551615,"updated":null,"published":null}`))
+	f.Add([]byte(`{"tenant_id":"1","entry_id":"e","event_id":"","kind":"storage","product_namespace":"","product_version":"","event_type":"USAGE","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"","external":false,"start_time":"2023-02-29T23:59:60Z","end_time":"2024-13-01T00:00:00Z","event_time":null,"quantity":18446744073709551616,"updated":null,"published":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, b) })
+}

@@ -1,0 +1,53 @@
+package sink
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Sink's Prometheus metrics.
+type metrics struct {
+	records    *prometheus.CounterVec // records read, by topic
+	rows       *prometheus.CounterVec // rows inserted, by table
+	duplicates *prometheus.CounterVec // events not inserted because their key was there, by table
+	rejects    *prometheus.CounterVec // reject rows inserted, by stage
+	batches    *prometheus.CounterVec // flushes, by result (ok, abandoned)
+	errors     prometheus.Counter     // failed ClickHouse attempts
+	commitErrs prometheus.Counter     // failed offset commits
+	insertSecs prometheus.Histogram   // duration of a flush's ClickHouse writes
+	flushSecs  prometheus.Histogram   // duration of a whole flush, commit included
+	lag        *prometheus.GaugeVec   // records behind the high watermark, by topic and partition
+	buffered   prometheus.Gauge       // records waiting for the next flush
+	up         prometheus.Gauge       // 1 when the last ClickHouse attempt succeeded
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_records_total",
+			Help: "Kafka records read, by topic."}, []string{"topic"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_rows_total",
+			Help: "Rows inserted into ClickHouse, by table."}, []string{"table"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_duplicates_total",
+			Help: "Events skipped because their (tenant, entry id, kind) was already in ClickHouse or earlier in the batch, by table."}, []string{"table"}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_rejects_total",
+			Help: "Rows inserted into the rejects table, by stage (ingest: from the dead-letter topic; sink: undecodable or invalid records)."}, []string{"stage"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_batches_total",
+			Help: "Flushes, by result: ok (inserted and committed) or abandoned (ClickHouse failed for FlushTimeout; read again)."}, []string{"result"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_clickhouse_errors_total",
+			Help: "ClickHouse attempts that failed (each is retried with backoff)."}),
+		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_commit_errors_total",
+			Help: "Offset commits that failed after the rows were in ClickHouse (the records are read again and skipped as duplicates)."}),
+		insertSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "feedmeter_sink_insert_seconds",
+			Help: "Time of a flush's ClickHouse work: key lookups, inserts and progress.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		flushSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "feedmeter_sink_flush_seconds",
+			Help: "Time of a whole flush, offset commit included.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "feedmeter_sink_lag",
+			Help: "Records between the last one read and the partition's high watermark."}, []string{"topic", "partition"}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_buffered_records",
+			Help: "Records read and waiting for the next flush."}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_clickhouse_up",
+			Help: "1 when the last ClickHouse attempt succeeded, 0 while it is failing."}),
+	}
+	reg.MustRegister(m.records, m.rows, m.duplicates, m.rejects, m.batches, m.errors, m.commitErrs,
+		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up)
+	return m
+}

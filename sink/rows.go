@@ -1,0 +1,194 @@
+package sink
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/feedmeter/feedmeter/model"
+)
+
+// source names the Kafka record a row came from.
+type source struct {
+	topic     string
+	partition int32
+	offset    int64
+}
+
+func (s source) String() string {
+	return s.topic + "/" + strconv.FormatInt(int64(s.partition), 10) + "/" + strconv.FormatInt(s.offset, 10)
+}
+
+// eventRow is one decoded, valid event and where it came from.
+type eventRow struct {
+	ev    model.Event
+	split Split // usage kinds only
+	src   source
+}
+
+// rejectRow is one dead letter for the rejects table.
+type rejectRow struct {
+	dl  model.DeadLetter
+	src source // the record it came from: the dead letter's, or the usage record's
+	fp  string // fingerprint: the dedupe key
+}
+
+// fingerprint is the dedupe key of a reject: the same bad bytes from the
+// same place for the same reason are one reject.
+func fingerprint(d *model.DeadLetter) string {
+	h := sha256.New()
+	for _, s := range []string{d.Stage, d.Feed, d.TenantID, d.EntryID, d.Reason} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	h.Write(d.Raw)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func newReject(src source, dl model.DeadLetter) rejectRow {
+	return rejectRow{src: src, dl: dl, fp: fingerprint(&dl)}
+}
+
+// The range of ClickHouse DateTime (UInt32 seconds) and Date (UInt16 days).
+var (
+	minTime = time.Unix(0, 0).UTC()
+	maxTime = time.Date(2105, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// decoded is what a batch of records turned into.
+type decoded struct {
+	usage   []eventRow
+	other   []eventRow
+	rejects []rejectRow
+	// deadLetters are the rejects the sink made itself; they also go to the
+	// dead-letter topic.
+	deadLetters []rejectRow
+}
+
+// decodeUsage turns a usage-topic record into a row of d, or a reject.
+func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
+	src := source{r.Topic, r.Partition, r.Offset}
+	var e model.Event
+	err := decodeEvent(r.Value, &e)
+	if err == nil {
+		err = e.Validate()
+		if err != nil {
+			err = fmt.Errorf("invalid event: %w", err)
+		}
+	}
+	if err == nil {
+		err = checkRange(&e)
+	}
+	if err != nil {
+		entry := e.EntryID
+		for _, h := range r.Headers {
+			if h.Key == model.HeaderEntryID && entry == "" {
+				entry = string(h.Value)
+			}
+		}
+		rj := newReject(src, model.DeadLetter{
+			Stage: model.StageSink, TenantID: string(r.Key), EntryID: entry, Index: int(r.Offset),
+			Reason: err.Error(), Raw: r.Value, Time: now, Source: src.String(),
+		})
+		d.rejects = append(d.rejects, rj)
+		d.deadLetters = append(d.deadLetters, rj)
+		return
+	}
+	if e.Kind == model.KindOther {
+		d.other = append(d.other, eventRow{ev: e, src: src})
+		return
+	}
+	d.usage = append(d.usage, eventRow{ev: e, split: SplitEvent(&e), src: src})
+}
+
+// decodeDeadLetter turns a dead-letter-topic record into a reject row.
+// The sink's own dead letters are skipped: it inserted them when it made
+// them. A record that is not a dead letter is kept as a sink reject.
+func (d *decoded) decodeDeadLetter(r *kgo.Record, now time.Time) {
+	src := source{r.Topic, r.Partition, r.Offset}
+	dl, err := model.DecodeDeadLetter(r.Value)
+	if err != nil {
+		d.rejects = append(d.rejects, newReject(src, model.DeadLetter{
+			Stage: model.StageSink, TenantID: string(r.Key), Index: int(r.Offset),
+			Reason: err.Error(), Raw: r.Value, Time: now, Source: src.String(),
+		}))
+		return
+	}
+	if dl.Stage == model.StageSink {
+		return
+	}
+	if dl.Time.IsZero() || dl.Time.Before(minTime) || dl.Time.After(maxTime) {
+		dl.Time = now
+	}
+	d.rejects = append(d.rejects, newReject(src, dl))
+}
+
+// checkRange rejects times that ClickHouse's DateTime cannot hold.
+func checkRange(e *model.Event) error {
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"start_time", e.StartTime}, {"end_time", e.EndTime}, {"event_time", e.EventTime}, {"updated", e.Updated}, {"published", e.Published}} {
+		if !f.t.IsZero() && (f.t.Before(minTime) || f.t.After(maxTime)) {
+			return fmt.Errorf("%s %s is outside the range ClickHouse can store (1970 to 2105)", f.name, model.FormatTime(f.t))
+		}
+	}
+	return nil
+}
+
+// fileTime is the time an event is filed under (its partition).
+func fileTime(e *model.Event, now time.Time) time.Time {
+	for _, t := range []time.Time{e.StartTime, e.EventTime, e.Updated, e.Published} {
+		if !t.IsZero() {
+			return t.UTC()
+		}
+	}
+	return now
+}
+
+// serverKey is the server dimension of the rollups.
+func serverKey(e *model.Event) string {
+	if e.ServerID == "" && e.ServerName != "" {
+		return "name:" + e.ServerName
+	}
+	return e.ServerID
+}
+
+var decimalZero = decimal.Zero
+
+func toDecimal(u Uint128) decimal.Decimal {
+	if u.IsZero() {
+		return decimalZero
+	}
+	if u.Hi == 0 {
+		return decimal.NewFromUint64(u.Lo)
+	}
+	return decimal.NewFromBigInt(u.Big(), 0)
+}
+
+func optTime(t time.Time) (*time.Time, uint32) {
+	if t.IsZero() {
+		return nil, 0
+	}
+	s := t.UTC().Truncate(time.Second)
+	return &s, uint32(t.Sub(s))
+}
+
+func optBool(b *bool) *uint8 {
+	if b == nil {
+		return nil
+	}
+	var v uint8
+	if *b {
+		v = 1
+	}
+	return &v
+}

@@ -1,0 +1,798 @@
+// Package sink moves usage events from Kafka into ClickHouse exactly once in
+// effect: it consumes the usage topic (and the dead-letter topic) in a
+// consumer group, buffers records, and flushes a batch by size or age —
+// dedupe lookup, insert, progress, then offset commit, in that order. A
+// record that cannot be decoded or validated becomes a reject (the rejects
+// table and the dead-letter topic) and never blocks its partition.
+//
+// Why the ClickHouse tables stay exact through crashes, replays, rebalances
+// and outages is argued in the schemas package.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/feedmeter/feedmeter/schemas"
+)
+
+// Sink is a running Kafka-to-ClickHouse sink. Build it with New, run it
+// with Run; serve Handler for /metrics and /healthz.
+type Sink struct {
+	cfg  Config
+	log  *slog.Logger
+	gath prometheus.Gatherer
+	m    *metrics
+
+	conn driver.Conn
+	st   *store
+	kc   *kgo.Client
+
+	mu      sync.Mutex // guards pending and oldest (the loop and the rebalance callbacks)
+	pending []*kgo.Record
+	oldest  time.Time
+
+	rebalanceWanted atomic.Bool
+	unsettled       string // query id of an INSERT whose outcome is unknown; owned by the loop
+
+	health struct {
+		sync.Mutex
+		running bool
+		err     error // last ClickHouse error, nil after a success
+	}
+}
+
+// New checks cfg and builds a Sink. It does not connect to anything.
+func New(cfg Config) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sink config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	s := &Sink{cfg: cfg, log: cfg.Logger}
+	reg := cfg.Registerer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, s.gath = r, r
+	} else if g, ok := reg.(prometheus.Gatherer); ok {
+		s.gath = g
+	}
+	s.m = newMetrics(reg)
+	return s, nil
+}
+
+// Gatherer returns the registry the metrics are in (nil when Config.Registerer
+// is not also a Gatherer).
+func (s *Sink) Gatherer() prometheus.Gatherer { return s.gath }
+
+// Handler serves /metrics (Prometheus) and /healthz: 200 "ok" while the sink
+// runs and its last ClickHouse attempt succeeded, else 503 and the reason.
+func (s *Sink) Handler() http.Handler {
+	mux := http.NewServeMux()
+	if s.gath != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(s.gath, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		s.health.Lock()
+		running, err := s.health.running, s.health.err
+		s.health.Unlock()
+		switch {
+		case !running:
+			http.Error(w, "not running", http.StatusServiceUnavailable)
+		case err != nil:
+			http.Error(w, "clickhouse: "+err.Error(), http.StatusServiceUnavailable)
+		default:
+			w.Write([]byte("ok\n"))
+		}
+	})
+	return mux
+}
+
+func (s *Sink) setHealth(err error) {
+	s.health.Lock()
+	s.health.err = err
+	s.health.Unlock()
+	if err != nil {
+		s.m.up.Set(0)
+		s.m.errors.Inc()
+	} else {
+		s.m.up.Set(1)
+	}
+}
+
+// Run connects to ClickHouse (waiting for it with backoff), applies the
+// migrations, joins the consumer group and sinks until ctx is cancelled.
+//
+// On cancellation Run flushes and commits what it buffered (trying for at
+// most FlushTimeout; what it cannot flush is read again by the next owner),
+// leaves the group and returns nil. It returns an error only when it cannot
+// start: bad configuration or a migration that fails.
+func (s *Sink) Run(ctx context.Context) error {
+	if err := s.connect(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer s.conn.Close()
+	kc, err := kgo.NewClient(s.kafkaOptions()...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	s.kc = kc
+	s.health.Lock()
+	s.health.running = true
+	s.health.Unlock()
+	defer func() {
+		s.health.Lock()
+		s.health.running = false
+		s.health.Unlock()
+	}()
+	s.log.Info("sink started", "brokers", s.cfg.Brokers, "topics", []string{s.cfg.Topic, s.cfg.DeadLetterTopic},
+		"group", s.cfg.Group, "clickhouse", s.cfg.ClickHouse, "database", s.cfg.Database)
+	// While idle, a ping every 5 s keeps /healthz and clickhouse_up true.
+	pingDone := make(chan struct{})
+	go func() {
+		defer close(pingDone)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				err := s.conn.Ping(pctx)
+				cancel()
+				if ctx.Err() == nil {
+					s.setHealth(err)
+				}
+			}
+		}
+	}()
+	s.loop(ctx)
+	<-pingDone
+	// Final flush with a context of its own: ctx is already cancelled.
+	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.FlushTimeout)
+	if s.buffered() > 0 {
+		s.flush(fctx, s.prepare(fctx, false))
+	}
+	cancel()
+	kc.CloseAllowingRebalance()
+	s.log.Info("sink stopped")
+	return nil
+}
+
+// connect opens ClickHouse and applies the migrations, retrying while the
+// server cannot be reached.
+func (s *Sink) connect(ctx context.Context) error {
+	b := s.backoff()
+	for {
+		conn, err := schemas.Connect(ctx, schemas.ConnOptions(s.cfg.ClickHouse, s.cfg.Database))
+		if err == nil {
+			if !s.cfg.SkipMigrate {
+				var applied []schemas.Applied
+				applied, err = schemas.Apply(ctx, conn)
+				for _, a := range applied {
+					s.log.Info("migration applied", "migration", a.Name, "statements", a.Statements)
+				}
+				if errors.Is(err, schemas.ErrChanged) {
+					conn.Close()
+					return err
+				}
+			}
+			if err == nil {
+				s.conn, s.st = conn, &store{conn: conn}
+				s.setHealth(nil)
+				return nil
+			}
+			conn.Close()
+		}
+		s.setHealth(err)
+		s.log.Warn("clickhouse not ready; retrying", "err", err)
+		if !b.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Sink) kafkaOptions() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(s.cfg.Brokers...),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(s.cfg.Topic, s.cfg.DeadLetterTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.RebalanceTimeout(s.cfg.RebalanceTimeout),
+		kgo.SessionTimeout(s.cfg.SessionTimeout),
+		kgo.FetchMaxWait(200 * time.Millisecond),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onRevoked),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.rebalanceWanted.Store(true) }),
+		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.WithLogger(kgoLogger{s.log}),
+	}
+	return append(opts, s.cfg.KafkaOptions...)
+}
+
+// onRevoked drops the buffered records of partitions this member no longer
+// owns. Nothing of theirs was committed, so the next owner reads them again.
+// With BlockRebalanceOnPoll it never runs during a flush.
+func (s *Sink) onRevoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	s.rebalanceWanted.Store(false)
+	gone := map[string]map[int32]bool{}
+	for t, ps := range lost {
+		gone[t] = map[int32]bool{}
+		for _, p := range ps {
+			gone[t][p] = true
+			s.m.lag.DeleteLabelValues(t, strconv.Itoa(int(p)))
+		}
+	}
+	s.mu.Lock()
+	kept := s.pending[:0]
+	for _, r := range s.pending {
+		if !gone[r.Topic][r.Partition] {
+			kept = append(kept, r)
+		}
+	}
+	dropped := len(s.pending) - len(kept)
+	s.pending = kept
+	if len(kept) == 0 {
+		s.oldest = time.Time{}
+	}
+	s.m.buffered.Set(float64(len(kept)))
+	s.mu.Unlock()
+	s.log.Info("partitions revoked", "partitions", lost, "dropped_buffered", dropped)
+}
+
+// adjustOffsets starts each newly assigned partition from what ClickHouse
+// holds when that is past the committed offset: an insert whose offset
+// commit was lost is not read again. If ClickHouse cannot be asked, the
+// committed offsets stand (records read again are found by the key lookup).
+func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	topics := make([]string, 0, len(offs))
+	for t := range offs {
+		topics = append(topics, t)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	prog, err := s.st.progress(qctx, topics)
+	if err != nil {
+		s.log.Warn("cannot read progress from clickhouse; resuming from committed offsets", "err", err)
+		return offs, nil
+	}
+	for t, ps := range offs {
+		for p, o := range ps {
+			next, ok := prog[t][p]
+			if ok && next > o.EpochOffset().Offset {
+				s.log.Info("resuming past the committed offset from clickhouse progress",
+					"topic", t, "partition", p, "committed", o.EpochOffset().Offset, "progress", next)
+				ps[p] = kgo.NewOffset().At(next).WithEpoch(-1)
+			}
+		}
+	}
+	return offs, nil
+}
+
+func (s *Sink) buffered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// loop is the consumer loop: the only goroutine that polls. Flushes are
+// pipelined one deep: while batch N is written to ClickHouse by a writer
+// goroutine, the loop keeps fetching, then decodes batch N+1 and looks up
+// its keys; batch N+1 is written only after batch N was committed (or
+// abandoned, which discards N+1 too). Rebalances are allowed only while no
+// batch is being written.
+func (s *Sink) loop(ctx context.Context) {
+	var inflight chan bool // result of the write in flight: committed or abandoned
+	var cur *batch         // the batch in flight
+	// finish waits for the write in flight; when it was abandoned, next and
+	// everything buffered are dropped and their partitions rewound too.
+	finish := func(next *batch) bool {
+		if inflight == nil {
+			return true
+		}
+		ok := <-inflight
+		inflight = nil
+		if !ok {
+			s.mu.Lock()
+			rest := s.pending
+			s.pending, s.oldest = nil, time.Time{}
+			s.mu.Unlock()
+			s.m.buffered.Set(0)
+			more := rest
+			if next != nil {
+				more = append(next.recs, rest...)
+			}
+			s.rewind(cur, more)
+		}
+		cur = nil
+		return ok
+	}
+	defer finish(nil)
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		n, oldest := len(s.pending), s.oldest
+		s.mu.Unlock()
+		wait := s.cfg.BatchAge
+		if n > 0 {
+			wait = time.Until(oldest.Add(s.cfg.BatchAge))
+		}
+		if inflight != nil && s.rebalanceWanted.Load() {
+			// A rebalance waits: stop fetching, let the write finish.
+			finish(nil)
+		} else if n < s.cfg.BatchRows && wait > 0 {
+			pctx, cancel := context.WithTimeout(ctx, wait)
+			fs := s.kc.PollRecords(pctx, s.cfg.BatchRows-n)
+			cancel()
+			if fs.IsClientClosed() {
+				return
+			}
+			fs.EachError(func(t string, p int32, err error) {
+				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+					s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+				}
+			})
+			s.add(fs)
+		}
+		s.mu.Lock()
+		n, oldest = len(s.pending), s.oldest
+		s.mu.Unlock()
+		if n > 0 && (n >= s.cfg.BatchRows || time.Since(oldest) >= s.cfg.BatchAge) && !s.rebalanceWanted.Load() {
+			next := s.prepare(ctx, cur != nil)
+			prev := cur
+			if !finish(next) {
+				continue
+			}
+			if prev != nil && next.pre != nil {
+				next.pre.exclude(prev)
+			}
+			cur, inflight = next, make(chan bool, 1)
+			// Not cancelled with ctx: a write in flight at shutdown finishes
+			// (or is abandoned after FlushTimeout).
+			go func(b *batch, done chan<- bool) { done <- s.flush(context.WithoutCancel(ctx), b) }(next, inflight)
+		}
+		if inflight == nil {
+			s.kc.AllowRebalance()
+			s.rebalanceWanted.Store(false)
+		}
+	}
+}
+
+// add buffers the records of fs and updates the lag gauges.
+func (s *Sink) add(fs kgo.Fetches) {
+	now := time.Now()
+	s.mu.Lock()
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		if len(s.pending) == 0 {
+			s.oldest = now
+		}
+		s.pending = append(s.pending, p.Records...)
+		s.m.records.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
+		last := p.Records[len(p.Records)-1].Offset
+		s.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - last - 1))
+	})
+	s.m.buffered.Set(float64(len(s.pending)))
+	s.mu.Unlock()
+}
+
+func (s *Sink) hook(point string) {
+	if s.cfg.Hook != nil {
+		s.cfg.Hook(point)
+	}
+}
+
+// batch is a set of records on its way to ClickHouse.
+type batch struct {
+	recs        []*kgo.Record
+	d           *decoded
+	first, last map[source]*kgo.Record // first and last record per partition (offset 0 in the key)
+	start, now  time.Time
+	usageCols   []any    // the usage_events columns of all of d.usage, built early; used when none is a duplicate
+	keys        *lookups // every key and fingerprint of the batch
+	pre         *lookups // keys found by a lookup made while the previous batch was written; first attempt only
+}
+
+// lookups are dedupe keys found in (or belonging to) the tables.
+type lookups struct {
+	usage, other map[key]bool
+	rejects      map[string]bool
+}
+
+// exclude adds the keys of prev, written and committed after l was looked
+// up, to l: they are in ClickHouse now.
+func (l *lookups) exclude(prev *batch) {
+	for k := range prev.keys.usage {
+		l.usage[k] = true
+	}
+	for k := range prev.keys.other {
+		l.other[k] = true
+	}
+	for k := range prev.keys.rejects {
+		l.rejects[k] = true
+	}
+}
+
+// prepare takes the buffered records and decodes them. With early set (a
+// batch is being written) it also looks the keys up now, to overlap with
+// that write; a failed early lookup is simply redone by the write.
+func (s *Sink) prepare(ctx context.Context, early bool) *batch {
+	s.mu.Lock()
+	recs := s.pending
+	s.pending, s.oldest = nil, time.Time{}
+	s.mu.Unlock()
+	s.m.buffered.Set(0)
+	b := &batch{recs: recs, start: time.Now(), first: map[source]*kgo.Record{}, last: map[source]*kgo.Record{}}
+	b.now = b.start.UTC().Truncate(time.Second)
+	b.d = s.decode(recs, b.now)
+	for _, r := range recs {
+		k := source{topic: r.Topic, partition: r.Partition}
+		if b.first[k] == nil {
+			b.first[k] = r
+		}
+		b.last[k] = r
+	}
+	b.keys = &lookups{usage: map[key]bool{}, other: map[key]bool{}, rejects: map[string]bool{}}
+	for _, r := range b.d.usage {
+		b.keys.usage[r.ev.Key()] = true
+	}
+	for _, r := range b.d.other {
+		b.keys.other[r.ev.Key()] = true
+	}
+	for _, r := range b.d.rejects {
+		b.keys.rejects[r.fp] = true
+	}
+	if early {
+		// Build the insert now, while the previous batch is written: it is
+		// used as is when the lookup finds no duplicate (the usual case).
+		b.usageCols = usageCols(b.d.usage, b.now)
+		if pre, err := s.lookup(ctx, b); err == nil {
+			b.pre = pre
+		}
+	}
+	return b
+}
+
+// lookup returns which of b's keys and fingerprints the tables hold.
+func (s *Sink) lookup(ctx context.Context, b *batch) (*lookups, error) {
+	var l lookups
+	var err error
+	if l.usage, err = s.st.existingKeys(ctx, "usage_events", mapKeys(b.keys.usage)); err != nil {
+		return nil, err
+	}
+	if l.other, err = s.st.existingKeys(ctx, "other_events", mapKeys(b.keys.other)); err != nil {
+		return nil, err
+	}
+	if l.rejects, err = s.st.existingRejects(ctx, b.d.rejects); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+func mapKeys[K comparable](m map[K]bool) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// flush writes a batch: dead letters to Kafka, rejects, events and
+// progress to ClickHouse, then commits the offsets. It retries failures
+// with backoff; after FlushTimeout, or when a rebalance is waiting and a
+// retry failed, it abandons the batch and returns false: nothing is
+// committed, and the caller rewinds the partitions.
+func (s *Sink) flush(ctx context.Context, b *batch) bool {
+	s.hook("before-insert")
+	bo := s.backoff()
+	dlSent := false
+	for {
+		err := s.produceDeadLetters(ctx, b.d, &dlSent)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, s.cfg.FlushTimeout)
+			err = s.write(actx, b)
+			cancel()
+		}
+		if err == nil {
+			break
+		}
+		s.setHealth(err)
+		s.log.Warn("flush failed; retrying", "records", len(b.recs), "err", err)
+		if ctx.Err() != nil || time.Since(b.start) > s.cfg.FlushTimeout || s.rebalanceWanted.Load() || !bo.wait(ctx) {
+			if s.unsettled != "" {
+				// Make sure the last INSERT is over before another sink may
+				// take these partitions; unreachable means the server is down
+				// and runs nothing.
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				if s.st.settle(sctx, s.unsettled) == nil {
+					s.unsettled = ""
+				}
+				cancel()
+			}
+			s.m.batches.WithLabelValues("abandoned").Inc()
+			s.log.Warn("flush abandoned; records will be read again", "records", len(b.recs), "err", err)
+			return false
+		}
+	}
+	s.setHealth(nil)
+	s.m.insertSecs.Observe(time.Since(b.start).Seconds())
+	s.hook("after-insert")
+
+	commit := make([]*kgo.Record, 0, len(b.last))
+	for _, r := range b.last {
+		commit = append(commit, r)
+	}
+	if err := s.kc.CommitRecords(ctx, commit...); err != nil {
+		// The rows are in ClickHouse: whoever reads these records again
+		// skips them (progress and key lookup).
+		s.m.commitErrs.Inc()
+		s.log.Warn("offset commit failed after insert", "err", err)
+	}
+	s.hook("after-commit")
+	s.m.batches.WithLabelValues("ok").Inc()
+	s.m.flushSecs.Observe(time.Since(b.start).Seconds())
+	return true
+}
+
+// decode decodes recs in order, in two halves at once when there are many
+// (decoding is most of the sink's own CPU time).
+func (s *Sink) decode(recs []*kgo.Record, now time.Time) *decoded {
+	one := func(recs []*kgo.Record) *decoded {
+		d := &decoded{usage: make([]eventRow, 0, len(recs))}
+		for _, r := range recs {
+			if r.Topic == s.cfg.DeadLetterTopic {
+				d.decodeDeadLetter(r, now)
+			} else {
+				d.decodeUsage(r, now)
+			}
+		}
+		return d
+	}
+	if len(recs) < 2000 {
+		return one(recs)
+	}
+	half := len(recs) / 2
+	var b *decoded
+	done := make(chan struct{})
+	go func() {
+		b = one(recs[half:])
+		close(done)
+	}()
+	a := one(recs[:half])
+	<-done
+	a.usage = append(a.usage, b.usage...)
+	a.other = append(a.other, b.other...)
+	a.rejects = append(a.rejects, b.rejects...)
+	a.deadLetters = append(a.deadLetters, b.deadLetters...)
+	return a
+}
+
+// rewind sets every partition of b and of more back to its first record
+// there: they are read again.
+func (s *Sink) rewind(b *batch, more []*kgo.Record) {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	set := func(r *kgo.Record) {
+		if to[r.Topic] == nil {
+			to[r.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		if at, ok := to[r.Topic][r.Partition]; !ok || r.Offset < at.Offset {
+			to[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		}
+	}
+	for _, r := range b.first {
+		set(r)
+	}
+	for _, r := range more {
+		set(r)
+	}
+	s.kc.SetOffsets(to)
+}
+
+// produceDeadLetters sends the sink's own dead letters to the dead-letter
+// topic, once per flush.
+func (s *Sink) produceDeadLetters(ctx context.Context, d *decoded, sent *bool) error {
+	if *sent || len(d.deadLetters) == 0 {
+		return nil
+	}
+	recs := make([]*kgo.Record, 0, len(d.deadLetters))
+	for _, r := range d.deadLetters {
+		v, err := r.dl.MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("encode dead letter for %s: %w", r.src, err)
+		}
+		recs = append(recs, &kgo.Record{Topic: s.cfg.DeadLetterTopic, Key: []byte(r.dl.TenantID), Value: v})
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.FlushTimeout)
+	defer cancel()
+	if err := s.kc.ProduceSync(pctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce %d dead letters: %w", len(recs), err)
+	}
+	*sent = true
+	return nil
+}
+
+// write does one attempt at the ClickHouse part of a flush. Every step is
+// safe to repeat: lookups skip what an earlier attempt inserted. Only the
+// first attempt may use the early lookup (b.pre).
+func (s *Sink) write(ctx context.Context, b *batch) error {
+	pre := b.pre
+	b.pre = nil
+	d, now := b.d, b.now
+	if s.unsettled != "" {
+		pre = nil
+		if err := s.st.settle(ctx, s.unsettled); err != nil {
+			return err
+		}
+		s.unsettled = ""
+	}
+	track := func(err error) error {
+		var ie *insertError
+		if errors.As(err, &ie) {
+			s.unsettled = ie.queryID
+		}
+		return err
+	}
+	// Rejects: one per fingerprint, the first one seen.
+	if len(d.rejects) > 0 {
+		var found map[string]bool
+		if pre != nil {
+			found = pre.rejects
+		} else {
+			var err error
+			if found, err = s.st.existingRejects(ctx, d.rejects); err != nil {
+				return err
+			}
+		}
+		var rows []rejectRow
+		for _, r := range d.rejects {
+			if !found[r.fp] {
+				found[r.fp] = true
+				rows = append(rows, r)
+			}
+		}
+		if len(rows) > 0 {
+			if err := s.st.insert(ctx, newQueryID(), "rejects", rejectColumns, fillRejects(rows, now)); err != nil {
+				return track(err)
+			}
+			for _, r := range rows {
+				s.m.rejects.WithLabelValues(r.dl.Stage).Inc()
+			}
+			s.m.rows.WithLabelValues("rejects").Add(float64(len(rows)))
+		}
+		d.rejects = nil
+	}
+	for _, t := range []struct {
+		table, columns string
+		rows           *[]eventRow
+		found          map[key]bool
+		fill           func([]eventRow, time.Time) func(driver.Batch) error
+	}{
+		{"usage_events", usageColumns, &d.usage, preKeys(pre, true), fillUsage},
+		{"other_events", otherColumns, &d.other, preKeys(pre, false), fillOther},
+	} {
+		if len(*t.rows) == 0 {
+			continue
+		}
+		rows, err := s.fresh(ctx, t.table, *t.rows, t.found)
+		if err != nil {
+			return err
+		}
+		if len(rows) > 0 {
+			fill := t.fill(rows, now)
+			if t.table == "usage_events" && b.usageCols != nil && len(rows) == len(b.d.usage) {
+				fill = func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
+			}
+			if err := s.st.insert(ctx, newQueryID(), t.table, t.columns, fill); err != nil {
+				return track(err)
+			}
+		}
+		s.m.rows.WithLabelValues(t.table).Add(float64(len(rows)))
+		s.m.duplicates.WithLabelValues(t.table).Add(float64(len(*t.rows) - len(rows)))
+		*t.rows = nil
+	}
+	next := make(map[source]bool, len(b.last))
+	for k, r := range b.last {
+		next[source{k.topic, k.partition, r.Offset + 1}] = true
+	}
+	if err := s.st.insert(ctx, newQueryID(), "sink_progress", "kafka_topic, kafka_partition, next_offset, written_at", fillProgress(next, now)); err != nil {
+		return track(err)
+	}
+	return nil
+}
+
+func preKeys(pre *lookups, usage bool) map[key]bool {
+	switch {
+	case pre == nil:
+		return nil
+	case usage:
+		return pre.usage
+	default:
+		return pre.other
+	}
+}
+
+// fresh returns the rows whose keys are neither in table nor earlier in
+// rows. found, when not nil, is what a lookup already found in table.
+func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, found map[key]bool) ([]eventRow, error) {
+	seen := make(map[key]bool, len(rows))
+	keys := make([]key, 0, len(rows))
+	uniq := make([]eventRow, 0, len(rows))
+	for _, r := range rows {
+		k := r.ev.Key()
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		keys = append(keys, k)
+		uniq = append(uniq, r)
+	}
+	if found == nil {
+		var err error
+		if found, err = s.st.existingKeys(ctx, table, keys); err != nil {
+			return nil, err
+		}
+	}
+	if len(found) == 0 {
+		return uniq, nil
+	}
+	out := uniq[:0]
+	for _, r := range uniq {
+		if !found[r.ev.Key()] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func newQueryID() string { return "feedmeter-sink-" + uuid.NewString() }
+
+// backoff doubles a wait from BackoffMin to BackoffMax.
+type backoff struct{ next, max time.Duration }
+
+func (s *Sink) backoff() *backoff { return &backoff{s.cfg.BackoffMin, s.cfg.BackoffMax} }
+
+// wait sleeps for the next interval; false when ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	b.next = min(2*b.next, b.max)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// kgoLogger sends kgo's warnings and errors to slog.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
+	if level == kgo.LogLevelError {
+		k.l.Error("kafka: "+msg, kv...)
+	} else {
+		k.l.Warn("kafka: "+msg, kv...)
+	}
+}

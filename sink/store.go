@@ -1,0 +1,325 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/feedmeter/feedmeter/model"
+)
+
+// The column lists of the inserts (18.16 needs them explicit).
+const (
+	eventCommon = "tenant_id, entry_id, kind, event_id, event_type, event_version, product_namespace, product_version, " +
+		"region, data_center, environment, resource_id, resource_type, server_id, server_name, external, " +
+		"start_time, start_time_ns, end_time, end_time_ns, event_time, event_time_ns, time, quantity, updated, published"
+	usageColumns  = eventCommon + ", server, byte_seconds, h_start, h_quantity, h_byte_seconds, d_start, d_quantity, d_byte_seconds, kafka_topic, kafka_partition, kafka_offset, inserted_at"
+	otherColumns  = eventCommon + ", kafka_topic, kafka_partition, kafka_offset, inserted_at"
+	rejectColumns = "fingerprint, stage, feed, tenant_id, marker, entry_id, position, reason, raw, time, source, kafka_topic, kafka_partition, kafka_offset, inserted_at"
+)
+
+// store writes batches to ClickHouse.
+type store struct {
+	conn driver.Conn
+}
+
+// key is a dedupe key of usage_events and other_events.
+type key = model.DedupeKey
+
+// existingKeys returns which of keys table already holds.
+func (s *store) existingKeys(ctx context.Context, table string, keys []key) (map[key]bool, error) {
+	found := map[key]bool{}
+	if len(keys) == 0 {
+		return found, nil
+	}
+	t, err := ext.NewTable("_keys",
+		ext.Column("tenant_id", "String"), ext.Column("entry_id", "String"), ext.Column("kind", "String"))
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := t.Append(k.TenantID, k.EntryID, string(k.Kind)); err != nil {
+			return nil, err
+		}
+	}
+	// The tuple in the order of the tables' ORDER BY, so the primary index
+	// can skip granules of other tenants and kinds.
+	q := "SELECT tenant_id, entry_id, kind FROM " + table +
+		" WHERE tenant_id IN (SELECT tenant_id FROM _keys) AND (tenant_id, kind, entry_id) IN (SELECT tenant_id, kind, entry_id FROM _keys)"
+	rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)), q)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d keys in %s: %w", len(keys), table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k key
+		var kind string
+		if err := rows.Scan(&k.TenantID, &k.EntryID, &kind); err != nil {
+			return nil, fmt.Errorf("look up keys in %s: %w", table, err)
+		}
+		k.Kind = model.Kind(kind)
+		found[k] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up keys in %s: %w", table, err)
+	}
+	return found, nil
+}
+
+// existingRejects returns which fingerprints the rejects table holds.
+func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[string]bool, error) {
+	found := map[string]bool{}
+	if len(rows) == 0 {
+		return found, nil
+	}
+	t, err := ext.NewTable("_fps", ext.Column("tenant_id", "String"), ext.Column("fingerprint", "String"))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if err := t.Append(r.dl.TenantID, r.fp); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
+		"SELECT fingerprint FROM rejects WHERE tenant_id IN (SELECT tenant_id FROM _fps) AND (tenant_id, fingerprint) IN (SELECT tenant_id, fingerprint FROM _fps)")
+	if err != nil {
+		return nil, fmt.Errorf("look up %d rejects: %w", len(rows), err)
+	}
+	defer res.Close()
+	for res.Next() {
+		var fp string
+		if err := res.Scan(&fp); err != nil {
+			return nil, fmt.Errorf("look up rejects: %w", err)
+		}
+		found[fp] = true
+	}
+	return found, res.Err()
+}
+
+// progress returns, per topic and partition, the offset below which
+// sink_progress says every record is in ClickHouse.
+func (s *store) progress(ctx context.Context, topics []string) (map[string]map[int32]int64, error) {
+	rows, err := s.conn.Query(ctx, "SELECT kafka_topic, kafka_partition, max(next_offset) FROM sink_progress WHERE has(?, kafka_topic) GROUP BY kafka_topic, kafka_partition", topics)
+	if err != nil {
+		return nil, fmt.Errorf("read sink_progress: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]map[int32]int64{}
+	for rows.Next() {
+		var topic string
+		var p int32
+		var next uint64
+		if err := rows.Scan(&topic, &p, &next); err != nil {
+			return nil, fmt.Errorf("read sink_progress: %w", err)
+		}
+		if out[topic] == nil {
+			out[topic] = map[int32]int64{}
+		}
+		out[topic][p] = int64(next)
+	}
+	return out, rows.Err()
+}
+
+// insertError is an INSERT whose outcome is not known: the server may still
+// be running it under queryID.
+type insertError struct {
+	queryID string
+	err     error
+}
+
+func (e *insertError) Error() string { return e.err.Error() }
+func (e *insertError) Unwrap() error { return e.err }
+
+// insert sends one INSERT of n rows, built by fill, under queryID.
+func (s *store) insert(ctx context.Context, queryID, table, columns string, fill func(b driver.Batch) error) error {
+	b, err := s.conn.PrepareBatch(clickhouse.Context(ctx, clickhouse.WithQueryID(queryID)), "INSERT INTO "+table+" ("+columns+")")
+	if err != nil {
+		// The query was sent: the server may have started it.
+		return &insertError{queryID, fmt.Errorf("prepare insert into %s: %w", table, err)}
+	}
+	if err := fill(b); err != nil {
+		b.Abort()
+		return fmt.Errorf("build insert into %s: %w", table, err)
+	}
+	if err := b.Send(); err != nil {
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) {
+			// The server refused the block: nothing was written.
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+		return &insertError{queryID, fmt.Errorf("insert into %s: %w", table, err)}
+	}
+	return nil
+}
+
+// settle makes sure the query queryID is no longer running, killing it if
+// it is, so that a lookup after it sees its final effect.
+func (s *store) settle(ctx context.Context, queryID string) error {
+	if err := s.conn.Exec(ctx, "KILL QUERY WHERE query_id = ? SYNC", queryID); err != nil {
+		return fmt.Errorf("kill insert %s: %w", queryID, err)
+	}
+	for {
+		var n uint64
+		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE query_id = ?", queryID).Scan(&n); err != nil {
+			return fmt.Errorf("wait for insert %s: %w", queryID, err)
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func appendColumns(b driver.Batch, cols ...any) error {
+	for i, c := range cols {
+		if err := b.Column(i).Append(c); err != nil {
+			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// eventColumns builds the columns of eventCommon for rows.
+func eventColumns(rows []eventRow, now time.Time) []any {
+	n := len(rows)
+	str := func(f func(e *model.Event) string) []string {
+		out := make([]string, n)
+		for i := range rows {
+			out[i] = f(&rows[i].ev)
+		}
+		return out
+	}
+	ext := make([]*uint8, n)
+	st, et, vt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	sn, en, vn := make([]uint32, n), make([]uint32, n), make([]uint32, n)
+	ft := make([]time.Time, n)
+	qty := make([]uint64, n)
+	up, pub := make([]*time.Time, n), make([]*time.Time, n)
+	for i := range rows {
+		e := &rows[i].ev
+		ext[i] = optBool(e.External)
+		st[i], sn[i] = optTime(e.StartTime)
+		et[i], en[i] = optTime(e.EndTime)
+		vt[i], vn[i] = optTime(e.EventTime)
+		ft[i] = fileTime(e, now)
+		qty[i] = e.Quantity
+		up[i], _ = optTime(e.Updated)
+		pub[i], _ = optTime(e.Published)
+	}
+	return []any{
+		str(func(e *model.Event) string { return e.TenantID }),
+		str(func(e *model.Event) string { return e.EntryID }),
+		str(func(e *model.Event) string { return string(e.Kind) }),
+		str(func(e *model.Event) string { return e.EventID }),
+		str(func(e *model.Event) string { return e.EventType }),
+		str(func(e *model.Event) string { return e.EventVersion }),
+		str(func(e *model.Event) string { return e.ProductNamespace }),
+		str(func(e *model.Event) string { return e.ProductVersion }),
+		str(func(e *model.Event) string { return e.Region }),
+		str(func(e *model.Event) string { return e.DataCenter }),
+		str(func(e *model.Event) string { return e.Environment }),
+		str(func(e *model.Event) string { return e.ResourceID }),
+		str(func(e *model.Event) string { return e.ResourceType }),
+		str(func(e *model.Event) string { return e.ServerID }),
+		str(func(e *model.Event) string { return e.ServerName }),
+		ext, st, sn, et, en, vt, vn, ft, qty, up, pub,
+	}
+}
+
+func sourceColumns(srcs func(i int) source, n int, now time.Time) []any {
+	topic, part, off, ins := make([]string, n), make([]int32, n), make([]int64, n), make([]time.Time, n)
+	for i := 0; i < n; i++ {
+		s := srcs(i)
+		topic[i], part[i], off[i], ins[i] = s.topic, s.partition, s.offset, now
+	}
+	return []any{topic, part, off, ins}
+}
+
+// usageCols builds the columns of an insert of rows into usage_events.
+func usageCols(rows []eventRow, now time.Time) []any {
+	n := len(rows)
+	cols := eventColumns(rows, now)
+	server := make([]string, n)
+	bs := make([]decimal.Decimal, n)
+	hs, hq, hb := make([][]time.Time, n), make([][]uint64, n), make([][]decimal.Decimal, n)
+	ds, dq, db := make([][]time.Time, n), make([][]uint64, n), make([][]decimal.Decimal, n)
+	for i := range rows {
+		r := &rows[i]
+		server[i] = serverKey(&r.ev)
+		bs[i] = toDecimal(r.split.ByteSeconds)
+		hs[i], hq[i], hb[i] = pieceColumns(r.split.Hours)
+		ds[i], dq[i], db[i] = pieceColumns(r.split.Days)
+	}
+	cols = append(cols, server, bs, hs, hq, hb, ds, dq, db)
+	return append(cols, sourceColumns(func(i int) source { return rows[i].src }, n, now)...)
+}
+
+// fillUsage returns the filler of an insert of rows into usage_events.
+func fillUsage(rows []eventRow, now time.Time) func(driver.Batch) error {
+	return func(b driver.Batch) error { return appendColumns(b, usageCols(rows, now)...) }
+}
+
+func pieceColumns(ps []Piece) ([]time.Time, []uint64, []decimal.Decimal) {
+	ts, qs, bs := make([]time.Time, len(ps)), make([]uint64, len(ps)), make([]decimal.Decimal, len(ps))
+	for i, p := range ps {
+		ts[i], qs[i], bs[i] = p.Start, p.Quantity, toDecimal(p.ByteSeconds)
+	}
+	return ts, qs, bs
+}
+
+// fillOther returns the filler of an insert of rows into other_events.
+func fillOther(rows []eventRow, now time.Time) func(driver.Batch) error {
+	return func(b driver.Batch) error {
+		cols := eventColumns(rows, now)
+		cols = append(cols, sourceColumns(func(i int) source { return rows[i].src }, len(rows), now)...)
+		return appendColumns(b, cols...)
+	}
+}
+
+// fillRejects returns the filler of an insert of rows into rejects.
+func fillRejects(rows []rejectRow, now time.Time) func(driver.Batch) error {
+	return func(b driver.Batch) error {
+		n := len(rows)
+		stage, feed, tenant, marker, entry, reason, raw, src := make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		pos := make([]int64, n)
+		tm := make([]time.Time, n)
+		for i, r := range rows {
+			d := r.dl
+			stage[i], feed[i], tenant[i], marker[i], entry[i] = d.Stage, d.Feed, d.TenantID, d.Marker, d.EntryID
+			pos[i], reason[i], raw[i], tm[i], src[i] = int64(d.Index), d.Reason, string(d.Raw), d.Time.UTC(), d.Source
+		}
+		fps := make([]string, n)
+		for i, r := range rows {
+			fps[i] = r.fp
+		}
+		cols := []any{fps, stage, feed, tenant, marker, entry, pos, reason, raw, tm, src}
+		cols = append(cols, sourceColumns(func(i int) source { return rows[i].src }, n, now)...)
+		return appendColumns(b, cols...)
+	}
+}
+
+// fillProgress returns the filler of an insert into sink_progress.
+func fillProgress(next map[source]bool, now time.Time) func(driver.Batch) error {
+	return func(b driver.Batch) error {
+		var topic []string
+		var part []int32
+		var off []uint64
+		var at []time.Time
+		for s := range next {
+			topic, part, off, at = append(topic, s.topic), append(part, s.partition), append(off, uint64(s.offset)), append(at, now)
+		}
+		return appendColumns(b, topic, part, off, at)
+	}
+}
