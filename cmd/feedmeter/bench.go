@@ -54,8 +54,8 @@ func benchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	workers := fs.Int("workers", 4, "ingest slots read at once")
 	limit := fs.Int("limit", 1000, "page size")
 	profile := fs.String("cpuprofile", "", "write the ingest process's CPU profile here")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
+	if code, ok := parseFlags(fs, args, 0); !ok {
+		return code
 	}
 	self, err := os.Executable()
 	if err != nil {

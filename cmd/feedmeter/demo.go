@@ -39,8 +39,8 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	days := fs.Int("days", 7, "days of history")
 	faults := fs.String("faults", "429=0.05,503=0.02,500=0.01,drop=0.01,malformed=0.002,expire=0.01", "feedsim faults")
 	format := fs.String("format", "xml", "xml or json")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
+	if code, ok := parseFlags(fs, args, 0); !ok {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "feedmeter demo: %v\n", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,28 +51,19 @@ func runFeedsim(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		fmt.Fprintln(stderr, "usage: feedmeter feedsim [flags]\n\nexample: feedmeter feedsim --listen 127.0.0.1:8900 --tenants 3 --days 7 --seed 1")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	if code, ok := parseFlags(fs, args, 0); !ok {
+		return code
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedmeter feedsim: %v\n", err)
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "feedmeter feedsim: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "feedmeter feedsim: --log-level: %v\n", err)
-		return 2
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg := def
 	cfg.Tenants, cfg.Days, cfg.Seed, cfg.Agents = *tenants, *days, *seed, *agents
 	cfg.HeadDelay, cfg.Rate, cfg.TokenTTL, cfg.NoAuth = *headDelay, *rate, *tokenTTL, *noAuth
 	cfg.RetryAfter, cfg.SlowDelay, cfg.BackupTime, cfg.ActiveFor = *retryAfter, *slow, *backupTime, *activeFor
-	var err error
 	if cfg.Start, err = time.Parse("2006-01-02", *start); err != nil {
 		fmt.Fprintf(stderr, "feedmeter feedsim: --start %q is not a date (2026-10-01)\n", *start)
 		return 2

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -76,14 +75,6 @@ func credentials(file string) (user, key string, err error) {
 	return c.Username, c.APIKey, nil
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", level, err)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
 func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -113,8 +104,8 @@ func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		usageTopic = fs.String("topic", "", "usage topic (default feedmeter.usage.v1)")
 		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	)
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
+	if code, ok := parseFlags(fs, args, 0); !ok {
+		return code
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "feedmeter ingest: "+format+"\n", a...)

@@ -69,8 +69,8 @@ func runKafka(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:9092", "address to listen on (127.0.0.1 only)")
 	dataDir := fs.String("data-dir", "", "persist the cluster here, so that it survives restarts (default: in memory)")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
+	if code, ok := parseFlags(fs, args, 0); !ok {
+		return code
 	}
 	c, err := startKafka(*listen, *dataDir)
 	if err != nil {
@@ -81,12 +81,4 @@ func runKafka(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	<-ctx.Done()
 	c.Close()
 	return 0
-}
-
-// flagExit is the exit code for a flag parsing error: 0 for -h.
-func flagExit(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	return 2
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,19 +29,12 @@ func runParse(_ context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintln(stderr, "usage: feedmeter parse [--format auto|xml|json] [FILE|-]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, 1); !ok {
+		return code
 	}
 	f, err := ingest.ParseFormat(*format)
 	if err != nil {
 		fmt.Fprintf(stderr, "feedmeter parse: --format: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "feedmeter parse: one input at most")
 		return 2
 	}
 	name := "-"

@@ -103,7 +103,7 @@ func TestParseExitCodes(t *testing.T) {
 		{"empty", "", []string{"parse"}, 2, "the input is empty"},
 		{"bad format flag", "", []string{"parse", "--format", "yaml"}, 2, `--format: format "yaml"`},
 		{"missing file", "", []string{"parse", "/nonexistent/page.xml"}, 2, "no such file"},
-		{"two files", "", []string{"parse", "a", "b"}, 2, "one input at most"},
+		{"two files", "", []string{"parse", "a", "b"}, 2, `unexpected argument "b"`},
 		{"unknown command", "", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{"no command", "", nil, 2, "usage: feedmeter"},
 		{"version", "", []string{"version"}, 0, ""},
