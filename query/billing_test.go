@@ -1,0 +1,535 @@
+package query
+
+import (
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustCard(t *testing.T, y string) *RateCard {
+	t.Helper()
+	rc, err := ParseRateCard([]byte(y))
+	if err != nil {
+		t.Fatalf("parse rate card: %v", err)
+	}
+	return rc
+}
+
+func utc(s string) time.Time {
+	for _, layout := range []string{time.RFC3339, time.DateOnly} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC()
+		}
+	}
+	panic("bad time " + s)
+}
+
+func zone(t testing.TB, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+const gib = 1 << 30
+
+// flat is a card with one version and flat prices.
+const flat = `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0.05"
+    bandwidth_out: 0.12
+    storage: "0.10"
+    license: "10.00"
+    license_external: "15.00"
+`
+
+// reading describes usage for a test: per segment bytes, byte-seconds, and
+// per day licensed servers.
+type reading struct {
+	in, out, bs []string // per segment, decimal integers
+	lic, ext    []int64  // per day; nil means zero
+}
+
+func (rd reading) build(t *testing.T, p *Plan) *Readings {
+	t.Helper()
+	r := NewReadings(p)
+	set := func(dst []*big.Int, src []string) {
+		for i, s := range src {
+			if _, ok := dst[i].SetString(s, 10); !ok {
+				t.Fatalf("bad integer %q", s)
+			}
+		}
+	}
+	if len(rd.in) > len(p.Segments) || len(rd.out) > len(p.Segments) || len(rd.bs) > len(p.Segments) {
+		t.Fatalf("readings for %d segments, the plan has %d", max(len(rd.in), len(rd.out), len(rd.bs)), len(p.Segments))
+	}
+	set(r.BandwidthIn, rd.in)
+	set(r.BandwidthOut, rd.out)
+	set(r.StorageByteSeconds, rd.bs)
+	if rd.lic != nil {
+		copy(r.Licensed, rd.lic)
+	}
+	if rd.ext != nil {
+		copy(r.LicensedExternal, rd.ext)
+	}
+	return r
+}
+
+func days(n int, v int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
+
+func mul(a ...int64) string {
+	r := big.NewInt(1)
+	for _, x := range a {
+		r.Mul(r, big.NewInt(x))
+	}
+	return r.String()
+}
+
+// lineString renders a line for comparison: item, segment, tier, exact
+// quantity, unit price and amount.
+func lineString(inv *Invoice, l Line) string {
+	return string(l.Item) + " s" + itoa(l.Segment) + " t" + itoa(l.Tier) + " q=" + l.Quantity.RatString() +
+		" @" + l.UnitPrice.FloatString(4) + " = " + formatUnits(l.Amount, inv.MinorUnits)
+}
+
+func itoa(i int) string { return big.NewInt(int64(i)).String() }
+
+// TestInvoiceTable prices hand-made readings; every expected amount is worked
+// out in the comment beside it, not by the code under test.
+func TestInvoiceTable(t *testing.T) {
+	oct := Period{From: utc("2026-10-01"), To: utc("2026-11-01"), Loc: time.UTC}
+	const octSeconds = 31 * 86400 // 2,678,400
+	cases := []struct {
+		name   string
+		card   string
+		tenant string
+		period Period
+		read   reading
+		lines  []string
+		total  string
+	}{
+		{
+			name: "flat prices, licences prorated by days", card: flat, period: oct,
+			read: reading{
+				in:  []string{mul(10, gib)},              // 10 GB x 0.05 = 0.50
+				out: []string{mul(3, gib/2)},             // 1.5 GB x 0.12 = 0.18
+				bs:  []string{mul(100, gib, octSeconds)}, // 100 GB-month x 0.10 = 10.00
+				lic: append(days(10, 4), days(21, 3)...), // 3 servers all month + 1 for 10 days = 103/31 server-months x 10 = 33.2258… → 33.23
+				ext: append(days(15, 1), days(16, 0)...), // 15/31 x 15 = 7.2580… → 7.26
+			},
+			lines: []string{
+				"bandwidth_in s0 t1 q=10 @0.0500 = 0.50",
+				"bandwidth_out s0 t1 q=3/2 @0.1200 = 0.18",
+				"storage s0 t1 q=100 @0.1000 = 10.00",
+				"license s0 t1 q=103/31 @10.0000 = 33.23",
+				"license_external s0 t1 q=15/31 @15.0000 = 7.26",
+			},
+			total: "51.17", // 0.50 + 0.18 + 10.00 + 33.23 + 7.26
+		},
+		{
+			name: "half to even on every line, total of rounded lines",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0.01"
+    bandwidth_out: "0.01"
+    storage: "0.01"
+    license: "0.31"
+    license_external: "0.93"
+`, period: oct,
+			read: reading{
+				in:  []string{mul(gib / 2)},              // 0.5 x 0.01 = 0.005 → 0.00 (even)
+				out: []string{mul(3, gib/2)},             // 1.5 x 0.01 = 0.015 → 0.02 (even)
+				bs:  []string{mul(5, gib/2, octSeconds)}, // 2.5 x 0.01 = 0.025 → 0.02 (even)
+				lic: append(days(1, 1), days(30, 0)...),  // 1/31 x 0.31 = 0.01 exactly
+				ext: append(days(1, 1), days(30, 0)...),  // 1/31 x 0.93 = 0.03 exactly
+			},
+			lines: []string{
+				"bandwidth_in s0 t1 q=1/2 @0.0100 = 0.00",
+				"bandwidth_out s0 t1 q=3/2 @0.0100 = 0.02",
+				"storage s0 t1 q=5/2 @0.0100 = 0.02",
+				"license s0 t1 q=1/31 @0.3100 = 0.01",
+				"license_external s0 t1 q=1/31 @0.9300 = 0.03",
+			},
+			total: "0.08", // not round(0.005+0.015+0.025+0.01+0.03 = 0.085) = 0.08 by luck: see the next case
+		},
+		{
+			name: "the total is not the rounded sum",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0.01"
+    bandwidth_out: "0.01"
+    storage: "0.01"
+    license: "0"
+    license_external: "0"
+`, period: oct,
+			read: reading{
+				in:  []string{mul(gib / 2)},           // 0.005 → 0.00
+				out: []string{mul(gib / 2)},           // 0.005 → 0.00
+				bs:  []string{mul(gib/2, octSeconds)}, // 0.005 → 0.00
+			},
+			lines: []string{
+				"bandwidth_in s0 t1 q=1/2 @0.0100 = 0.00",
+				"bandwidth_out s0 t1 q=1/2 @0.0100 = 0.00",
+				"storage s0 t1 q=1/2 @0.0100 = 0.00",
+			},
+			total: "0.00", // the unrounded sum 0.015 would round to 0.02
+		},
+		{
+			name: "graduated tiers",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0"
+    bandwidth_out:
+      - {up_to: 10, price: "0.10"}
+      - {up_to: "50", price: "0.08"}
+      - {price: "0.05"}
+    storage: "0"
+    license: "0"
+    license_external: "0"
+`, period: oct,
+			read: reading{out: []string{mul(60, gib)}},
+			lines: []string{
+				"bandwidth_out s0 t1 q=10 @0.1000 = 1.00", // 10 x 0.10
+				"bandwidth_out s0 t2 q=40 @0.0800 = 3.20", // 40 x 0.08
+				"bandwidth_out s0 t3 q=10 @0.0500 = 0.50", // 10 x 0.05
+			},
+			total: "4.70",
+		},
+		{
+			name: "rate change mid-month splits the period; tiers continue across it",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0"
+    bandwidth_out:
+      - {up_to: 10, price: "0.10"}
+      - {price: "0.08"}
+    storage: "0.10"
+    license: "10.00"
+    license_external: "15.00"
+  - effective: 2026-10-16
+    bandwidth_out:
+      - {up_to: 10, price: "0.09"}
+      - {price: "0.07"}
+    storage: "0.08"
+    license: "12.00"
+`, period: oct,
+			read: reading{
+				out: []string{mul(8, gib), mul(7, gib)},
+				// 31 GB stored all month: 15 days then 16 days.
+				bs:  []string{mul(31, gib, 15*86400), mul(31, gib, 16*86400)},
+				lic: days(31, 1),
+			},
+			lines: []string{
+				"bandwidth_out s0 t1 q=8 @0.1000 = 0.80", // 8 x 0.10
+				"storage s0 t1 q=15 @0.1000 = 1.50",      // 31 GB x 15/31 month = 15 GB-month x 0.10
+				"license s0 t1 q=15/31 @10.0000 = 4.84",  // 15/31 x 10 = 4.8387…
+				"bandwidth_out s1 t1 q=2 @0.0900 = 0.18", // positions 8..10 at the new tier 1
+				"bandwidth_out s1 t2 q=5 @0.0700 = 0.35", // 10..15 at the new tier 2
+				"storage s1 t1 q=16 @0.0800 = 1.28",      // 16 GB-month x 0.08
+				"license s1 t1 q=16/31 @12.0000 = 6.19",  // 16/31 x 12 = 6.1935…
+			},
+			total: "15.14", // 0.80+1.50+4.84+0.18+0.35+1.28+6.19
+		},
+		{
+			name: "tenant override of one item; the rest from the default",
+			card: flat + `
+tenants:
+  "42":
+    - effective: 2026-10-01
+      storage: "0.05"
+  "43":
+    - effective: 2026-10-01
+      storage: "0.01"
+`, tenant: "42", period: oct,
+			read: reading{in: []string{mul(gib)}, bs: []string{mul(2, gib, octSeconds)}},
+			lines: []string{
+				"bandwidth_in s0 t1 q=1 @0.0500 = 0.05",
+				"storage s0 t1 q=2 @0.0500 = 0.10",
+			},
+			total: "0.15",
+		},
+		{
+			name: "tenant override taking effect mid-month splits too",
+			card: flat + `
+tenants:
+  "42":
+    - effective: 2026-10-11
+      license: "6.20"
+`, tenant: "42", period: oct,
+			read: reading{lic: days(31, 2)},
+			lines: []string{
+				"license s0 t1 q=20/31 @10.0000 = 6.45", // 2 servers x 10 days = 20/31 x 10 = 6.4516…
+				"license s1 t1 q=42/31 @6.2000 = 8.40",  // 2 x 21 days = 42/31 x 6.20 = 8.40 exactly
+			},
+			total: "14.85",
+		},
+		{
+			name: "DST month: October in Berlin has 31 days and 2,682,000 seconds",
+			card: flat,
+			period: func() Period {
+				loc := zone(t, "Europe/Berlin")
+				return Period{From: utc("2026-09-30T22:00:00Z"), To: utc("2026-10-31T23:00:00Z"), Loc: loc}
+			}(),
+			read: reading{bs: []string{mul(gib, 2682000)}, lic: days(31, 1)},
+			lines: []string{
+				"storage s0 t1 q=1 @0.1000 = 0.10",
+				"license s0 t1 q=1 @10.0000 = 10.00",
+			},
+			total: "10.10",
+		},
+		{
+			name: "two months: tiers start again in November",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in:
+      - {up_to: 1, price: "1"}
+      - {price: "0.5"}
+    bandwidth_out: "0"
+    storage: "0"
+    license: "0"
+    license_external: "0"
+`, period: Period{From: utc("2026-10-31"), To: utc("2026-11-02"), Loc: time.UTC},
+			read: reading{in: []string{mul(2, gib), mul(2, gib)}},
+			lines: []string{
+				"bandwidth_in s0 t1 q=1 @1.0000 = 1.00",
+				"bandwidth_in s0 t2 q=1 @0.5000 = 0.50",
+				"bandwidth_in s1 t1 q=1 @1.0000 = 1.00",
+				"bandwidth_in s1 t2 q=1 @0.5000 = 0.50",
+			},
+			total: "3.00",
+		},
+		{
+			name: "yen has no minor unit; GB of 10^9 bytes",
+			card: `
+currency: JPY
+gb_bytes: 1000000000
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "2.5"
+    bandwidth_out: "0"
+    storage: "0"
+    license: "0"
+    license_external: "0"
+`, period: oct,
+			read:  reading{in: []string{"3000000000"}}, // 3 GB x 2.5 = 7.5 → 8 (even)
+			lines: []string{"bandwidth_in s0 t1 q=3 @2.5000 = 8"},
+			total: "8",
+		},
+		{
+			name: "dinar has three decimals",
+			card: `
+currency: KWD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0.0125"
+    bandwidth_out: "0"
+    storage: "0"
+    license: "0"
+    license_external: "0"
+`, period: oct,
+			read:  reading{in: []string{mul(gib)}}, // 0.0125 → 0.012 (even)
+			lines: []string{"bandwidth_in s0 t1 q=1 @0.0125 = 0.012"},
+			total: "0.012",
+		},
+		{
+			name: "huge quantities stay exact",
+			card: flat, period: oct,
+			// 2^64-1 bytes three times: 3 x (2^64-1) / 2^30 GB x 0.05.
+			read: reading{in: []string{"55340232221128654845"}},
+			// 55340232221128654845 / 1073741824 = 51539607551.99999999720603227615356445312 GB
+			// x 0.05 = 2576980377.5999999998603016138076782226562 → 2576980377.60
+			lines: []string{"bandwidth_in s0 t1 q=55340232221128654845/1073741824 @0.0500 = 2576980377.60"},
+			total: "2576980377.60",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rc := mustCard(t, c.card)
+			plan, err := rc.Plan(c.tenant, c.period)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inv, err := rc.Price(plan, c.read.build(t, plan))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := c.lines
+			var got []string
+			for _, l := range inv.Lines {
+				got = append(got, lineString(inv, l))
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("lines:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+			}
+			if g := formatUnits(inv.Total, inv.MinorUnits); g != c.total {
+				t.Errorf("total %s, want %s", g, c.total)
+			}
+			sum := new(big.Int)
+			for _, l := range inv.Lines {
+				sum.Add(sum, l.Amount)
+			}
+			if sum.Cmp(inv.Total) != 0 {
+				t.Errorf("total %s is not the sum of the lines %s", inv.Total, sum)
+			}
+		})
+	}
+}
+
+func TestPlanSegments(t *testing.T) {
+	rc := mustCard(t, flat+`
+  - effective: 2026-10-16T12:00:00Z
+    storage: "0.2"
+tenants:
+  "7":
+    - effective: 2026-10-20
+      license: "1"
+`)
+	plan, err := rc.Plan("7", Period{From: utc("2026-10-10"), To: utc("2026-11-05"), Loc: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range plan.Segments {
+		got = append(got, s.From.Format(time.RFC3339)+" "+s.To.Format(time.RFC3339)+" "+itoa(s.MonthDays)+" "+
+			s.Prices[ItemStorage][0].Price.FloatString(2)+" "+s.Prices[ItemLicense][0].Price.FloatString(2))
+	}
+	want := []string{
+		"2026-10-10T00:00:00Z 2026-10-16T12:00:00Z 31 0.10 10.00",
+		"2026-10-16T12:00:00Z 2026-10-20T00:00:00Z 31 0.20 10.00",
+		"2026-10-20T00:00:00Z 2026-11-01T00:00:00Z 31 0.20 1.00",
+		"2026-11-01T00:00:00Z 2026-11-05T00:00:00Z 30 0.20 1.00",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("segments:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if n := len(plan.Days) - 1; n != 26 {
+		t.Errorf("%d days, want 26", n)
+	}
+	// A licence day is priced by the segment of its first instant: the
+	// day of the storage change (Oct 16) belongs to segment 0.
+	if i := plan.segmentAt(plan.Days[6]); i != 0 {
+		t.Errorf("Oct 16 in segment %d, want 0", i)
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	rc := mustCard(t, flat)
+	_, err := rc.Plan("", Period{From: utc("2025-12-31"), To: utc("2026-01-02"), Loc: time.UTC})
+	var np *NoPriceError
+	if !errors.As(err, &np) {
+		t.Errorf("period before the card: %v, want NoPriceError", err)
+	}
+	for _, name := range []string{"Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns"} {
+		_, err := rc.Plan("", Period{From: utc("2026-10-01"), To: utc("2026-11-01"), Loc: zone(t, name)})
+		var ie *InexactError
+		if !errors.As(err, &ie) {
+			t.Errorf("%s: %v, want InexactError", name, err)
+		}
+	}
+}
+
+func TestRoundHalfEven(t *testing.T) {
+	f := func(in string, places int, want string) {
+		t.Helper()
+		r, err := parseDecimal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := formatRat(r, places); got != want {
+			t.Errorf("round(%s, %d) = %s, want %s", in, places, got, want)
+		}
+	}
+	f("0.005", 2, "0.00")
+	f("0.015", 2, "0.02")
+	f("0.025", 2, "0.02")
+	f("0.0250001", 2, "0.03")
+	f("0.0249999", 2, "0.02")
+	f("-0.005", 2, "0.00") // -0 prints as 0
+	f("-0.015", 2, "-0.02")
+	f("-0.025", 2, "-0.02")
+	f("2.5", 0, "2")
+	f("3.5", 0, "4")
+	f("12345678901234567890.125", 2, "12345678901234567890.12")
+	f("7", 3, "7.000")
+	f("0.1", 0, "0")
+	if got := formatRat(big.NewRat(1, 3), 4); got != "0.3333" {
+		t.Errorf("1/3 = %s", got)
+	}
+	if got := formatRat(big.NewRat(2, 3), 4); got != "0.6667" {
+		t.Errorf("2/3 = %s", got)
+	}
+}
+
+func TestParseDecimal(t *testing.T) {
+	for _, bad := range []string{"", "-", ".5", "5.", "1e3", "1/3", "0x10", "1,5", "+1", "1.2.3", "NaN", "Inf", " 1 2"} {
+		if _, err := parseDecimal(bad); err == nil {
+			t.Errorf("parseDecimal(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]string{"0": "0", "10.50": "21/2", "-0.25": "-1/4", "007": "7", "0.1": "1/10"} {
+		r, err := parseDecimal(in)
+		if err != nil || r.RatString() != want {
+			t.Errorf("parseDecimal(%q) = %v, %v; want %s", in, r, err, want)
+		}
+	}
+}
+
+func TestParseRateCardErrors(t *testing.T) {
+	cases := map[string]string{
+		"no versions":          "currency: USD\n",
+		"bad currency":         "currency: usd\nversions: []\n",
+		"first incomplete":     "currency: USD\nversions:\n  - effective: 2026-01-01\n    storage: 1\n",
+		"unknown field":        flat + "    storage_typo: 1\n",
+		"float-like exponent":  strings.Replace(flat, `"0.05"`, "5e-2", 1),
+		"negative":             strings.Replace(flat, `"0.05"`, `"-0.05"`, 1),
+		"not increasing":       flat + "  - effective: 2025-01-01\n    storage: 1\n",
+		"not whole hour":       flat + "  - effective: 2026-10-01T12:30:00Z\n    storage: 1\n",
+		"tiers without up_to":  strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{price: 1}, {price: 2}]", 1),
+		"last tier limited":    strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{up_to: 5, price: 1}]", 1),
+		"tiers not increasing": strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{up_to: 5, price: 1}, {up_to: 5, price: 1}, {price: 1}]", 1),
+		"gb_bytes zero":        "gb_bytes: 0\n" + flat,
+		"bad tenant id":        flat + "tenants:\n  \"a b\":\n    - effective: 2026-01-01\n      storage: 1\n",
+		"empty tenant version": flat + "tenants:\n  \"1\":\n    - effective: 2026-01-01\n",
+	}
+	for name, y := range cases {
+		if _, err := ParseRateCard([]byte(y)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// The example card in testdata parses.
+	if _, err := LoadRateCard("testdata/rates.yaml"); err != nil {
+		t.Error(err)
+	}
+	// Unquoted numbers are read from their text: 0.1 is exactly 1/10.
+	rc := mustCard(t, strings.Replace(flat, `"0.10"`, "0.1", 1))
+	if p := rc.Default[0].Prices[ItemStorage][0].Price; p.RatString() != "1/10" {
+		t.Errorf("storage price %s, want 1/10", p.RatString())
+	}
+	// Tenant ids that YAML would read as numbers stay strings.
+	rc = mustCard(t, flat+"tenants:\n  1234:\n    - effective: 2026-05-01\n      storage: 1\n")
+	if _, ok := rc.Tenants["1234"]; !ok {
+		t.Errorf("tenant 1234 missing: %v", rc.Tenants)
+	}
+}

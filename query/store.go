@@ -1,0 +1,542 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/feedmeter/feedmeter/schemas"
+)
+
+// Store is what the handlers read: sums from the rollups, licensed servers,
+// raw events and rankings. ClickHouse implements it (NewClickHouse); tests of
+// the HTTP layer may use a fake.
+type Store interface {
+	Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error)
+	Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, error)
+	Readings(ctx context.Context, p *Plan) (*Readings, error)
+	Events(ctx context.Context, q EventsQuery) ([]EventRow, error)
+	TopTenants(ctx context.Context, q TopQuery) ([]TenantUsage, error)
+	Ping(ctx context.Context) error
+}
+
+// Dimensions a usage query may group by, and their columns.
+var dimensions = map[string]string{
+	"server": "server", "region": "region", "data_center": "data_center", "resource_id": "resource_id",
+}
+
+// UsageKinds are the kinds of usage events, in the order answers list them.
+var UsageKinds = []string{"bandwidthIn", "bandwidthOut", "storage", "license"}
+
+// UsageQuery asks for the sums of one tenant's rollups in buckets.
+type UsageQuery struct {
+	Tenant string
+	Bounds []time.Time // n+1 bounds of n buckets, whole UTC hours, ascending
+	// Days are the bounds of the days whose licensed servers add up to a
+	// bucket's server-days (Licences only): local days clipped to the
+	// buckets, or the buckets themselves for hours.
+	Days    []time.Time
+	Kinds   []string // Usage: the kinds to sum
+	GroupBy []string // keys of dimensions
+}
+
+// UsageSum is one bucket of one kind (and group).
+type UsageSum struct {
+	Bucket      int // index of the bucket in UsageQuery.Bounds
+	Kind        string
+	Group       []string // values of UsageQuery.GroupBy
+	Quantity    *big.Int
+	ByteSeconds *big.Int
+	Events      uint64
+	Servers     uint64 // license: distinct servers licensed in the bucket
+}
+
+// LicenceSum is the licences of one bucket (and group).
+type LicenceSum struct {
+	Bucket     int
+	Group      []string
+	Servers    uint64 // distinct servers licensed at any time in the bucket
+	ServerDays uint64 // sum over the bucket's days of the servers licensed that day
+	Events     uint64
+}
+
+// EventsQuery asks for a page of one tenant's raw usage events, in the order
+// (time, kind, entry_id), after the cursor.
+type EventsQuery struct {
+	Tenant   string
+	From, To time.Time
+	Kinds    []string
+	After    *EventCursor
+	Limit    int
+}
+
+// EventCursor is the position after the last event of a page.
+type EventCursor struct {
+	Time    int64  `json:"t"`
+	Kind    string `json:"k"`
+	EntryID string `json:"e"`
+}
+
+// EventRow is one usage event as stored.
+type EventRow struct {
+	EntryID, Kind, EventID, EventType                    string
+	Region, DataCenter, ResourceID, ServerID, ServerName string
+	External                                             bool
+	StartTime, EndTime, EventTime                        time.Time // zero when absent
+	Time                                                 time.Time // the time it is filed under
+	Quantity                                             uint64
+	ByteSeconds                                          *big.Int
+}
+
+// TopQuery ranks tenants by usage of one kind ("" ranks by events).
+type TopQuery struct {
+	From, To time.Time // whole UTC hours
+	Kind     string
+	Limit    int
+}
+
+// TenantUsage is one tenant of a ranking.
+type TenantUsage struct {
+	Tenant string
+	Value  *big.Int
+	Events uint64
+}
+
+// ClickHouse reads the tables of the schemas package with parameterised
+// queries (values are bound by the driver; identifiers come only from fixed
+// lists).
+type ClickHouse struct {
+	conn driver.Conn
+	// Settings of the per-tenant queries. Each reads a few granules of one
+	// tenant, so one thread apiece and many queries at once use the CPUs
+	// better than several threads per query, and the uncompressed cache
+	// spares decompressing the same hot granules again; on two cores this
+	// doubles the queries per second. The ranking of all tenants, a scan,
+	// keeps the server's max_threads. Default in NewClickHouse.
+	Settings clickhouse.Settings
+}
+
+// OpenClickHouse returns a connection pool to database on the server at
+// addr (native protocol) for a query service: it dials nothing until the
+// first query, so a server started while ClickHouse is down answers 503
+// until it is up. The database is not created.
+func OpenClickHouse(addr, database, username, password string) (driver.Conn, error) {
+	if !schemas.ValidDatabase(database) {
+		return nil, fmt.Errorf("database name %q is not [A-Za-z_][A-Za-z0-9_]*", database)
+	}
+	opts := schemas.ConnOptions(addr, database)
+	opts.Auth.Username, opts.Auth.Password = username, password
+	opts.DialTimeout = 2 * time.Second
+	opts.ReadTimeout = time.Minute
+	opts.MaxOpenConns, opts.MaxIdleConns = 32, 32
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// NewClickHouse returns a Store on conn, whose default database holds the
+// feedmeter schema.
+func NewClickHouse(conn driver.Conn) *ClickHouse {
+	return &ClickHouse{conn: conn, Settings: clickhouse.Settings{"max_threads": 1, "use_uncompressed_cache": 1}}
+}
+
+// tenantQuery returns ctx with the settings of per-tenant queries.
+func (c *ClickHouse) tenantQuery(ctx context.Context) context.Context {
+	if len(c.Settings) == 0 {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(c.Settings))
+}
+
+// Ping checks that ClickHouse answers.
+func (c *ClickHouse) Ping(ctx context.Context) error { return c.conn.Ping(ctx) }
+
+// rollup is the table that answers buckets with given bounds: the daily
+// rollup when every bound is a UTC midnight, else the hourly one.
+type rollup struct {
+	table string
+	ts    string // the bucket's start as UTC Unix seconds
+	exact string // with one bucket per row's grain: the grain as a number
+	unit  int64  // seconds per unit of exact
+	step  int64  // seconds per grain
+	cond  string // the range condition on the grain column
+	args  []any
+}
+
+func rollupFor(bounds []time.Time) rollup {
+	from, to := bounds[0], bounds[len(bounds)-1]
+	if daysAligned(bounds) {
+		return rollup{table: "usage_daily", ts: "toUInt32(day) * 86400", exact: "toUInt32(day)", unit: 86400, step: 86400,
+			cond: "day >= toDate(?) AND day < toDate(?)", args: []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}}
+	}
+	return rollup{table: "usage_hourly", ts: "toUInt32(hour)", exact: "toUInt32(hour)", unit: 1, step: 3600,
+		cond: "hour >= toDateTime(?) AND hour < toDateTime(?)", args: []any{uint32(from.Unix()), uint32(to.Unix())}}
+}
+
+// starts returns the Unix seconds of every bound but the last.
+func starts(bounds []time.Time) []uint32 {
+	out := make([]uint32, len(bounds)-1)
+	for i := range out {
+		out[i] = uint32(bounds[i].Unix())
+	}
+	return out
+}
+
+// bucketing maps a row's grain to its bucket.
+type bucketing struct {
+	expr   string // a UInt32 expression
+	args   []any
+	bounds []time.Time
+	unit   int64 // 0: expr is the 1-based bucket; else expr x unit is the bucket start
+	step   int64 // the length of every bucket when unit != 0
+}
+
+// bucketOf returns how rows whose grain start is ts (Unix seconds; exact is
+// the grain in units of unit seconds, step seconds long) fall into the
+// buckets of bounds. With one
+// bucket per grain step the grain itself is the bucket; otherwise
+// ClickHouse counts the bucket starts at or before ts. (ClickHouse 18.16
+// sees a column inside a lambda only when the query also uses it outside
+// one: the range conditions do.)
+func bucketOf(bounds []time.Time, ts, exact string, unit, step int64) bucketing {
+	one := true
+	for i := 0; i+1 < len(bounds); i++ {
+		if bounds[i+1].Unix()-bounds[i].Unix() != step || bounds[i].Unix()%step != 0 {
+			one = false
+			break
+		}
+	}
+	if one {
+		return bucketing{expr: exact, bounds: bounds, unit: unit, step: step}
+	}
+	return bucketing{expr: "toUInt32(arrayCount(x -> x <= " + ts + ", ?))", args: []any{starts(bounds)}, bounds: bounds}
+}
+
+// index maps what the bucket expression returned to a bucket index, or -1.
+func (b bucketing) index(v uint32) int {
+	i := int(v) - 1
+	if b.unit != 0 {
+		i = int((int64(v)*b.unit - b.bounds[0].Unix()) / b.step)
+	}
+	if i < 0 || i+1 >= len(b.bounds) {
+		return -1
+	}
+	return i
+}
+
+func groupCols(groupBy []string) string {
+	var b strings.Builder
+	for _, g := range groupBy {
+		b.WriteString(", ")
+		b.WriteString(dimensions[g])
+	}
+	return b.String()
+}
+
+// Usage returns the sums of q.Kinds per bucket and group, with the number
+// of distinct licensed servers in each licence bucket.
+func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error) {
+	if len(q.Kinds) == 0 {
+		return nil, nil
+	}
+	r := rollupFor(q.Bounds)
+	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step)
+	g := groupCols(q.GroupBy)
+	sql := "SELECT " + bk.expr + " AS b, kind" + g + ", sum(quantity), sum(byte_seconds), sum(events), uniqExactIf(server, kind = 'license')" +
+		" FROM " + r.table + " WHERE tenant_id = ? AND has(?, kind) AND " + r.cond + " GROUP BY b, kind" + g
+	args := append(append(bk.args, q.Tenant, q.Kinds), r.args...)
+	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query usage of tenant %s: %w", q.Tenant, err)
+	}
+	defer rows.Close()
+	var out []UsageSum
+	for rows.Next() {
+		var b uint32
+		var s UsageSum
+		var qty, bs decimal.Decimal
+		s.Group = make([]string, len(q.GroupBy))
+		dest := []any{&b, &s.Kind}
+		for i := range s.Group {
+			dest = append(dest, &s.Group[i])
+		}
+		dest = append(dest, &qty, &bs, &s.Events, &s.Servers)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read usage of tenant %s: %w", q.Tenant, err)
+		}
+		if s.Bucket = bk.index(b); s.Bucket < 0 {
+			return nil, fmt.Errorf("read usage of tenant %s: bucket %d outside the range", q.Tenant, b)
+		}
+		if s.Quantity, err = decimalInt(qty); err != nil {
+			return nil, err
+		}
+		if s.ByteSeconds, err = decimalInt(bs); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read usage of tenant %s: %w", q.Tenant, err)
+	}
+	return out, nil
+}
+
+// Licences returns the licensed servers per bucket and group: distinct
+// servers with a licence piece in the bucket, and their server-days (the
+// servers of each of q.Days, added up over the bucket's days).
+func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, error) {
+	// The table must answer the days too; days refine the buckets.
+	r := rollupFor(q.Days)
+	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step)
+	dk := bucketOf(q.Days, r.ts, r.exact, r.unit, r.step)
+	g := groupCols(q.GroupBy)
+	sql := "SELECT b" + g + ", count(), uniqExact(server), sum(ev) FROM (" +
+		"SELECT " + bk.expr + " AS b, " + dk.expr + " AS d" + g + ", server, sum(events) AS ev FROM " + r.table +
+		" WHERE tenant_id = ? AND kind = 'license' AND " + r.cond +
+		" GROUP BY b, d" + g + ", server) GROUP BY b" + g
+	args := append(append(append(bk.args, dk.args...), q.Tenant), r.args...)
+	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query licences of tenant %s: %w", q.Tenant, err)
+	}
+	defer rows.Close()
+	var out []LicenceSum
+	for rows.Next() {
+		var b uint32
+		var s LicenceSum
+		s.Group = make([]string, len(q.GroupBy))
+		dest := []any{&b}
+		for i := range s.Group {
+			dest = append(dest, &s.Group[i])
+		}
+		dest = append(dest, &s.ServerDays, &s.Servers, &s.Events)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read licences of tenant %s: %w", q.Tenant, err)
+		}
+		if s.Bucket = bk.index(b); s.Bucket < 0 {
+			return nil, fmt.Errorf("read licences of tenant %s: bucket %d outside the range", q.Tenant, b)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read licences of tenant %s: %w", q.Tenant, err)
+	}
+	return out, nil
+}
+
+// Readings measures a plan: bandwidth and storage per segment from the
+// rollups, and licensed servers per day, inside and outside Rackspace, from
+// the pieces of the licence events (the rollups do not keep the external
+// flag). A server is external on a day when one of its licence events
+// overlapping that day says so. The two queries run concurrently.
+func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
+	r := NewReadings(p)
+	var wg sync.WaitGroup
+	var usageErr, licErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sums, err := c.Usage(ctx, UsageQuery{Tenant: p.Tenant, Bounds: p.SegmentBounds(), Kinds: []string{"bandwidthIn", "bandwidthOut", "storage"}})
+		if err != nil {
+			usageErr = err
+			return
+		}
+		for _, s := range sums {
+			switch s.Kind {
+			case "bandwidthIn":
+				r.BandwidthIn[s.Bucket].Add(r.BandwidthIn[s.Bucket], s.Quantity)
+			case "bandwidthOut":
+				r.BandwidthOut[s.Bucket].Add(r.BandwidthOut[s.Bucket], s.Quantity)
+			case "storage":
+				r.StorageByteSeconds[s.Bucket].Add(r.StorageByteSeconds[s.Bucket], s.ByteSeconds)
+			}
+		}
+	}()
+	licErr = c.licenceDays(ctx, p, r)
+	wg.Wait()
+	if err := errors.Join(usageErr, licErr); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// licenceDays counts the licensed servers of each day of p, inside and
+// outside Rackspace, into r: from the daily pieces when the days are UTC
+// days, else from the hourly ones.
+func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) error {
+	from, to := p.Period.From, p.Period.To
+	pieces, ts, exact, unit, step, rng := "h_start", "toUInt32(piece)", "toUInt32(piece)", int64(1), int64(3600), "piece >= toDateTime(?) AND piece < toDateTime(?)"
+	rargs := []any{uint32(from.Unix()), uint32(to.Unix())}
+	if daysAligned(p.Days) {
+		pieces, ts, exact, unit, step, rng = "d_start", "toUInt32(piece) * 86400", "toUInt32(piece)", 86400, 86400, "piece >= toDate(?) AND piece < toDate(?)"
+		rargs = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
+	}
+	dk := bucketOf(p.Days, ts, exact, unit, step)
+	sql := "SELECT d, ext, count() FROM (" +
+		"SELECT " + dk.expr + " AS d, server, max(ifNull(external, toUInt8(0))) AS ext" +
+		" FROM usage_events ARRAY JOIN " + pieces + " AS piece" +
+		" WHERE tenant_id = ? AND kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?) AND " + rng +
+		" GROUP BY d, server) GROUP BY d, ext"
+	// An event overlapping the period started less than a day (its longest
+	// interval) before it.
+	earliest := from.Add(-25 * time.Hour)
+	if earliest.Unix() < 0 {
+		earliest = time.Unix(0, 0)
+	}
+	args := append(append(dk.args, p.Tenant, uint32(earliest.Unix()), uint32(to.Unix())), rargs...)
+	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
+	if err != nil {
+		return fmt.Errorf("query licences of tenant %s: %w", p.Tenant, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d uint32
+		var ext uint8
+		var n uint64
+		if err := rows.Scan(&d, &ext, &n); err != nil {
+			return fmt.Errorf("read licences of tenant %s: %w", p.Tenant, err)
+		}
+		i := dk.index(d)
+		if i < 0 {
+			return fmt.Errorf("read licences of tenant %s: day %d outside the period", p.Tenant, d)
+		}
+		if ext != 0 {
+			r.LicensedExternal[i] += int64(n)
+		} else {
+			r.Licensed[i] += int64(n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read licences of tenant %s: %w", p.Tenant, err)
+	}
+	return nil
+}
+
+const eventColumns = "entry_id, kind, event_id, event_type, region, data_center, resource_id, server_id, server_name, " +
+	"ifNull(external, toUInt8(0)), start_time, start_time_ns, end_time, end_time_ns, event_time, event_time_ns, " +
+	"toUInt32(time), quantity, byte_seconds"
+
+// Events returns up to q.Limit events of q.Tenant filed in [q.From, q.To)
+// after q.After, in (time, kind, entry_id) order.
+func (c *ClickHouse) Events(ctx context.Context, q EventsQuery) ([]EventRow, error) {
+	sql := "SELECT " + eventColumns + " FROM usage_events WHERE tenant_id = ? AND time >= toDateTime(?) AND time < toDateTime(?)"
+	args := []any{q.Tenant, uint32(q.From.Unix()), uint32(q.To.Unix())}
+	if len(q.Kinds) > 0 {
+		sql += " AND has(?, kind)"
+		args = append(args, q.Kinds)
+	}
+	if a := q.After; a != nil {
+		sql += " AND (toUInt32(time) > ? OR (toUInt32(time) = ? AND (kind > ? OR (kind = ? AND entry_id > ?))))"
+		args = append(args, uint32(a.Time), uint32(a.Time), a.Kind, a.Kind, a.EntryID)
+	}
+	sql += " ORDER BY time, kind, entry_id LIMIT ?"
+	args = append(args, q.Limit)
+	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query events of tenant %s: %w", q.Tenant, err)
+	}
+	defer rows.Close()
+	var out []EventRow
+	for rows.Next() {
+		var e EventRow
+		var ext uint8
+		var st, et, vt *time.Time
+		var sn, en, vn, ft uint32
+		var bs decimal.Decimal
+		if err := rows.Scan(&e.EntryID, &e.Kind, &e.EventID, &e.EventType, &e.Region, &e.DataCenter, &e.ResourceID,
+			&e.ServerID, &e.ServerName, &ext, &st, &sn, &et, &en, &vt, &vn, &ft, &e.Quantity, &bs); err != nil {
+			return nil, fmt.Errorf("read events of tenant %s: %w", q.Tenant, err)
+		}
+		e.External = ext != 0
+		e.StartTime, e.EndTime, e.EventTime = withNanos(st, sn), withNanos(et, en), withNanos(vt, vn)
+		e.Time = time.Unix(int64(ft), 0).UTC()
+		if e.ByteSeconds, err = decimalInt(bs); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events of tenant %s: %w", q.Tenant, err)
+	}
+	return out, nil
+}
+
+func withNanos(t *time.Time, ns uint32) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC().Add(time.Duration(ns))
+}
+
+// TopTenants ranks tenants by q.Kind over [q.From, q.To): bytes for
+// bandwidth, byte-seconds for storage, server-days (UTC days) for licences,
+// events when q.Kind is "".
+func (c *ClickHouse) TopTenants(ctx context.Context, q TopQuery) ([]TenantUsage, error) {
+	r := rollupFor([]time.Time{q.From, q.To})
+	table, cond, condArgs := r.table, r.cond, r.args
+	day := "day"
+	if table == "usage_hourly" {
+		day = "toDate(hour)"
+	}
+	var sql string
+	var args []any
+	switch q.Kind {
+	case "":
+		sql = "SELECT tenant_id, toDecimal128(sum(events), 0), sum(events) FROM " + table + " WHERE " + cond +
+			" GROUP BY tenant_id ORDER BY sum(events) DESC, tenant_id LIMIT ?"
+		args = append(condArgs, q.Limit)
+	case "license":
+		sql = "SELECT tenant_id, toDecimal128(count(), 0), sum(ev) FROM (SELECT tenant_id, " + day + " AS d, server, sum(events) AS ev FROM " + table +
+			" WHERE kind = 'license' AND " + cond + " GROUP BY tenant_id, d, server) GROUP BY tenant_id ORDER BY count() DESC, tenant_id LIMIT ?"
+		args = append(condArgs, q.Limit)
+	default:
+		col := "quantity"
+		if q.Kind == "storage" {
+			col = "byte_seconds"
+		}
+		sql = "SELECT tenant_id, toDecimal128(sum(" + col + "), 0), sum(events) FROM " + table + " WHERE kind = ? AND " + cond +
+			" GROUP BY tenant_id ORDER BY sum(" + col + ") DESC, tenant_id LIMIT ?"
+		args = append(append([]any{q.Kind}, condArgs...), q.Limit)
+	}
+	rows, err := c.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("rank tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []TenantUsage
+	for rows.Next() {
+		var u TenantUsage
+		var v decimal.Decimal
+		if err := rows.Scan(&u.Tenant, &v, &u.Events); err != nil {
+			return nil, fmt.Errorf("rank tenants: %w", err)
+		}
+		if u.Value, err = decimalInt(v); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("rank tenants: %w", err)
+	}
+	return out, nil
+}
+
+// decimalInt converts a Decimal(38, 0) the driver decoded into a big.Int.
+// (Sums are read as decimals, never through toString: ClickHouse 18.16
+// formats some Decimal128 values above 10^19 wrongly.)
+func decimalInt(d decimal.Decimal) (*big.Int, error) {
+	if d.Exponent() < 0 && !d.Equal(decimal.NewFromBigInt(d.BigInt(), 0)) {
+		return nil, fmt.Errorf("clickhouse returned %s for an integer sum", d)
+	}
+	return d.BigInt(), nil
+}
