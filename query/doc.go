@@ -17,5 +17,5 @@
 //     parameters (every bad one is a 400 naming it), JSON and CSV, errors,
 //     /healthz, /readyz, /metrics and /openapi.yaml.
 //   - ui/: the usage page, embedded; it uses nothing outside the binary.
-//   - querybench/: `feedmeter bench-query`, the latency benchmark.
+//   - querybench/: `feedmeter bench query`, the latency benchmark.
 package query

@@ -18,17 +18,20 @@ import (
 
 func init() {
 	commands["bench"] = command{
-		summary: "measure the pipeline: bench ingest (feedsim over HTTP into Kafka)",
+		summary: "measure the pipeline: bench ingest (feedsim over HTTP into Kafka), bench query (invoices and usage from ClickHouse)",
 		run:     runBench,
 	}
 }
 
 func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "ingest" {
-		fmt.Fprintln(stderr, "usage: feedmeter bench ingest [flags]")
-		return 2
+	switch {
+	case len(args) > 0 && args[0] == "ingest":
+		return benchIngest(ctx, args[1:], stdout, stderr)
+	case len(args) > 0 && args[0] == "query":
+		return runBenchQuery(ctx, args[1:], stdin, stdout, stderr)
 	}
-	return benchIngest(ctx, args[1:], stdout, stderr)
+	fmt.Fprintln(stderr, "usage: feedmeter bench ingest|query [flags]")
+	return 2
 }
 
 // freeAddr returns a free 127.0.0.1 port.

@@ -27,10 +27,6 @@ func init() {
 		summary: "serve per-tenant usage, invoices and the usage page over HTTP from ClickHouse",
 		run:     runServe,
 	}
-	commands["bench-query"] = command{
-		summary: "load synthetic events into ClickHouse and time invoices and daily usage over HTTP",
-		run:     runBenchQuery,
-	}
 }
 
 // runServe serves until SIGINT or SIGTERM, then lets requests in flight
@@ -156,7 +152,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 // prints p50 and p99 latency of a tenant's month invoice and daily usage
 // for each number of concurrent clients.
 func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench-query", flag.ContinueOnError)
+	fs := flag.NewFlagSet("bench query", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c querybench.Config
 	fs.StringVar(&c.ClickHouse, "clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address")
@@ -170,7 +166,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	check := fs.Int("check", 1000, "events to read back and compare with sink.SplitEvent (0: none)")
 	settle := fs.Duration("settle", 15*time.Minute, "wait at most this long for ClickHouse's merges to finish before measuring")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: feedmeter bench-query [flags]\n\nDefaults load 106,580,000 events (2000 tenants x 2 agents x 12 months).")
+		fmt.Fprintln(stderr, "usage: feedmeter bench query [flags]\n\nDefaults load 106,580,000 events (2000 tenants x 2 agents x 12 months).")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, 0); !ok {
@@ -179,47 +175,47 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	for _, s := range strings.Split(*clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
-			fmt.Fprintf(stderr, "feedmeter bench-query: --clients: %q is not a number\n", s)
+			fmt.Fprintf(stderr, "feedmeter bench query: --clients: %q is not a number\n", s)
 			return 2
 		}
 		c.Clients = append(c.Clients, n)
 	}
 	if err := c.Validate(); err != nil {
-		fmt.Fprintf(stderr, "feedmeter bench-query: %v\n", err)
+		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 2
 	}
 	c.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	conn, err := schemas.Connect(ctx, schemas.ConnOptions(c.ClickHouse, c.Database))
 	if err != nil {
-		fmt.Fprintf(stderr, "feedmeter bench-query: %v\n", err)
+		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 1
 	}
 	defer conn.Close()
 	took, err := querybench.Load(ctx, conn, c)
 	if err != nil {
-		fmt.Fprintf(stderr, "feedmeter bench-query: load: %v\n", err)
+		fmt.Fprintf(stderr, "feedmeter bench query: load: %v\n", err)
 		return 1
 	}
 	if *check > 0 {
 		if err := querybench.CheckSplit(ctx, conn, *check); err != nil {
-			fmt.Fprintf(stderr, "feedmeter bench-query: %v\n", err)
+			fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 			return 1
 		}
 	}
 	if _, err := querybench.SettleMerges(ctx, conn, c.Database, *settle, c.Logger); err != nil {
-		fmt.Fprintf(stderr, "feedmeter bench-query: %v\n", err)
+		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 1
 	}
 	// The query service's own pool, as `feedmeter serve` opens it.
 	qconn, err := query.OpenClickHouse(c.ClickHouse, c.Database, "default", "")
 	if err != nil {
-		fmt.Fprintf(stderr, "feedmeter bench-query: %v\n", err)
+		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 1
 	}
 	defer qconn.Close()
 	results, err := querybench.Measure(ctx, qconn, c)
 	if err != nil {
-		fmt.Fprintf(stderr, "feedmeter bench-query: %v\n", err)
+		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 1
 	}
 	ver := "?"

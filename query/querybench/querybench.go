@@ -459,7 +459,7 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 // Report writes the results as a table.
 func Report(w io.Writer, c Config, serverVersion string, loaded int64, took time.Duration, results []Result) {
 	c.defaults()
-	fmt.Fprintf(w, "feedmeter bench-query — %s, Go %s, %d CPUs, ClickHouse %s (same machine)\n",
+	fmt.Fprintf(w, "feedmeter bench query — %s, Go %s, %d CPUs, ClickHouse %s (same machine)\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.Version(), runtime.NumCPU(), serverVersion)
 	fmt.Fprintf(w, "data: %s events in usage_events (%d tenants x %d agents x %d months: bandwidthIn, bandwidthOut, storage hourly; a licence snapshot daily)\n",
 		group(loaded), c.Tenants, c.Agents, c.Months)
