@@ -1,9 +1,6 @@
 package query
 
 import (
-	"bytes"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -11,18 +8,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 )
-
-// TestOpenAPICopy: the served document is schemas/openapi.yaml (go generate
-// copies it here for go:embed).
-func TestOpenAPICopy(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("..", "schemas", "openapi.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(src, openAPIDoc) {
-		t.Fatal("query/openapi.yaml differs from schemas/openapi.yaml: run go generate ./query/")
-	}
-}
 
 // TestOpenAPIMatchesRoutes holds the document to the routes: the same paths
 // and methods, and for each operation the same query parameters the handler

@@ -4,9 +4,9 @@ import (
 	"embed"
 	"net/http"
 	"path"
-)
 
-//go:generate cp ../schemas/openapi.yaml openapi.yaml
+	"github.com/feedmeter/feedmeter/schemas"
+)
 
 // The usage page: HTML, script and style embedded in the binary, so the
 // page works with no network but the API's own.
@@ -14,11 +14,8 @@ import (
 //go:embed ui/index.html ui/app.js ui/app.css
 var uiFS embed.FS
 
-// openAPIDoc is schemas/openapi.yaml, copied here by go generate because
-// go:embed reaches only this directory; TestOpenAPICopy keeps the two equal.
-//
-//go:embed openapi.yaml
-var openAPIDoc []byte
+// openAPIDoc is schemas/openapi.yaml.
+var openAPIDoc = schemas.OpenAPI
 
 // contentSecurity allows the page its own script, style and API, nothing
 // else: no inline script, no other origin.
