@@ -157,6 +157,8 @@ type xscanner struct {
 	textAmp bool
 
 	sc scratch
+	// bad: the document is not well-formed (or not plain); see children.
+	bad bool
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\t' }
@@ -542,46 +544,64 @@ func (s *xscanner) noDuplicates() bool {
 }
 
 func (s *xscanner) feed(p *Page) bool {
-	if s.selfClosing {
-		return true
-	}
 	index := 0
+	for range s.children {
+		ns := s.elemNS()
+		switch {
+		case ns == model.NSAtom && s.localIs("link"):
+			if !s.noDuplicates() {
+				return false
+			}
+			rel, _ := s.firstAttr("rel")
+			href, _ := s.firstAttr("href")
+			p.Links.set(trim(rel), trim(href))
+			if !s.skip() {
+				return false
+			}
+		case ns == model.NSAtom && s.localIs("entry"):
+			start := s.tagStart
+			o, ok := s.entry()
+			if !ok {
+				return false
+			}
+			if o.rej != nil {
+				o.rej.Raw = s.b[start:s.i]
+			}
+			p.add(index, o)
+			index++
+		default:
+			if !s.skip() {
+				return false
+			}
+		}
+	}
+	return !s.bad
+}
+
+// children ranges over the child elements of the element whose start tag
+// was just read, yielding at each child's start tag; the loop body must read
+// the child to its end (skip, or a reader that does). Text between children
+// is passed over. Anything not well-formed ends the loop and marks the
+// scanner bad.
+func (s *xscanner) children(yield func() bool) {
+	if s.selfClosing {
+		return
+	}
+	d := s.depth
 	for {
 		switch s.next() {
 		case tokText:
 		case tokEnd:
-			return s.depth == 0
+			if s.depth < d {
+				return
+			}
 		case tokStart:
-			ns := s.elemNS()
-			switch {
-			case ns == model.NSAtom && s.localIs("link"):
-				if !s.noDuplicates() {
-					return false
-				}
-				rel, _ := s.firstAttr("rel")
-				href, _ := s.firstAttr("href")
-				p.Links.set(trim(rel), trim(href))
-				if !s.skip() {
-					return false
-				}
-			case ns == model.NSAtom && s.localIs("entry"):
-				start := s.tagStart
-				o, ok := s.entry()
-				if !ok {
-					return false
-				}
-				if o.rej != nil {
-					o.rej.Raw = s.b[start:s.i]
-				}
-				p.add(index, o)
-				index++
-			default:
-				if !s.skip() {
-					return false
-				}
+			if !yield() {
+				return
 			}
 		default:
-			return false
+			s.bad = true
+			return
 		}
 	}
 }
@@ -610,93 +630,70 @@ func (s *xscanner) entry() (outcome, bool) {
 	var r rawEntry
 	s.sc.begin(&r)
 	defer s.sc.end(&r)
-	if s.selfClosing {
-		return normalize(&r), true
-	}
-	d := s.depth
 	hasContent := false
-	for {
-		switch s.next() {
-		case tokText:
-		case tokEnd:
-			if s.depth < d {
-				return normalize(&r), true
-			}
-		case tokStart:
-			if s.elemNS() != model.NSAtom {
-				if !s.skip() {
-					return outcome{}, false
-				}
-				continue
-			}
-			var dst *string
-			var seen *bool
-			switch {
-			case s.localIs("id"):
-				dst, seen = &r.id, &r.hasID
-			case s.localIs("updated"):
-				dst, seen = &r.updated, &r.hasUpdated
-			case s.localIs("published"):
-				dst, seen = &r.published, &r.hasPublished
-			case s.localIs("content"):
-				if hasContent || !s.content(&r) {
-					return outcome{}, false
-				}
-				hasContent = true
-				continue
-			default:
-				if !s.skip() {
-					return outcome{}, false
-				}
-				continue
-			}
-			if *seen {
+	for range s.children {
+		if s.elemNS() != model.NSAtom {
+			if !s.skip() {
 				return outcome{}, false
 			}
-			*seen = true
-			var ok bool
-			if *dst, ok = s.textContent(); !ok {
+			continue
+		}
+		var dst *string
+		var seen *bool
+		switch {
+		case s.localIs("id"):
+			dst, seen = &r.id, &r.hasID
+		case s.localIs("updated"):
+			dst, seen = &r.updated, &r.hasUpdated
+		case s.localIs("published"):
+			dst, seen = &r.published, &r.hasPublished
+		case s.localIs("content"):
+			if hasContent || !s.content(&r) {
 				return outcome{}, false
 			}
+			hasContent = true
+			continue
 		default:
+			if !s.skip() {
+				return outcome{}, false
+			}
+			continue
+		}
+		if *seen {
+			return outcome{}, false
+		}
+		*seen = true
+		var ok bool
+		if *dst, ok = s.textContent(); !ok {
 			return outcome{}, false
 		}
 	}
+	if s.bad {
+		return outcome{}, false
+	}
+	return normalize(&r), true
 }
 
 // content reads atom:content: its first element must be the event.
 func (s *xscanner) content(r *rawEntry) bool {
-	if s.selfClosing {
-		return true
-	}
-	d := s.depth
 	first := true
-	for {
-		switch s.next() {
-		case tokText:
-		case tokEnd:
-			if s.depth < d {
-				return true
-			}
-		case tokStart:
-			if !first {
-				if !s.skip() {
-					return false
-				}
-				continue
-			}
-			first = false
-			if s.elemNS() != model.NSEvent || !s.localIs("event") {
-				return false // the reference words the reject
-			}
-			r.hasEvent = true
-			if !s.fields(&r.event) || !s.event(r) {
+	for range s.children {
+		if !first {
+			if !s.skip() {
 				return false
 			}
-		default:
+			continue
+		}
+		first = false
+		if s.elemNS() != model.NSEvent || !s.localIs("event") {
+			return false // the reference words the reject
+		}
+		r.hasEvent = true
+		if !s.fields(&r.event) || !s.event(r) {
 			return false
 		}
 	}
+	return !s.bad
 }
 
 // fields copies the current start tag's unprefixed attributes.
@@ -717,32 +714,19 @@ func (s *xscanner) fields(dst *attrs) bool {
 
 // event reads the children of the event element: the first product.
 func (s *xscanner) event(r *rawEntry) bool {
-	if s.selfClosing {
-		return true
-	}
-	d := s.depth
-	for {
-		switch s.next() {
-		case tokText:
-		case tokEnd:
-			if s.depth < d {
-				return true
-			}
-		case tokStart:
-			if !r.hasProduct && s.localIs("product") {
-				r.hasProduct = true
-				r.productNS = s.elemNS()
-				if !s.fields(&r.product) {
-					return false
-				}
-			}
-			if !s.skip() {
+	for range s.children {
+		if !r.hasProduct && s.localIs("product") {
+			r.hasProduct = true
+			r.productNS = s.elemNS()
+			if !s.fields(&r.product) {
 				return false
 			}
-		default:
+		}
+		if !s.skip() {
 			return false
 		}
 	}
+	return !s.bad
 }
 
 // validEntities reports whether every '&' in v starts one of the five
