@@ -83,8 +83,6 @@ func TestPaging(t *testing.T) {
 	type want struct {
 		ids                            []string
 		self, previous, next, lastLink string
-		noPrevious, noNext             bool
-		current                        string
 	}
 	cases := []struct {
 		name  string

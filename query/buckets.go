@@ -40,10 +40,6 @@ func parseGranularity(s string) (Granularity, bool) {
 	return 0, false
 }
 
-// grain is the length of the stored buckets: the rollups are UTC hours (and
-// UTC days, which are whole hours too).
-const grain = time.Hour
-
 // InexactError says that a zone's offset puts a bucket boundary where the
 // hourly UTC grain of the rollups has none, so the answer could only be
 // approximated.
