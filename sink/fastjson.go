@@ -13,8 +13,9 @@ import (
 // escapes, UTC times) take a single-pass path about ten times faster than
 // encoding/json; anything else is decoded by model.Event.UnmarshalJSON, which
 // defines the meaning. FuzzDecodeEvent holds the two equal.
-func decodeEvent(b []byte, e *model.Event) error {
-	if fastDecode(b, e) {
+// in, when not nil, collects the strings that repeat.
+func decodeEvent(b []byte, e *model.Event, in interner) error {
+	if fastDecode(b, e, in) {
 		return nil
 	}
 	return e.UnmarshalJSON(b)
@@ -24,6 +25,26 @@ type scanner struct {
 	b   []byte
 	i   int
 	bad bool
+	in  interner
+}
+
+// interner hands out one copy of each string value it has seen, up to
+// maxInterned of them: the dimensions of usage events (tenants, regions,
+// servers, types) repeat from record to record, and a string not allocated
+// per record is one the garbage collector never sees.
+type interner map[string]string
+
+const maxInterned = 1 << 14
+
+func (in interner) get(v []byte) string {
+	if s, ok := in[string(v)]; ok {
+		return s
+	}
+	s := string(v)
+	if in != nil && len(in) < maxInterned {
+		in[s] = s
+	}
+	return s
 }
 
 func (s *scanner) lit(l string) {
@@ -35,7 +56,10 @@ func (s *scanner) lit(l string) {
 }
 
 // str reads a JSON string without escapes, of valid UTF-8.
-func (s *scanner) str() string {
+func (s *scanner) str() string { return s.strIn(nil) }
+
+// strIn is str, taking the string from in.
+func (s *scanner) strIn(in interner) string {
 	if s.bad || s.i >= len(s.b) || s.b[s.i] != '"' {
 		s.bad = true
 		return ""
@@ -65,17 +89,34 @@ func (s *scanner) str() string {
 		return ""
 	}
 	s.i = j + 1
-	return string(v)
+	return in.get(v)
 }
 
+// key reads "name":.
+func (s *scanner) key(name string) {
+	if s.bad || s.i+len(name)+3 > len(s.b) || s.b[s.i] != '"' || string(s.b[s.i+1:s.i+1+len(name)]) != name ||
+		s.b[s.i+1+len(name)] != '"' || s.b[s.i+2+len(name)] != ':' {
+		s.bad = true
+		return
+	}
+	s.i += len(name) + 3
+}
+
+// field reads "name":"value", the value unique to the event.
 func (s *scanner) field(name string) string {
-	s.lit(`"` + name + `":`)
+	s.key(name)
 	return s.str()
+}
+
+// dim reads "name":"value", the value one that repeats (interned).
+func (s *scanner) dim(name string) string {
+	s.key(name)
+	return s.strIn(s.in)
 }
 
 // time reads null or "YYYY-MM-DDTHH:MM:SS[.f…]Z".
 func (s *scanner) time(name string) time.Time {
-	s.lit(`"` + name + `":`)
+	s.key(name)
 	if s.bad {
 		return time.Time{}
 	}
@@ -123,17 +164,17 @@ func (s *scanner) time(name string) time.Time {
 }
 
 // fastDecode decodes b if it is in the exact form AppendJSON writes.
-func fastDecode(b []byte, e *model.Event) bool {
-	s := scanner{b: b}
+func fastDecode(b []byte, e *model.Event, in interner) bool {
+	s := scanner{b: b, in: in}
 	s.lit("{")
 	var ev model.Event
-	ev.TenantID = s.field("tenant_id")
+	ev.TenantID = s.dim("tenant_id")
 	s.lit(",")
 	ev.EntryID = s.field("entry_id")
 	s.lit(",")
 	ev.EventID = s.field("event_id")
 	s.lit(",")
-	ev.Kind = model.Kind(s.field("kind"))
+	ev.Kind = model.Kind(s.dim("kind"))
 	for _, f := range []struct {
 		name string
 		dst  *string
@@ -144,7 +185,7 @@ func fastDecode(b []byte, e *model.Event) bool {
 		{"resource_type", &ev.ResourceType}, {"server_id", &ev.ServerID}, {"server_name", &ev.ServerName},
 	} {
 		s.lit(",")
-		*f.dst = s.field(f.name)
+		*f.dst = s.dim(f.name)
 	}
 	s.lit(`,"external":`)
 	if !s.bad {

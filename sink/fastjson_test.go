@@ -7,11 +7,19 @@ import (
 	"github.com/feedmeter/feedmeter/model"
 )
 
-// checkDecode fails when decodeEvent and model.Event.UnmarshalJSON disagree.
+// shared is an interner kept across checks, as a decoder keeps one across
+// the records of a batch.
+var shared = interner{}
+
+// checkDecode fails when decodeEvent (with and without an interner) and
+// model.Event.UnmarshalJSON disagree.
 func checkDecode(t *testing.T, b []byte) {
 	t.Helper()
-	var fast, ref model.Event
-	ferr := decodeEvent(b, &fast)
+	var fast, interned, ref model.Event
+	ferr := decodeEvent(b, &fast, nil)
+	if ierr := decodeEvent(b, &interned, shared); (ierr == nil) != (ferr == nil) || !reflect.DeepEqual(fast, interned) {
+		t.Fatalf("%q: interned %+v (%v), not %+v (%v)", b, interned, ierr, fast, ferr)
+	}
 	rerr := ref.UnmarshalJSON(b)
 	if (ferr == nil) != (rerr == nil) {
 		t.Fatalf("%q: fast error %v, reference error %v", b, ferr, rerr)
@@ -27,7 +35,7 @@ func TestDecodeEventEqualsReference(t *testing.T) {
 	for _, r := range w.records {
 		checkDecode(t, r.Value)
 		var e model.Event
-		if fastDecode(r.Value, &e) {
+		if fastDecode(r.Value, &e, nil) {
 			fastHits++
 		}
 	}

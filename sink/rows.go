@@ -1,11 +1,14 @@
 package sink
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -71,13 +74,48 @@ type decoded struct {
 	// deadLetters are the rejects the sink made itself; they also go to the
 	// dead-letter topic.
 	deadLetters []rejectRow
+	in          interner // the repeating strings of the events (nil: none kept)
+}
+
+// sortRows returns rows in the order of the tables' ORDER BY (tenant_id,
+// kind, entry_id), rows with equal keys in their order in rows (so the first
+// one read stays the one kept). ClickHouse sorts every inserted block by
+// that key; a block that arrives sorted costs it a quarter of the time
+// (measured on 18.16: 500,000 rows into usage_events, 2.1-2.6 s unsorted,
+// 0.6 s sorted, views off), and the permutation is cheaper here.
+func sortRows(rows []eventRow) []eventRow {
+	if len(rows) < 2 {
+		return rows
+	}
+	idx := make([]int32, len(rows))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		x, y := &rows[a].ev, &rows[b].ev
+		if c := strings.Compare(x.TenantID, y.TenantID); c != 0 {
+			return c
+		}
+		if c := strings.Compare(string(x.Kind), string(y.Kind)); c != 0 {
+			return c
+		}
+		if c := strings.Compare(x.EntryID, y.EntryID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	out := make([]eventRow, len(rows))
+	for i, j := range idx {
+		out[i] = rows[j]
+	}
+	return out
 }
 
 // decodeUsage turns a usage-topic record into a row of d, or a reject.
 func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 	src := source{r.Topic, r.Partition, r.Offset}
 	var e model.Event
-	err := decodeEvent(r.Value, &e)
+	err := decodeEvent(r.Value, &e, d.in)
 	if err == nil {
 		err = e.Validate()
 		if err != nil {

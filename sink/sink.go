@@ -446,6 +446,7 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	b := &batch{recs: recs, start: time.Now(), first: map[source]*kgo.Record{}, last: map[source]*kgo.Record{}}
 	b.now = b.start.UTC().Truncate(time.Second)
 	b.d = s.decode(recs, b.now)
+	b.d.usage, b.d.other = sortRows(b.d.usage), sortRows(b.d.other)
 	for _, r := range recs {
 		k := source{topic: r.Topic, partition: r.Partition}
 		if b.first[k] == nil {
@@ -559,7 +560,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) bool {
 // (decoding is most of the sink's own CPU time).
 func (s *Sink) decode(recs []*kgo.Record, now time.Time) *decoded {
 	one := func(recs []*kgo.Record) *decoded {
-		d := &decoded{usage: make([]eventRow, 0, len(recs))}
+		d := &decoded{usage: make([]eventRow, 0, len(recs)), in: interner{}}
 		for _, r := range recs {
 			if r.Topic == s.cfg.DeadLetterTopic {
 				d.decodeDeadLetter(r, now)

@@ -183,8 +183,30 @@ func (s *store) settle(ctx context.Context, queryID string) error {
 
 func appendColumns(b driver.Batch, cols ...any) error {
 	for i, c := range cols {
-		if err := b.Column(i).Append(c); err != nil {
+		var err error
+		// Array columns row by row: Append of a [][]T goes through
+		// reflection for every element, AppendRow of a []T does not.
+		switch c := c.(type) {
+		case [][]time.Time:
+			err = appendRows(b.Column(i), c)
+		case [][]uint64:
+			err = appendRows(b.Column(i), c)
+		case [][]decimal.Decimal:
+			err = appendRows(b.Column(i), c)
+		default:
+			err = b.Column(i).Append(c)
+		}
+		if err != nil {
 			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func appendRows[T any](col driver.BatchColumn, rows [][]T) error {
+	for _, r := range rows {
+		if err := col.AppendRow(r); err != nil {
+			return err
 		}
 	}
 	return nil
