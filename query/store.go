@@ -336,8 +336,7 @@ func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, 
 
 // Readings measures a plan: bandwidth and storage per segment from the
 // rollups, and licensed servers per day, inside and outside Rackspace, from
-// the pieces of the licence events (the rollups do not keep the external
-// flag). A server is external on a day when one of its licence events
+// the licence rollups. A server is external on a day when one of its licence events
 // overlapping that day says so. The two queries run concurrently.
 func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 	r := NewReadings(p)
@@ -371,29 +370,22 @@ func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 }
 
 // licenceDays counts the licensed servers of each day of p, inside and
-// outside Rackspace, into r: from the daily pieces when the days are UTC
-// days, else from the hourly ones.
+// outside Rackspace, into r: from license_daily when the days are UTC days,
+// else from license_hourly (migration 0004).
 func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) error {
 	from, to := p.Period.From, p.Period.To
-	pieces, ts, exact, unit, step, rng := "h_start", "toUInt32(piece)", "toUInt32(piece)", int64(1), int64(3600), "piece >= toDateTime(?) AND piece < toDateTime(?)"
+	table, ts, exact, unit, step, rng := "license_hourly", "toUInt32(hour)", "toUInt32(hour)", int64(1), int64(3600), "hour >= toDateTime(?) AND hour < toDateTime(?)"
 	rargs := []any{uint32(from.Unix()), uint32(to.Unix())}
 	if daysAligned(p.Days) {
-		pieces, ts, exact, unit, step, rng = "d_start", "toUInt32(piece) * 86400", "toUInt32(piece)", 86400, 86400, "piece >= toDate(?) AND piece < toDate(?)"
+		table, ts, exact, unit, step, rng = "license_daily", "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, "day >= toDate(?) AND day < toDate(?)"
 		rargs = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	}
 	dk := bucketOf(p.Days, ts, exact, unit, step)
 	sql := "SELECT d, ext, count() FROM (" +
-		"SELECT " + dk.expr + " AS d, server, max(ifNull(external, toUInt8(0))) AS ext" +
-		" FROM usage_events ARRAY JOIN " + pieces + " AS piece" +
-		" WHERE tenant_id = ? AND kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?) AND " + rng +
+		"SELECT " + dk.expr + " AS d, server, max(external) AS ext FROM " + table +
+		" WHERE tenant_id = ? AND " + rng +
 		" GROUP BY d, server) GROUP BY d, ext"
-	// An event overlapping the period started less than a day (its longest
-	// interval) before it.
-	earliest := from.Add(-25 * time.Hour)
-	if earliest.Unix() < 0 {
-		earliest = time.Unix(0, 0)
-	}
-	args := append(append(dk.args, p.Tenant, uint32(earliest.Unix()), uint32(to.Unix())), rargs...)
+	args := append(append(dk.args, p.Tenant), rargs...)
 	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
 	if err != nil {
 		return fmt.Errorf("query licences of tenant %s: %w", p.Tenant, err)

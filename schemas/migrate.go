@@ -79,8 +79,10 @@ var ErrChanged = errors.New("applied migration differs from the embedded one")
 
 // Apply runs every embedded migration that the migrations table of conn's
 // default database does not record, in version order, and records each one
-// after all its statements succeeded. Every statement is idempotent (IF NOT
-// EXISTS), so a migration interrupted half-way is simply run again. It
+// after all its statements succeeded. Every statement is idempotent (a
+// CREATE … IF NOT EXISTS, or an INSERT into a table of facts, where a row
+// written twice means what it meant once; see 0004), so a migration
+// interrupted half-way is simply run again. It
 // returns the migrations it ran; none when the schema is current.
 func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
 	ms, err := Migrations()

@@ -3,12 +3,18 @@ package schemas_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/feedmeter/feedmeter/schemas"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
+)
+
+var (
+	createFacts = regexp.MustCompile(`^CREATE TABLE IF NOT EXISTS (\w+) \(`)
+	insertInto  = regexp.MustCompile(`^INSERT INTO (\w+) `)
 )
 
 func TestMigrationsParse(t *testing.T) {
@@ -27,7 +33,24 @@ func TestMigrationsParse(t *testing.T) {
 		if len(stmts) == 0 {
 			t.Errorf("migration %s has no statements", m.Name)
 		}
+		// A migration that fails half way is run again from its first
+		// statement, so each statement must be safe to repeat: a CREATE …
+		// IF NOT EXISTS, or an INSERT into a table of facts (a
+		// ReplacingMergeTree whose key is the whole row, created in the same
+		// migration), where a row written twice means what it meant once.
+		facts := map[string]bool{}
 		for _, s := range stmts {
+			if c := createFacts.FindStringSubmatch(s); c != nil && strings.Contains(s, "ENGINE = ReplacingMergeTree\n") {
+				facts[c[1]] = true
+			}
+		}
+		for _, s := range stmts {
+			if ins := insertInto.FindStringSubmatch(s); ins != nil {
+				if !facts[ins[1]] {
+					t.Errorf("migration %s: INSERT into %s, which is not a table of facts created in it: %.80s", m.Name, ins[1], s)
+				}
+				continue
+			}
 			if !strings.Contains(s, "IF NOT EXISTS") {
 				t.Errorf("migration %s: statement is not idempotent (no IF NOT EXISTS): %.80s", m.Name, s)
 			}
@@ -112,5 +135,67 @@ func TestViewsRun(t *testing.T) {
 		AND table IN (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')`)
 	if len(missing) > 0 {
 		t.Errorf("table columns without a comment: %q", missing)
+	}
+}
+
+// TestLicenceBackfill: licence events written before migration 0004 existed
+// reach license_daily and license_hourly through its backfill, those written
+// after it through its views, and a fact written by both reads as one.
+func TestLicenceBackfill(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	ctx := context.Background()
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The schema as it was before 0004.
+	for _, m := range ms[:3] {
+		for _, s := range m.Statements() {
+			if err := db.Conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", m.Name, err)
+			}
+		}
+	}
+	// insert writes an event of kind and tenant in one hour for server,
+	// with external as given ('NULL', '0' or '1').
+	insert := func(kind, tenant, entry, server, external, hour string) {
+		t.Helper()
+		at := "toDateTime('" + hour + "', 'UTC')"
+		q := `INSERT INTO usage_events (tenant_id, entry_id, kind, server_id, server, external, time, quantity,
+			h_start, h_quantity, h_byte_seconds, d_start, d_quantity, d_byte_seconds)
+			SELECT '` + tenant + `', '` + entry + `', '` + kind + `', '` + server + `', '` + server + `', CAST(` + external + ` AS Nullable(UInt8)),
+			` + at + `, 1, [` + at + `], [toUInt64(1)], [toDecimal128(0, 0)], [toDate(` + at + `)], [toUInt64(1)], [toDecimal128(0, 0)]`
+		if err := db.Conn.Exec(ctx, q); err != nil {
+			t.Fatalf("insert %s: %v", entry, err)
+		}
+	}
+	insert("license", "t1", "e1", "s1", "NULL", "2026-03-01 10:00:00")
+	insert("license", "t1", "e2", "s1", "1", "2026-03-01 11:00:00")
+	insert("license", "t1", "e3", "s2", "0", "2026-03-02 00:00:00")
+	insert("license", "t2", "e4", "s1", "NULL", "2026-03-01 10:00:00")
+	insert("bandwidthIn", "t1", "b1", "bw", "NULL", "2026-03-01 10:00:00")
+	applied, err := schemas.Apply(ctx, db.Conn)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if n := len(applied); n != len(ms) {
+		t.Fatalf("Apply ran %d migrations, want %d (all: none was recorded)", n, len(ms))
+	}
+	// After 0004: a new fact, and one the backfill wrote already.
+	insert("license", "t1", "e5", "s3", "0", "2026-03-02 05:00:00")
+	insert("license", "t1", "e6", "s1", "1", "2026-03-01 11:00:00")
+
+	facts := func(table, bucket string) []string {
+		return chtest.QueryStrings(t, db.Conn, "SELECT concat(tenant_id, ' ', toString(b), ' ', server, ' ', toString(ext)) FROM (SELECT tenant_id, "+bucket+
+			" AS b, server, max(external) AS ext FROM "+table+" GROUP BY tenant_id, b, server) ORDER BY tenant_id, b, server")
+	}
+	wantDaily := []string{"t1 2026-03-01 s1 1", "t1 2026-03-02 s2 0", "t1 2026-03-02 s3 0", "t2 2026-03-01 s1 0"}
+	if got := facts("license_daily", "day"); strings.Join(got, "|") != strings.Join(wantDaily, "|") {
+		t.Errorf("license_daily:\n got %q\nwant %q", got, wantDaily)
+	}
+	wantHourly := []string{"t1 2026-03-01 10:00:00 s1 0", "t1 2026-03-01 11:00:00 s1 1", "t1 2026-03-02 00:00:00 s2 0",
+		"t1 2026-03-02 05:00:00 s3 0", "t2 2026-03-01 10:00:00 s1 0"}
+	if got := facts("license_hourly", "hour"); strings.Join(got, "|") != strings.Join(wantHourly, "|") {
+		t.Errorf("license_hourly:\n got %q\nwant %q", got, wantHourly)
 	}
 }

@@ -15,6 +15,9 @@
 //   - usage_hourly, usage_daily: SummingMergeTree rollups per tenant, kind,
 //     region, data center, resource and server, written by materialized views
 //     on usage_events.
+//   - license_daily, license_hourly (0004): which servers were licensed per
+//     tenant and bucket, inside or outside Rackspace, as facts (a row written
+//     twice means what it meant once), for invoices' licence lines.
 //   - v_*: views for analysts, every column commented.
 //
 // # Why the rollups are exact
@@ -50,6 +53,9 @@
 //     rebalance, reset) finds its key in step 2 and adds nothing.
 //
 // Hence every distinct key is inserted exactly once, and by (1) counted once.
+// The licence rollups need less: they hold facts (server S licensed in bucket
+// B, external or not), read by existence, so they are right even where a fact
+// arrives twice (the backfill of 0004 and its views may both write one).
 // The pieces of an event add up to its quantity and byte-seconds exactly
 // (sink.Split), so any sum of buckets equals the sum of its events.
 //
