@@ -370,22 +370,36 @@ func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 }
 
 // licenceDays counts the licensed servers of each day of p, inside and
-// outside Rackspace, into r: from license_daily when the days are UTC days,
-// else from license_hourly (migration 0004).
+// outside Rackspace, into r: from license_daily (migration 0004) when the
+// days are UTC days, else from the hourly pieces of the licence events.
 func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) error {
 	from, to := p.Period.From, p.Period.To
-	table, ts, exact, unit, step, rng := "license_hourly", "toUInt32(hour)", "toUInt32(hour)", int64(1), int64(3600), "hour >= toDateTime(?) AND hour < toDateTime(?)"
-	rargs := []any{uint32(from.Unix()), uint32(to.Unix())}
+	var sql string
+	var dk bucketing
+	var args []any
 	if daysAligned(p.Days) {
-		table, ts, exact, unit, step, rng = "license_daily", "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, "day >= toDate(?) AND day < toDate(?)"
-		rargs = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
+		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400)
+		sql = "SELECT d, ext, count() FROM (" +
+			"SELECT " + dk.expr + " AS d, server, max(external) AS ext FROM license_daily" +
+			" WHERE tenant_id = ? AND day >= toDate(?) AND day < toDate(?)" +
+			" GROUP BY d, server) GROUP BY d, ext"
+		args = append(dk.args, p.Tenant, from.Format(time.DateOnly), to.Format(time.DateOnly))
+	} else {
+		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600)
+		sql = "SELECT d, ext, count() FROM (" +
+			"SELECT " + dk.expr + " AS d, server, max(ifNull(external, toUInt8(0))) AS ext" +
+			" FROM usage_events ARRAY JOIN h_start AS piece" +
+			" WHERE tenant_id = ? AND kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
+			" AND piece >= toDateTime(?) AND piece < toDateTime(?)" +
+			" GROUP BY d, server) GROUP BY d, ext"
+		// An event overlapping the period started less than a day (its
+		// longest interval) before it.
+		earliest := from.Add(-25 * time.Hour)
+		if earliest.Unix() < 0 {
+			earliest = time.Unix(0, 0)
+		}
+		args = append(dk.args, p.Tenant, uint32(earliest.Unix()), uint32(to.Unix()), uint32(from.Unix()), uint32(to.Unix()))
 	}
-	dk := bucketOf(p.Days, ts, exact, unit, step)
-	sql := "SELECT d, ext, count() FROM (" +
-		"SELECT " + dk.expr + " AS d, server, max(external) AS ext FROM " + table +
-		" WHERE tenant_id = ? AND " + rng +
-		" GROUP BY d, server) GROUP BY d, ext"
-	args := append(append(dk.args, p.Tenant), rargs...)
 	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
 	if err != nil {
 		return fmt.Errorf("query licences of tenant %s: %w", p.Tenant, err)

@@ -87,26 +87,31 @@ func sortRows(rows []eventRow) []eventRow {
 	if len(rows) < 2 {
 		return rows
 	}
-	idx := make([]int32, len(rows))
-	for i := range idx {
-		idx[i] = int32(i)
+	// Sort the keys, small and side by side, rather than the rows.
+	type sortKey struct {
+		tenant, kind, entry string
+		i                   int
 	}
-	slices.SortFunc(idx, func(a, b int32) int {
-		x, y := &rows[a].ev, &rows[b].ev
-		if c := strings.Compare(x.TenantID, y.TenantID); c != 0 {
+	keys := make([]sortKey, len(rows))
+	for i := range rows {
+		e := &rows[i].ev
+		keys[i] = sortKey{e.TenantID, string(e.Kind), e.EntryID, i}
+	}
+	slices.SortFunc(keys, func(a, b sortKey) int {
+		if c := strings.Compare(a.tenant, b.tenant); c != 0 {
 			return c
 		}
-		if c := strings.Compare(string(x.Kind), string(y.Kind)); c != 0 {
+		if c := strings.Compare(a.kind, b.kind); c != 0 {
 			return c
 		}
-		if c := strings.Compare(x.EntryID, y.EntryID); c != 0 {
+		if c := strings.Compare(a.entry, b.entry); c != 0 {
 			return c
 		}
-		return cmp.Compare(a, b)
+		return cmp.Compare(a.i, b.i)
 	})
 	out := make([]eventRow, len(rows))
-	for i, j := range idx {
-		out[i] = rows[j]
+	for i, k := range keys {
+		out[i] = rows[k.i]
 	}
 	return out
 }

@@ -695,7 +695,11 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		if len(*t.rows) == 0 {
 			continue
 		}
-		rows, err := s.fresh(ctx, t.table, *t.rows, t.found)
+		distinct := len(*t.rows) == len(b.keys.other)
+		if t.table == "usage_events" {
+			distinct = len(*t.rows) == len(b.keys.usage)
+		}
+		rows, err := s.fresh(ctx, t.table, *t.rows, t.found, distinct)
 		if err != nil {
 			return err
 		}
@@ -734,8 +738,12 @@ func preKeys(pre *lookups, usage bool) map[key]bool {
 }
 
 // fresh returns the rows whose keys are neither in table nor earlier in
-// rows. found, when not nil, is what a lookup already found in table.
-func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, found map[key]bool) ([]eventRow, error) {
+// rows. found, when not nil, is what a lookup already found in table;
+// distinct says that no key appears twice in rows.
+func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, found map[key]bool, distinct bool) ([]eventRow, error) {
+	if distinct && found != nil && len(found) == 0 {
+		return rows, nil // the usual case: nothing to drop
+	}
 	seen := make(map[key]bool, len(rows))
 	keys := make([]key, 0, len(rows))
 	uniq := make([]eventRow, 0, len(rows))
