@@ -15,7 +15,7 @@
 //   - usage_hourly, usage_daily: SummingMergeTree rollups per tenant, kind,
 //     region, data center, resource and server, written by materialized views
 //     on usage_events.
-//   - license_daily, license_hourly (0004): which servers were licensed per
+//   - license_daily (0004): which servers were licensed per
 //     tenant and bucket, inside or outside Rackspace, as facts (a row written
 //     twice means what it meant once), for invoices' licence lines.
 //   - v_*: views for analysts, every column commented.
