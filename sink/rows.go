@@ -3,6 +3,7 @@ package sink
 import (
 	"cmp"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -217,12 +218,14 @@ func toDecimal(u Uint128) decimal.Decimal {
 	return decimal.NewFromBigInt(u.Big(), 0)
 }
 
-func optTime(t time.Time) (*time.Time, uint32) {
+// optTime splits t into a nullable DateTime (NULL when t is zero) and its
+// nanoseconds.
+func optTime(t time.Time) (sql.NullTime, uint32) {
 	if t.IsZero() {
-		return nil, 0
+		return sql.NullTime{}, 0
 	}
 	s := t.UTC().Truncate(time.Second)
-	return &s, uint32(t.Sub(s))
+	return sql.NullTime{Time: s, Valid: true}, uint32(t.Sub(s))
 }
 
 func optBool(b *bool) *uint8 {

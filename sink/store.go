@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -223,11 +224,11 @@ func eventColumns(rows []eventRow, now time.Time) []any {
 		return out
 	}
 	ext := make([]*uint8, n)
-	st, et, vt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	st, et, vt := make([]sql.NullTime, n), make([]sql.NullTime, n), make([]sql.NullTime, n)
 	sn, en, vn := make([]uint32, n), make([]uint32, n), make([]uint32, n)
 	ft := make([]time.Time, n)
 	qty := make([]uint64, n)
-	up, pub := make([]*time.Time, n), make([]*time.Time, n)
+	up, pub := make([]sql.NullTime, n), make([]sql.NullTime, n)
 	for i := range rows {
 		e := &rows[i].ev
 		ext[i] = optBool(e.External)
@@ -276,12 +277,20 @@ func usageCols(rows []eventRow, now time.Time) []any {
 	bs := make([]decimal.Decimal, n)
 	hs, hq, hb := make([][]time.Time, n), make([][]uint64, n), make([][]decimal.Decimal, n)
 	ds, dq, db := make([][]time.Time, n), make([][]uint64, n), make([][]decimal.Decimal, n)
+	// The pieces of all rows in three flat slices per grain, each row's
+	// arrays a window on them: no allocation per row.
+	var nh, nd int
+	for i := range rows {
+		nh += len(rows[i].split.Hours)
+		nd += len(rows[i].split.Days)
+	}
+	hp, dp := newPieceColumns(nh), newPieceColumns(nd)
 	for i := range rows {
 		r := &rows[i]
 		server[i] = serverKey(&r.ev)
 		bs[i] = toDecimal(r.split.ByteSeconds)
-		hs[i], hq[i], hb[i] = pieceColumns(r.split.Hours)
-		ds[i], dq[i], db[i] = pieceColumns(r.split.Days)
+		hs[i], hq[i], hb[i] = hp.add(r.split.Hours)
+		ds[i], dq[i], db[i] = dp.add(r.split.Days)
 	}
 	cols = append(cols, server, bs, hs, hq, hb, ds, dq, db)
 	return append(cols, sourceColumns(func(i int) source { return rows[i].src }, n, now)...)
@@ -292,12 +301,25 @@ func fillUsage(rows []eventRow, now time.Time) func(driver.Batch) error {
 	return func(b driver.Batch) error { return appendColumns(b, usageCols(rows, now)...) }
 }
 
-func pieceColumns(ps []Piece) ([]time.Time, []uint64, []decimal.Decimal) {
-	ts, qs, bs := make([]time.Time, len(ps)), make([]uint64, len(ps)), make([]decimal.Decimal, len(ps))
-	for i, p := range ps {
-		ts[i], qs[i], bs[i] = p.Start, p.Quantity, toDecimal(p.ByteSeconds)
+// pieceColumns holds the pieces of many events, flat.
+type pieceColumns struct {
+	start []time.Time
+	qty   []uint64
+	bs    []decimal.Decimal
+}
+
+func newPieceColumns(n int) *pieceColumns {
+	return &pieceColumns{make([]time.Time, 0, n), make([]uint64, 0, n), make([]decimal.Decimal, 0, n)}
+}
+
+// add appends ps and returns their three arrays.
+func (c *pieceColumns) add(ps []Piece) ([]time.Time, []uint64, []decimal.Decimal) {
+	lo := len(c.start)
+	for _, p := range ps {
+		c.start, c.qty, c.bs = append(c.start, p.Start), append(c.qty, p.Quantity), append(c.bs, toDecimal(p.ByteSeconds))
 	}
-	return ts, qs, bs
+	hi := len(c.start)
+	return c.start[lo:hi:hi], c.qty[lo:hi:hi], c.bs[lo:hi:hi]
 }
 
 // fillOther returns the filler of an insert of rows into other_events.
