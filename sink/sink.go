@@ -741,8 +741,25 @@ func preKeys(pre *lookups, usage bool) map[key]bool {
 // rows. found, when not nil, is what a lookup already found in table;
 // distinct says that no key appears twice in rows.
 func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, found map[key]bool, distinct bool) ([]eventRow, error) {
-	if distinct && found != nil && len(found) == 0 {
-		return rows, nil // the usual case: nothing to drop
+	if distinct && found != nil {
+		// No key twice in rows: drop only what the table holds, usually
+		// nothing.
+		drop := 0
+		for i := range rows {
+			if found[rows[i].ev.Key()] {
+				drop++
+			}
+		}
+		if drop == 0 {
+			return rows, nil
+		}
+		out := make([]eventRow, 0, len(rows)-drop)
+		for _, r := range rows {
+			if !found[r.ev.Key()] {
+				out = append(out, r)
+			}
+		}
+		return out, nil
 	}
 	seen := make(map[key]bool, len(rows))
 	keys := make([]key, 0, len(rows))
