@@ -1,10 +1,16 @@
 package sink
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
 // TestSortRows: rows come out in (tenant_id, kind, entry_id) order, rows with
@@ -31,5 +37,59 @@ func TestSortRows(t *testing.T) {
 	}
 	if len(sortRows(nil)) != 0 || len(sortRows(in[:1])) != 1 {
 		t.Fatal("sortRows of 0 or 1 rows changed their number")
+	}
+}
+
+// TestInsertCutShort: an INSERT whose filler fails after a block was sent
+// reports an unknown outcome (so the sink settles it and looks the keys up
+// again), and what it wrote is whole blocks: the first block's keys are all
+// there or all missing, the second block's all missing.
+func TestInsertCutShort(t *testing.T) {
+	db := chtest.NewDB(t, true)
+	ctx := context.Background()
+	var d decoded
+	for i, r := range benchEvents(2 * insertBlockRows) {
+		r.Partition, r.Offset = 0, int64(i)
+		d.decodeUsage(r, time.Now())
+	}
+	rows := sortRows(d.usage)
+	first, second := rows[:insertBlockRows], rows[insertBlockRows:]
+	st := &store{conn: db.Conn}
+	id := newQueryID()
+	err := st.insert(ctx, id, "usage_events", usageColumns, func(b driver.Batch) error {
+		if err := appendColumns(b, usageCols(first, time.Now())...); err != nil {
+			return err
+		}
+		if err := b.Flush(); err != nil {
+			return err
+		}
+		if err := appendColumns(b, usageCols(second, time.Now())...); err != nil {
+			return err
+		}
+		return errors.New("cut short")
+	})
+	var ie *insertError
+	if !errors.As(err, &ie) || ie.queryID != id {
+		t.Fatalf("insert cut after a sent block: %v, want an insertError for %s", err, id)
+	}
+	if err := st.settle(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	count := func(rows []eventRow) int {
+		keys := make([]key, len(rows))
+		for i := range rows {
+			keys[i] = rows[i].ev.Key()
+		}
+		found, err := st.existingKeys(ctx, "usage_events", keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(found)
+	}
+	if n := count(first); n != 0 && n != len(first) {
+		t.Errorf("first block: %d of %d keys written, want all or none", n, len(first))
+	}
+	if n := count(second); n != 0 {
+		t.Errorf("second block (never sent): %d keys written", n)
 	}
 }

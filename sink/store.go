@@ -145,14 +145,20 @@ func (s *store) insert(ctx context.Context, queryID, table, columns string, fill
 		// The query was sent: the server may have started it.
 		return &insertError{queryID, fmt.Errorf("prepare insert into %s: %w", table, err)}
 	}
-	if err := fill(b); err != nil {
+	fb := &flushed{Batch: b}
+	if err := fill(fb); err != nil {
 		b.Abort()
+		if fb.any {
+			// Blocks were sent: some may be written.
+			return &insertError{queryID, fmt.Errorf("insert into %s: %w", table, err)}
+		}
 		return fmt.Errorf("build insert into %s: %w", table, err)
 	}
 	if err := b.Send(); err != nil {
 		var ex *clickhouse.Exception
 		if errors.As(err, &ex) {
-			// The server refused the block: nothing was written.
+			// The server refused a block and ended the query: what it
+			// wrote of earlier blocks, the next lookup finds.
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
 		return &insertError{queryID, fmt.Errorf("insert into %s: %w", table, err)}
@@ -160,12 +166,22 @@ func (s *store) insert(ctx context.Context, queryID, table, columns string, fill
 	return nil
 }
 
-// settle makes sure the query queryID is no longer running, killing it if
-// it is, so that a lookup after it sees its final effect.
+// flushed is a batch that notes whether a block was sent before Send.
+type flushed struct {
+	driver.Batch
+	any bool
+}
+
+func (f *flushed) Flush() error {
+	f.any = true
+	return f.Batch.Flush()
+}
+
+// settle makes sure the query queryID is no longer running, asking the
+// server to kill it while it is, so that a lookup after it sees its final
+// effect. (An INSERT writing a block cannot be killed until the block is
+// written; it ends soon after, its connection being closed.)
 func (s *store) settle(ctx context.Context, queryID string) error {
-	if err := s.conn.Exec(ctx, "KILL QUERY WHERE query_id = ? SYNC", queryID); err != nil {
-		return fmt.Errorf("kill insert %s: %w", queryID, err)
-	}
 	for {
 		var n uint64
 		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE query_id = ?", queryID).Scan(&n); err != nil {
@@ -174,6 +190,8 @@ func (s *store) settle(ctx context.Context, queryID string) error {
 		if n == 0 {
 			return nil
 		}
+		// Refused while the query is in an unkillable stage: ask again.
+		_ = s.conn.Exec(ctx, "KILL QUERY WHERE query_id = ? ASYNC", queryID)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -269,6 +287,43 @@ func sourceColumns(srcs func(i int) source, n int, now time.Time) []any {
 	return []any{topic, part, off, ins}
 }
 
+// insertBlockRows is the size of the blocks an insert into usage_events is
+// sent in: clickhouse-go grows each column of a block by appending, and
+// keeps what it grew across the blocks of one INSERT, so five blocks of
+// 10,000 rows cost the client a third less CPU than one of 50,000 (6.0-6.9
+// against 8.6-8.9 us a row, measured beside ClickHouse 18.16). Each block is
+// written as parts of its own; an INSERT cut short may have written some of
+// its blocks, which the next attempt's key lookup finds.
+const insertBlockRows = 10000
+
+// usageBlocks builds the columns of rows for usage_events, in blocks of
+// insertBlockRows.
+func usageBlocks(rows []eventRow, now time.Time) [][]any {
+	var out [][]any
+	for lo := 0; lo < len(rows); lo += insertBlockRows {
+		out = append(out, usageCols(rows[lo:min(lo+insertBlockRows, len(rows))], now))
+	}
+	return out
+}
+
+// fillBlocks returns the filler of an insert that sends blocks one after
+// another.
+func fillBlocks(blocks [][]any) func(driver.Batch) error {
+	return func(b driver.Batch) error {
+		for i, cols := range blocks {
+			if err := appendColumns(b, cols...); err != nil {
+				return err
+			}
+			if i+1 < len(blocks) {
+				if err := b.Flush(); err != nil {
+					return fmt.Errorf("send block %d of %d: %w", i+1, len(blocks), err)
+				}
+			}
+		}
+		return nil
+	}
+}
+
 // usageCols builds the columns of an insert of rows into usage_events.
 func usageCols(rows []eventRow, now time.Time) []any {
 	n := len(rows)
@@ -298,7 +353,7 @@ func usageCols(rows []eventRow, now time.Time) []any {
 
 // fillUsage returns the filler of an insert of rows into usage_events.
 func fillUsage(rows []eventRow, now time.Time) func(driver.Batch) error {
-	return func(b driver.Batch) error { return appendColumns(b, usageCols(rows, now)...) }
+	return fillBlocks(usageBlocks(rows, now))
 }
 
 // pieceColumns holds the pieces of many events, flat.
