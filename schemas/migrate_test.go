@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +191,47 @@ func TestLicenceBackfill(t *testing.T) {
 	want := []string{"t1 2026-03-01 s1 1", "t1 2026-03-02 s2 0", "t1 2026-03-02 s3 0", "t2 2026-03-01 s1 0"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("license_daily:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestCompact: after Compact, every partition of the day rollups is one
+// part, and every sum reads as before.
+func TestCompact(t *testing.T) {
+	db := chtest.NewDB(t, true)
+	ctx := context.Background()
+	// Licence and storage events over two years, in several INSERTs (parts).
+	for i := 0; i < 4; i++ {
+		q := `INSERT INTO usage_events (tenant_id, entry_id, kind, server, external, time, quantity,
+			h_start, h_quantity, h_byte_seconds, d_start, d_quantity, d_byte_seconds)
+			SELECT toString(number % 3), concat('e', toString(number), '-` + strconv.Itoa(i) + `'), if(number % 2 = 0, 'license', 'storage'),
+			toString(number % 5), CAST(number % 7 = 0 AS Nullable(UInt8)), toDateTime('2025-12-31 00:00:00', 'UTC') + number * 3600 AS at,
+			1, [at], [toUInt64(1)], [toDecimal128(number, 0)], [toDate(at)], [toUInt64(1)], [toDecimal128(number, 0)]
+			FROM numbers(100)`
+		if err := db.Conn.Exec(ctx, q); err != nil {
+			t.Fatalf("insert %d: %v", i, err)
+		}
+	}
+	sums := `SELECT concat(tenant_id, ' ', toString(day), ' ', kind, ' ', server, ' ', toString(sum(quantity)), ' ', toString(sum(byte_seconds)), ' ', toString(sum(events)))
+		FROM usage_daily GROUP BY tenant_id, day, kind, server ORDER BY tenant_id, day, kind, server`
+	facts := `SELECT concat(tenant_id, ' ', toString(day), ' ', server, ' ', toString(max(external))) FROM license_daily GROUP BY tenant_id, day, server ORDER BY tenant_id, day, server`
+	parts := `SELECT concat(table, ' ', partition, ' ', toString(count())) FROM system.parts
+		WHERE database = currentDatabase() AND active AND table IN ('usage_daily', 'license_daily') GROUP BY table, partition ORDER BY table, partition`
+	beforeSums, beforeFacts := chtest.QueryStrings(t, db.Conn, sums), chtest.QueryStrings(t, db.Conn, facts)
+	done, err := schemas.Compact(ctx, db.Conn)
+	if err != nil || len(done) != len(schemas.CompactTables) {
+		t.Fatalf("Compact: %v, %v", done, err)
+	}
+	if got := chtest.QueryStrings(t, db.Conn, parts); len(got) != 4 || strings.Join(got, "|") !=
+		"license_daily 2025 1|license_daily 2026 1|usage_daily 2025 1|usage_daily 2026 1" {
+		t.Errorf("parts after Compact: %q, want one per table and year", got)
+	}
+	if got := chtest.QueryStrings(t, db.Conn, sums); strings.Join(got, "|") != strings.Join(beforeSums, "|") {
+		t.Errorf("usage_daily sums changed by Compact:\n got %q\nwant %q", got, beforeSums)
+	}
+	if got := chtest.QueryStrings(t, db.Conn, facts); strings.Join(got, "|") != strings.Join(beforeFacts, "|") {
+		t.Errorf("license_daily facts changed by Compact:\n got %q\nwant %q", got, beforeFacts)
+	}
+	if len(beforeSums) < 100 || len(beforeFacts) < 50 {
+		t.Fatalf("too little data to compare: %d sums, %d facts", len(beforeSums), len(beforeFacts))
 	}
 }

@@ -26,9 +26,10 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address")
 	database := fs.String("database", "feedmeter", "database to create and migrate")
 	list := fs.Bool("list", false, "print the embedded migrations and exit")
+	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly)")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list]")
+		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--compact]")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, 0); !ok {
@@ -67,6 +68,16 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 	if len(applied) == 0 {
 		fmt.Fprintf(stdout, "database %s is up to date\n", *database)
+	}
+	if *compact {
+		done, err := schemas.Compact(ctx, conn)
+		for _, c := range done {
+			fmt.Fprintf(stdout, "compacted %s in %s\n", c.Table, c.Took.Round(time.Millisecond))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "feedmeter migrate: %v\n", err)
+			return 1
+		}
 	}
 	return 0
 }

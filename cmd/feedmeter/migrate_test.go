@@ -20,6 +20,15 @@ func TestMigrateTwice(t *testing.T) {
 	}
 }
 
+func TestMigrateCompact(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"migrate", "--clickhouse", db.Addr, "--database", db.Name, "--compact"}, nil, &out, &errb)
+	if code != 0 || !strings.Contains(out.String(), "compacted usage_daily") || !strings.Contains(out.String(), "compacted license_daily") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want both day rollups compacted", code, out.String(), errb.String())
+	}
+}
+
 func TestMigrateBadDatabase(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"migrate", "--database", "no-dashes"}, nil, &out, &errb); code != 2 {

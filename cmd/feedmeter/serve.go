@@ -165,6 +165,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	fs.BoolVar(&c.Reload, "reload", false, "load the events again even when they are there")
 	check := fs.Int("check", 1000, "events to read back and compare with sink.SplitEvent (0: none)")
 	settle := fs.Duration("settle", 15*time.Minute, "wait at most this long for ClickHouse's merges to finish before measuring")
+	compact := fs.Bool("compact", false, "compact the day rollups before measuring, as `feedmeter migrate --compact` does")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter bench query [flags]\n\nDefaults load 106,580,000 events (2000 tenants x 2 agents x 12 months).")
 		fs.PrintDefaults()
@@ -205,6 +206,16 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	if _, err := querybench.SettleMerges(ctx, conn, c.Database, *settle, c.Logger); err != nil {
 		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 1
+	}
+	if *compact {
+		done, err := schemas.Compact(ctx, conn)
+		if err != nil {
+			fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
+			return 1
+		}
+		for _, d := range done {
+			c.Logger.Info("compacted", "table", d.Table, "took", d.Took)
+		}
 	}
 	// The query service's own pool, as `feedmeter serve` opens it.
 	qconn, err := query.OpenClickHouse(c.ClickHouse, c.Database, "default", "")
