@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -124,10 +125,20 @@ func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
 			continue
 		}
 		stmts := m.Statements()
+		var last time.Time // when the statement before finished
 		for i, s := range stmts {
+			if strings.HasPrefix(s, "INSERT INTO ") && !last.IsZero() {
+				// A backfill after a new view: an INSERT that began before
+				// the view existed runs without it and may commit after the
+				// backfill's snapshot, and would reach neither. Wait it out.
+				if err := WaitInserts(ctx, conn, last); err != nil {
+					return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
+				}
+			}
 			if err := conn.Exec(ctx, s); err != nil {
 				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
 			}
+			last = time.Now()
 		}
 		if err := record(ctx, conn, m); err != nil {
 			return applied, fmt.Errorf("record migration %s: %w", m.Name, err)
@@ -135,6 +146,26 @@ func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
 		applied = append(applied, Applied{Migration: m, Statements: len(stmts)})
 	}
 	return applied, nil
+}
+
+// WaitInserts waits until no INSERT that began before t (or up to half a
+// second after it, for the clocks and the round trip) runs on the server.
+func WaitInserts(ctx context.Context, conn driver.Conn, t time.Time) error {
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE lower(query) LIKE 'insert%' AND elapsed >= ?",
+			(time.Since(t) - 500*time.Millisecond).Seconds()).Scan(&n); err != nil {
+			return fmt.Errorf("wait for running inserts: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d running inserts: %w", n, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // record inserts m into the migrations table. (A batch, not Exec: an INSERT

@@ -48,9 +48,6 @@
 //     kgo.BlockRebalanceOnPoll); and after an INSERT whose outcome is unknown
 //     (a timeout, a broken connection) the next attempt first kills that
 //     query by its query_id and waits until the server no longer runs it.
-//     An INSERT is sent in blocks (of 10,000 rows), each written as parts of
-//     its own: one cut short may have written some blocks, and every attempt
-//     after a failed one looks the keys up again, so it skips them.
 //  4. Offsets are committed only after the inserts were acknowledged, so no
 //     record is skipped; a record read again (crash before the commit,
 //     rebalance, reset) finds its key in step 2 and adds nothing.

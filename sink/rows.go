@@ -3,7 +3,6 @@ package sink
 import (
 	"cmp"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -218,14 +217,15 @@ func toDecimal(u Uint128) decimal.Decimal {
 	return decimal.NewFromBigInt(u.Big(), 0)
 }
 
-// optTime splits t into a nullable DateTime (NULL when t is zero) and its
-// nanoseconds.
-func optTime(t time.Time) (sql.NullTime, uint32) {
+// optTime splits t into a nullable DateTime and its nanoseconds: nil when t
+// is zero, else slot holding t's whole seconds. (clickhouse-go writes NULL
+// for a nil pointer; a sql.NullTime that is not Valid it writes as 1970.)
+func optTime(t time.Time, slot *time.Time) (*time.Time, uint32) {
 	if t.IsZero() {
-		return sql.NullTime{}, 0
+		return nil, 0
 	}
-	s := t.UTC().Truncate(time.Second)
-	return sql.NullTime{Time: s, Valid: true}, uint32(t.Sub(s))
+	*slot = t.UTC().Truncate(time.Second)
+	return slot, uint32(t.Sub(*slot))
 }
 
 func optBool(b *bool) *uint8 {

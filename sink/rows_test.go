@@ -2,12 +2,11 @@ package sink
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
@@ -40,40 +39,39 @@ func TestSortRows(t *testing.T) {
 	}
 }
 
-// TestInsertCutShort: an INSERT whose filler fails after a block was sent
-// reports an unknown outcome (so the sink settles it and looks the keys up
-// again), and what it wrote is whole blocks: the first block's keys are all
-// there or all missing, the second block's all missing.
-func TestInsertCutShort(t *testing.T) {
+// TestSettleAfterCutInsert: an INSERT left after one of its blocks was sent
+// (its connection closed, as when a flush is abandoned) is waited out by
+// settle, even while it cannot be killed yet, and what it wrote is whole
+// blocks: the first block's keys all there or all missing, the second's
+// (never sent) missing.
+func TestSettleAfterCutInsert(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	ctx := context.Background()
 	var d decoded
-	for i, r := range benchEvents(2 * insertBlockRows) {
+	for i, r := range benchEvents(20000) {
 		r.Partition, r.Offset = 0, int64(i)
 		d.decodeUsage(r, time.Now())
 	}
 	rows := sortRows(d.usage)
-	first, second := rows[:insertBlockRows], rows[insertBlockRows:]
+	first, second := rows[:10000], rows[10000:]
 	st := &store{conn: db.Conn}
 	id := newQueryID()
-	err := st.insert(ctx, id, "usage_events", usageColumns, func(b driver.Batch) error {
-		if err := appendColumns(b, usageCols(first, time.Now())...); err != nil {
-			return err
-		}
-		if err := b.Flush(); err != nil {
-			return err
-		}
-		if err := appendColumns(b, usageCols(second, time.Now())...); err != nil {
-			return err
-		}
-		return errors.New("cut short")
-	})
-	var ie *insertError
-	if !errors.As(err, &ie) || ie.queryID != id {
-		t.Fatalf("insert cut after a sent block: %v, want an insertError for %s", err, id)
-	}
-	if err := st.settle(ctx, id); err != nil {
+	b, err := db.Conn.PrepareBatch(clickhouse.Context(ctx, clickhouse.WithQueryID(id)), "INSERT INTO usage_events ("+usageColumns+")")
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := appendColumns(b, usageCols(first, time.Now())...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendColumns(b, usageCols(second, time.Now())...); err != nil {
+		t.Fatal(err)
+	}
+	b.Abort() // closes the connection without sending the second block
+	if err := st.settle(ctx, id); err != nil {
+		t.Fatalf("settle: %v", err)
 	}
 	count := func(rows []eventRow) int {
 		keys := make([]key, len(rows))
@@ -91,5 +89,29 @@ func TestInsertCutShort(t *testing.T) {
 	}
 	if n := count(second); n != 0 {
 		t.Errorf("second block (never sent): %d keys written", n)
+	}
+}
+
+// TestAbsentTimesAreNull: times an event does not have are NULL in
+// ClickHouse, not 1970; present ones keep their nanoseconds apart.
+func TestAbsentTimesAreNull(t *testing.T) {
+	db := chtest.NewDB(t, true)
+	ctx := context.Background()
+	at := time.Date(2026, 10, 5, 12, 0, 0, 250, time.UTC)
+	lic := model.Event{TenantID: "1", EntryID: "urn:uuid:lic", Kind: model.KindLicense, EventType: model.TypeUsageSnapshot,
+		ServerID: "7", EventTime: at, Quantity: 1}
+	bw := model.Event{TenantID: "1", EntryID: "urn:uuid:bw", Kind: model.KindBandwidthIn, EventType: model.TypeUsage,
+		StartTime: at, EndTime: at.Add(time.Hour), Quantity: 10, Updated: at.Add(time.Hour)}
+	rows := []eventRow{{ev: lic, split: SplitEvent(&lic)}, {ev: bw, split: SplitEvent(&bw)}}
+	st := &store{conn: db.Conn}
+	if err := st.insert(ctx, newQueryID(), "usage_events", usageColumns, fillUsage(rows, time.Now().UTC().Truncate(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	got := chtest.QueryStrings(t, db.Conn, `SELECT concat(entry_id, ' ', toString(isNull(start_time)), toString(isNull(end_time)),
+		toString(isNull(event_time)), toString(isNull(updated)), toString(isNull(published)), ' ', toString(start_time_ns), ' ', toString(event_time_ns))
+		FROM usage_events ORDER BY entry_id`)
+	want := []string{"urn:uuid:bw 00101 250 0", "urn:uuid:lic 11011 0 250"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("null flags (start end event updated published) and nanoseconds:\n got %q\nwant %q", got, want)
 	}
 }

@@ -409,7 +409,7 @@ type batch struct {
 	d           *decoded
 	first, last map[source]*kgo.Record // first and last record per partition (offset 0 in the key)
 	start, now  time.Time
-	usageCols   [][]any  // the usage_events blocks of all of d.usage, built early; used when none is a duplicate
+	usageCols   []any    // the usage_events columns of all of d.usage, built early; used when none is a duplicate
 	keys        *lookups // every key and fingerprint of the batch
 	pre         *lookups // keys found by a lookup made while the previous batch was written; first attempt only
 }
@@ -467,7 +467,7 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	if early {
 		// Build the insert now, while the previous batch is written: it is
 		// used as is when the lookup finds no duplicate (the usual case).
-		b.usageCols = usageBlocks(b.d.usage, b.now)
+		b.usageCols = usageCols(b.d.usage, b.now)
 		if pre, err := s.lookup(ctx, b); err == nil {
 			b.pre = pre
 		}
@@ -706,7 +706,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		if len(rows) > 0 {
 			fill := t.fill(rows, now)
 			if t.table == "usage_events" && b.usageCols != nil && len(rows) == len(b.d.usage) {
-				fill = fillBlocks(b.usageCols)
+				fill = func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
 			}
 			if err := s.st.insert(ctx, newQueryID(), t.table, t.columns, fill); err != nil {
 				return track(err)

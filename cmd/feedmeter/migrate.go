@@ -26,7 +26,7 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address")
 	database := fs.String("database", "feedmeter", "database to create and migrate")
 	list := fs.Bool("list", false, "print the embedded migrations and exit")
-	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly)")
+	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly, with a --timeout to match the tables)")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--compact]")
