@@ -20,24 +20,8 @@ const serverTerm = "nova.server.external_event"
 const nsNova = "http://docs.rackspace.com/event/nova"
 
 func (r *renderer) appendServerXML(b []byte, e *entry, v variant) []byte {
-	t := r.f.tenant
 	n := &r.f.nova[e.value]
-	b = append(b, "<event xmlns=\""+nsEvent+"\" xmlns:nova=\""+nsNova+"\" dataCenter=\""...)
-	b = append(b, t.dc...)
-	b = append(b, "\" eventTime=\""...)
-	if v == vWrongType {
-		b = append(b, "yesterday"...)
-	} else {
-		b = appendSec(b, e.start)
-	}
-	b = append(b, "\" id=\""...)
-	b = e.id.derive(eventIDKey).appendTo(b)
-	b = append(b, "\" region=\""...)
-	b = append(b, t.region...)
-	b = append(b, "\" resourceId=\""...)
-	b = append(b, t.agents[e.agent].serverID...)
-	b = append(b, "\" tenantId=\""...)
-	b = append(b, t.id...)
+	b = r.appendEventHeadXML(b, "<event xmlns=\""+nsEvent+"\" xmlns:nova=\""+nsNova+"\"", e, v, r.f.tenant.agents[e.agent].serverID)
 	b = append(b, "\" type=\"UPDATE\" version=\"1\">\n        <nova:product name=\""...)
 	b = appendXMLAttr(b, n.name)
 	b = append(b, "\" resourceType=\"SERVER\" serviceCode=\"CloudServersOpenStack\" status=\""...)
@@ -57,11 +41,7 @@ func (r *renderer) appendServerJSON(b []byte, e *entry, v variant) []byte {
 	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
 	b = append(b, t.dc...)
 	b = append(b, `","eventTime":"`...)
-	if v == vWrongType {
-		b = append(b, "yesterday"...)
-	} else {
-		b = appendSec(b, e.start)
-	}
+	b = appendStart(b, e, v == vWrongType)
 	b = append(b, `","id":"`...)
 	b = e.id.derive(eventIDKey).appendTo(b)
 	b = append(b, `","product":`...)

@@ -172,11 +172,7 @@ func (r *renderer) appendUsageXML(b []byte, e *entry, ag *agent, v variant) []by
 	b = append(b, "\" resourceId=\""...)
 	b = append(b, ag.rid...)
 	b = append(b, "\" startTime=\""...)
-	if e.kind == kLicense && v == vWrongType {
-		b = append(b, "yesterday"...)
-	} else {
-		b = appendSec(b, e.start)
-	}
+	b = appendStart(b, e, e.kind == kLicense && v == vWrongType)
 	b = append(b, "\" tenantId=\""...)
 	b = append(b, t.id...)
 	b = append(b, "\" type=\"USAGE\" version=\"1\">\n        <"...)
@@ -267,23 +263,7 @@ func (r *renderer) appendSnapshotXML(b []byte, e *entry, ag *agent, v variant) [
 }
 
 func (r *renderer) appendSystemXML(b []byte, e *entry, ag *agent, v variant) []byte {
-	t := r.f.tenant
-	b = append(b, "<event xmlns=\""+nsEvent+"\" dataCenter=\""...)
-	b = append(b, t.dc...)
-	b = append(b, "\" eventTime=\""...)
-	if v == vWrongType {
-		b = append(b, "yesterday"...)
-	} else {
-		b = appendSec(b, e.start)
-	}
-	b = append(b, "\" id=\""...)
-	b = e.id.derive(eventIDKey).appendTo(b)
-	b = append(b, "\" region=\""...)
-	b = append(b, t.region...)
-	b = append(b, "\" resourceId=\""...)
-	b = append(b, ag.rid...)
-	b = append(b, "\" tenantId=\""...)
-	b = append(b, t.id...)
+	b = r.appendEventHeadXML(b, "<event xmlns=\""+nsEvent+"\"", e, v, ag.rid)
 	b = append(b, "\" type=\""...)
 	b = append(b, systemTypes[e.etype]...)
 	b = append(b, "\" version=\"1\"/"...)
@@ -390,11 +370,7 @@ func (r *renderer) appendUsageJSON(b []byte, e *entry, ag *agent, v variant) []b
 	b = append(b, `","resourceId":"`...)
 	b = append(b, ag.rid...)
 	b = append(b, `","startTime":"`...)
-	if e.kind == kLicense && v == vWrongType {
-		b = append(b, "yesterday"...)
-	} else {
-		b = appendSec(b, e.start)
-	}
+	b = appendStart(b, e, e.kind == kLicense && v == vWrongType)
 	b = append(b, `","tenantId":"`...)
 	b = append(b, t.id...)
 	return append(b, `","type":"USAGE","version":"1"}`...)
@@ -455,11 +431,7 @@ func (r *renderer) appendSystemJSON(b []byte, e *entry, ag *agent, v variant) []
 	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
 	b = append(b, t.dc...)
 	b = append(b, `","eventTime":"`...)
-	if v == vWrongType {
-		b = append(b, "yesterday"...)
-	} else {
-		b = appendSec(b, e.start)
-	}
+	b = appendStart(b, e, v == vWrongType)
 	b = append(b, `","id":"`...)
 	b = e.id.derive(eventIDKey).appendTo(b)
 	b = append(b, `","region":"`...)
@@ -471,6 +443,35 @@ func (r *renderer) appendSystemJSON(b []byte, e *entry, ag *agent, v variant) []
 	b = append(b, `","type":"`...)
 	b = append(b, systemTypes[e.etype]...)
 	return append(b, `","version":"1"}`...)
+}
+
+// appendEventHeadXML appends the start tag of a system or Nova event, open
+// (the tag and its namespaces) and its attributes from dataCenter to
+// tenantId, the last value's closing quote left out.
+func (r *renderer) appendEventHeadXML(b []byte, open string, e *entry, v variant, resourceID string) []byte {
+	t := r.f.tenant
+	b = append(b, open...)
+	b = append(b, " dataCenter=\""...)
+	b = append(b, t.dc...)
+	b = append(b, "\" eventTime=\""...)
+	b = appendStart(b, e, v == vWrongType)
+	b = append(b, "\" id=\""...)
+	b = e.id.derive(eventIDKey).appendTo(b)
+	b = append(b, "\" region=\""...)
+	b = append(b, t.region...)
+	b = append(b, "\" resourceId=\""...)
+	b = append(b, resourceID...)
+	b = append(b, "\" tenantId=\""...)
+	return append(b, t.id...)
+}
+
+// appendStart appends e's start time, or "yesterday" where the entry is to
+// carry a time of the wrong type.
+func appendStart(b []byte, e *entry, wrong bool) []byte {
+	if wrong {
+		return append(b, "yesterday"...)
+	}
+	return appendSec(b, e.start)
 }
 
 // appendXMLAttr appends s escaped for an XML attribute value in double
