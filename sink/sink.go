@@ -686,20 +686,16 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	for _, t := range []struct {
 		table, columns string
 		rows           *[]eventRow
-		found          map[key]bool
+		keys, found    map[key]bool
 		fill           func([]eventRow, time.Time) func(driver.Batch) error
 	}{
-		{"usage_events", usageColumns, &d.usage, preKeys(pre, true), fillUsage},
-		{"other_events", otherColumns, &d.other, preKeys(pre, false), fillOther},
+		{"usage_events", usageColumns, &d.usage, b.keys.usage, preKeys(pre, true), fillUsage},
+		{"other_events", otherColumns, &d.other, b.keys.other, preKeys(pre, false), fillOther},
 	} {
 		if len(*t.rows) == 0 {
 			continue
 		}
-		distinct := len(*t.rows) == len(b.keys.other)
-		if t.table == "usage_events" {
-			distinct = len(*t.rows) == len(b.keys.usage)
-		}
-		rows, err := s.fresh(ctx, t.table, *t.rows, t.found, distinct)
+		rows, err := s.fresh(ctx, t.table, *t.rows, t.keys, t.found)
 		if err != nil {
 			return err
 		}
@@ -738,51 +734,37 @@ func preKeys(pre *lookups, usage bool) map[key]bool {
 }
 
 // fresh returns the rows whose keys are neither in table nor earlier in
-// rows. found, when not nil, is what a lookup already found in table;
-// distinct says that no key appears twice in rows.
-func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, found map[key]bool, distinct bool) ([]eventRow, error) {
-	if distinct && found != nil {
-		// No key twice in rows: drop only what the table holds, usually
-		// nothing.
-		drop := 0
-		for i := range rows {
-			if found[rows[i].ev.Key()] {
-				drop++
-			}
-		}
-		if drop == 0 {
-			return rows, nil
-		}
-		out := make([]eventRow, 0, len(rows)-drop)
+// rows. keys are the distinct keys of rows; found, when not nil, is what a
+// lookup already found in table.
+func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, keys, found map[key]bool) ([]eventRow, error) {
+	uniq := rows
+	if len(keys) < len(rows) {
+		// A key twice in rows: keep the first.
+		seen := make(map[key]bool, len(keys))
+		uniq = make([]eventRow, 0, len(keys))
 		for _, r := range rows {
-			if !found[r.ev.Key()] {
-				out = append(out, r)
+			if k := r.ev.Key(); !seen[k] {
+				seen[k] = true
+				uniq = append(uniq, r)
 			}
 		}
-		return out, nil
-	}
-	seen := make(map[key]bool, len(rows))
-	keys := make([]key, 0, len(rows))
-	uniq := make([]eventRow, 0, len(rows))
-	for _, r := range rows {
-		k := r.ev.Key()
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		keys = append(keys, k)
-		uniq = append(uniq, r)
 	}
 	if found == nil {
 		var err error
-		if found, err = s.st.existingKeys(ctx, table, keys); err != nil {
+		if found, err = s.st.existingKeys(ctx, table, mapKeys(keys)); err != nil {
 			return nil, err
 		}
 	}
-	if len(found) == 0 {
-		return uniq, nil
+	drop := 0
+	for i := range uniq {
+		if found[uniq[i].ev.Key()] {
+			drop++
+		}
 	}
-	out := uniq[:0]
+	if drop == 0 {
+		return uniq, nil // the usual case
+	}
+	out := make([]eventRow, 0, len(uniq)-drop)
 	for _, r := range uniq {
 		if !found[r.ev.Key()] {
 			out = append(out, r)
