@@ -338,8 +338,9 @@ func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, 
 
 // Readings measures a plan: bandwidth and storage per segment from the
 // rollups, and licensed servers per day, inside and outside Rackspace, from
-// the licence rollups. A server is external on a day when one of its licence events
-// overlapping that day says so. The two queries run concurrently.
+// the licence rollups. A server is external on a day when one of its
+// licence events overlapping that day says so. The two queries run
+// concurrently.
 func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 	r := NewReadings(p)
 	var wg sync.WaitGroup
@@ -376,32 +377,30 @@ func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 // days are UTC days, else from the hourly pieces of the licence events.
 func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) error {
 	from, to := p.Period.From, p.Period.To
-	var sql string
 	var dk bucketing
+	var src, ext, cond string
 	var args []any
 	if daysAligned(p.Days) {
 		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400)
-		sql = "SELECT d, ext, count() FROM (" +
-			"SELECT " + dk.expr + " AS d, server, max(external) AS ext FROM license_daily" +
-			" WHERE tenant_id = ? AND day >= toDate(?) AND day < toDate(?)" +
-			" GROUP BY d, server) GROUP BY d, ext"
-		args = append(dk.args, p.Tenant, from.Format(time.DateOnly), to.Format(time.DateOnly))
+		src, ext, cond = "license_daily", "external", "tenant_id = ? AND day >= toDate(?) AND day < toDate(?)"
+		args = []any{p.Tenant, from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
 		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600)
-		sql = "SELECT d, ext, count() FROM (" +
-			"SELECT " + dk.expr + " AS d, server, max(ifNull(external, toUInt8(0))) AS ext" +
-			" FROM usage_events ARRAY JOIN h_start AS piece" +
-			" WHERE tenant_id = ? AND kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
-			" AND piece >= toDateTime(?) AND piece < toDateTime(?)" +
-			" GROUP BY d, server) GROUP BY d, ext"
+		src, ext = "usage_events ARRAY JOIN h_start AS piece", "ifNull(external, toUInt8(0))"
+		cond = "tenant_id = ? AND kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
+			" AND piece >= toDateTime(?) AND piece < toDateTime(?)"
 		// An event overlapping the period started less than a day (its
 		// longest interval) before it.
 		earliest := from.Add(-25 * time.Hour)
 		if earliest.Unix() < 0 {
 			earliest = time.Unix(0, 0)
 		}
-		args = append(dk.args, p.Tenant, uint32(earliest.Unix()), uint32(to.Unix()), uint32(from.Unix()), uint32(to.Unix()))
+		args = []any{p.Tenant, uint32(earliest.Unix()), uint32(to.Unix()), uint32(from.Unix()), uint32(to.Unix())}
 	}
+	sql := "SELECT d, ext, count() FROM (" +
+		"SELECT " + dk.expr + " AS d, server, max(" + ext + ") AS ext FROM " + src + " WHERE " + cond +
+		" GROUP BY d, server) GROUP BY d, ext"
+	args = append(dk.args, args...)
 	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
 	if err != nil {
 		return fmt.Errorf("query licences of tenant %s: %w", p.Tenant, err)
