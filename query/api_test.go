@@ -281,35 +281,6 @@ func gotUsage(t *testing.T, ans usageAnswerT, g Granularity) map[string]string {
 	return out
 }
 
-func compareMaps(t *testing.T, what string, got, want map[string]string) {
-	t.Helper()
-	bad := 0
-	keys := make([]string, 0, len(want))
-	for k := range want {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if got[k] != want[k] {
-			if bad < 8 {
-				t.Errorf("%s %s:\n got %q\nwant %q", what, k, got[k], want[k])
-			}
-			bad++
-		}
-	}
-	for k, v := range got {
-		if _, ok := want[k]; !ok {
-			if bad < 8 {
-				t.Errorf("%s %s: got %q, want no row", what, k, v)
-			}
-			bad++
-		}
-	}
-	if bad > 0 {
-		t.Errorf("%s: %d of %d rows differ", what, bad, len(want))
-	}
-}
-
 func TestAPI(t *testing.T) {
 	f := newAPIFixture(t)
 	berlin, ny := zone(t, "Europe/Berlin"), zone(t, "America/New_York")
@@ -349,7 +320,7 @@ func TestAPI(t *testing.T) {
 					t.Errorf("%d rows, want %d", len(ans.Rows), c.rows)
 				}
 				want := expectUsage(f.events[c.tenant], c.loc, c.g, c.from, c.to, c.kinds, c.groupBy)
-				compareMaps(t, c.name, gotUsage(t, ans, c.g), want)
+				chtest.CompareRows(t, c.name, gotUsage(t, ans, c.g), want)
 				// The tenant's own token gets the same answer.
 				var own usageAnswerT
 				f.client(t, c.tenant).getJSON("/v1/tenants/"+c.tenant+"/usage?"+c.query, &own)
@@ -386,7 +357,7 @@ func TestAPI(t *testing.T) {
 					}
 					sum.Add(sum, a)
 				}
-				compareMaps(t, "invoice lines", got, wantLines)
+				chtest.CompareRows(t, "invoice lines", got, wantLines)
 				if ans.Total != wantTotal {
 					t.Errorf("total %s, want %s", ans.Total, wantTotal)
 				}

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
 const testPartitions = 4
@@ -417,53 +418,30 @@ func verify(t testing.TB, conn driver.Conn, w *workload) {
 		}
 		return out
 	}
-	cmp := func(what string, got map[string]string, want map[string]string) {
-		t.Helper()
-		bad := 0
-		for k, v := range want {
-			if got[k] != v {
-				if bad < 5 {
-					t.Errorf("%s %s: got %q, want %q", what, k, got[k], v)
-				}
-				bad++
-			}
-		}
-		for k, v := range got {
-			if _, ok := want[k]; !ok {
-				if bad < 5 {
-					t.Errorf("%s %s: got %q, want nothing", what, k, v)
-				}
-				bad++
-			}
-		}
-		if bad > 0 {
-			t.Errorf("%s: %d of %d rows differ", what, bad, len(want))
-		}
-	}
 	wantTotal := map[string]string{}
 	for k, v := range x.total {
 		wantTotal[k] = v[0].String() + " " + v[1].String() + " " + v[2].String()
 	}
 	const tot = " sum(quantity), sum(byte_seconds), sum(events)"
-	cmp("hourly totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_hourly GROUP BY tenant_id, kind"), wantTotal)
-	cmp("daily totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_daily GROUP BY tenant_id, kind"), wantTotal)
-	cmp("event totals", q("SELECT tenant_id || '|' || kind, sum(toDecimal128(quantity, 0)), sum(byte_seconds), count() FROM usage_events GROUP BY tenant_id, kind"), wantTotal)
+	chtest.CompareRows(t, "hourly totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_hourly GROUP BY tenant_id, kind"), wantTotal)
+	chtest.CompareRows(t, "daily totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_daily GROUP BY tenant_id, kind"), wantTotal)
+	chtest.CompareRows(t, "event totals", q("SELECT tenant_id || '|' || kind, sum(toDecimal128(quantity, 0)), sum(byte_seconds), count() FROM usage_events GROUP BY tenant_id, kind"), wantTotal)
 	wantH := map[string]string{}
 	for k, v := range x.hourly {
 		wantH[k] = v[0].String() + " " + v[1].String()
 	}
-	cmp("hours", q("SELECT tenant_id || '|' || kind || '|' || toString(toUnixTimestamp(hour)), sum(quantity), sum(byte_seconds) FROM usage_hourly GROUP BY tenant_id, kind, hour"), wantH)
+	chtest.CompareRows(t, "hours", q("SELECT tenant_id || '|' || kind || '|' || toString(toUnixTimestamp(hour)), sum(quantity), sum(byte_seconds) FROM usage_hourly GROUP BY tenant_id, kind, hour"), wantH)
 	wantD := map[string]string{}
 	for k, v := range x.daily {
 		wantD[k] = v[0].String() + " " + v[1].String()
 	}
-	cmp("days", q("SELECT tenant_id || '|' || kind || '|' || toString(day), sum(quantity), sum(byte_seconds) FROM usage_daily GROUP BY tenant_id, kind, day"), wantD)
+	chtest.CompareRows(t, "days", q("SELECT tenant_id || '|' || kind || '|' || toString(day), sum(quantity), sum(byte_seconds) FROM usage_daily GROUP BY tenant_id, kind, day"), wantD)
 	wantL := map[string]string{}
 	for k, v := range x.lic {
 		wantL[k] = strconv.Itoa(v)
 	}
-	cmp("licensed servers", q("SELECT tenant_id || '|' || toString(day), toString(licensed_servers) FROM v_tenant_daily WHERE licensed_servers > 0"), wantL)
-	cmp("counts", q(`SELECT 'usage', toString(count()) FROM usage_events UNION ALL SELECT 'distinct', toString(uniqExact(tenant_id, entry_id, kind)) FROM usage_events
+	chtest.CompareRows(t, "licensed servers", q("SELECT tenant_id || '|' || toString(day), toString(licensed_servers) FROM v_tenant_daily WHERE licensed_servers > 0"), wantL)
+	chtest.CompareRows(t, "counts", q(`SELECT 'usage', toString(count()) FROM usage_events UNION ALL SELECT 'distinct', toString(uniqExact(tenant_id, entry_id, kind)) FROM usage_events
 		UNION ALL SELECT 'other', toString(uniqExact(tenant_id, entry_id, kind)) FROM other_events UNION ALL SELECT 'other rows', toString(count()) FROM other_events
 		UNION ALL SELECT 'rejects', toString(count()) FROM rejects`),
 		map[string]string{"usage": strconv.Itoa(len(w.events)), "distinct": strconv.Itoa(len(w.events)),

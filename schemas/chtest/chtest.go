@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -253,4 +254,36 @@ func deref(v any) any {
 		return rv.Elem().Interface()
 	}
 	return rv.Interface()
+}
+
+// CompareRows fails t unless got and want hold the same keys with the same
+// values; it names at most eight differing rows, in key order, then counts
+// them all. The rows are typically a query's, keyed by their first column.
+func CompareRows(t testing.TB, what string, got, want map[string]string) {
+	t.Helper()
+	bad := 0
+	report := func(format string, args ...any) {
+		if bad < 8 {
+			t.Errorf(format, args...)
+		}
+		bad++
+	}
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if got[k] != want[k] {
+			report("%s %s:\n got %q\nwant %q", what, k, got[k], want[k])
+		}
+	}
+	for k, v := range got {
+		if _, ok := want[k]; !ok {
+			report("%s %s: got %q, want no row", what, k, v)
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d rows differ", what, bad, len(want))
+	}
 }
