@@ -115,19 +115,11 @@ func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return fail("%v", err)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return fail("--cpuprofile: %v", err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fail("--cpuprofile: %v", err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		}()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return fail("%v", err)
 	}
+	defer stopProfile()
 	var tenantList []string
 	for _, t := range strings.Split(*tenants, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -209,4 +201,24 @@ func runIngest(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile writes a CPU profile to path until the returned function
+// is called; with an empty path it does nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

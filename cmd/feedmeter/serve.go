@@ -166,6 +166,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	check := fs.Int("check", 1000, "events to read back and compare with sink.SplitEvent (0: none)")
 	settle := fs.Duration("settle", 15*time.Minute, "wait at most this long for ClickHouse's merges to finish before measuring")
 	compact := fs.Bool("compact", false, "compact the day rollups before measuring, as `feedmeter migrate --compact` does")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds (server and clients) to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter bench query [flags]\n\nDefaults load 106,580,000 events (2000 tenants x 2 agents x 12 months).")
 		fs.PrintDefaults()
@@ -224,7 +225,13 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		return 1
 	}
 	defer qconn.Close()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
+		return 2
+	}
 	results, err := querybench.Measure(ctx, qconn, c)
+	stopProfile()
 	if err != nil {
 		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
 		return 1
