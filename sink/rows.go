@@ -87,24 +87,48 @@ func sortRows(rows []eventRow) []eventRow {
 	if len(rows) < 2 {
 		return rows
 	}
-	// Sort the keys, small and side by side, rather than the rows.
+	// Sort small integer keys, not the rows and not their strings (which
+	// took a sixth of the sink's CPU): the rank of the row's (tenant, kind)
+	// among the batch's few distinct ones, then eight bytes of entry_id
+	// after the prefix every entry_id of the batch shares ("urn:uuid:"), and
+	// only when both are equal the whole entry_id, then the row's place.
+	type group struct{ tenant, kind string }
+	ranks := map[group]uint32{}
+	for i := range rows {
+		ranks[group{rows[i].ev.TenantID, string(rows[i].ev.Kind)}] = 0
+	}
+	groups := make([]group, 0, len(ranks))
+	for g := range ranks {
+		groups = append(groups, g)
+	}
+	slices.SortFunc(groups, func(a, b group) int {
+		return cmp.Or(strings.Compare(a.tenant, b.tenant), strings.Compare(a.kind, b.kind))
+	})
+	for i, g := range groups {
+		ranks[g] = uint32(i)
+	}
+	shared := len(rows[0].ev.EntryID)
+	for i := range rows {
+		shared = commonPrefix(rows[0].ev.EntryID[:shared], rows[i].ev.EntryID)
+	}
 	type sortKey struct {
-		tenant, kind, entry string
-		i                   int
+		group  uint32
+		i      int32
+		prefix uint64
 	}
 	keys := make([]sortKey, len(rows))
 	for i := range rows {
 		e := &rows[i].ev
-		keys[i] = sortKey{e.TenantID, string(e.Kind), e.EntryID, i}
+		keys[i] = sortKey{ranks[group{e.TenantID, string(e.Kind)}], int32(i), prefix8(e.EntryID[shared:])}
 	}
 	slices.SortFunc(keys, func(a, b sortKey) int {
-		if c := strings.Compare(a.tenant, b.tenant); c != 0 {
+		if c := cmp.Compare(a.group, b.group); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.kind, b.kind); c != 0 {
+		if c := cmp.Compare(a.prefix, b.prefix); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.entry, b.entry); c != 0 {
+		if c := strings.Compare(rows[a.i].ev.EntryID, rows[b.i].ev.EntryID); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.i, b.i)
@@ -114,6 +138,25 @@ func sortRows(rows []eventRow) []eventRow {
 		out[i] = rows[k.i]
 	}
 	return out
+}
+
+// commonPrefix returns the length of the longest common prefix of a and b.
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// prefix8 returns the first eight bytes of s as a big-endian number, zeros
+// after its end: numbers compare as the strings' prefixes do.
+func prefix8(s string) uint64 {
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // decodeUsage turns a usage-topic record into a row of d, or a reject.

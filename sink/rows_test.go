@@ -1,8 +1,11 @@
 package sink
 
 import (
+	"cmp"
 	"context"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +39,32 @@ func TestSortRows(t *testing.T) {
 	}
 	if len(sortRows(nil)) != 0 || len(sortRows(in[:1])) != 1 {
 		t.Fatal("sortRows of 0 or 1 rows changed their number")
+	}
+
+	// Random batches against the plain definition: entry ids that share
+	// long prefixes, differ only after eight bytes, end early or repeat.
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func(s ...string) string { return s[r.IntN(len(s))] }
+	for round := range 200 {
+		rows := make([]eventRow, 1+r.IntN(300))
+		for i := range rows {
+			entry := pick("urn:uuid:", "urn:uuid:0000000", "urn:uuid:00000000", "") + pick("", "a", "ab", "\x00", "abcdefgh", "abcdefghi", "abcdefgh\x00", "zz") + pick("", "1", "2")
+			if round%3 == 0 {
+				entry = "urn:uuid:" + entry
+			}
+			rows[i] = row(pick("2", "10", "", "2a"), model.Kind(pick("storage", "license", "bandwidthIn")), entry, int64(i))
+		}
+		want := slices.Clone(rows)
+		slices.SortStableFunc(want, func(a, b eventRow) int {
+			return cmp.Or(strings.Compare(a.ev.TenantID, b.ev.TenantID), strings.Compare(string(a.ev.Kind), string(b.ev.Kind)),
+				strings.Compare(a.ev.EntryID, b.ev.EntryID))
+		})
+		got := sortRows(slices.Clone(rows))
+		for i := range want {
+			if got[i].src.offset != want[i].src.offset {
+				t.Fatalf("round %d: row %d is offset %d (%q), want %d (%q)", round, i, got[i].src.offset, got[i].ev.EntryID, want[i].src.offset, want[i].ev.EntryID)
+			}
+		}
 	}
 }
 

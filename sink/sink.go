@@ -363,7 +363,7 @@ func (s *Sink) loop(ctx context.Context) {
 				continue
 			}
 			if prev != nil && next.pre != nil {
-				next.pre.exclude(prev)
+				next.pre.exclude(prev, next)
 			}
 			cur, inflight = next, make(chan bool, 1)
 			// Not cancelled with ctx: a write in flight at shutdown finishes
@@ -420,17 +420,22 @@ type lookups struct {
 	rejects      map[string]bool
 }
 
-// exclude adds the keys of prev, written and committed after l was looked
-// up, to l: they are in ClickHouse now.
-func (l *lookups) exclude(prev *batch) {
-	for k := range prev.keys.usage {
-		l.usage[k] = true
-	}
-	for k := range prev.keys.other {
-		l.other[k] = true
-	}
-	for k := range prev.keys.rejects {
-		l.rejects[k] = true
+// exclude adds the keys of b that prev, written and committed after l was
+// looked up, holds to l: they are in ClickHouse now.
+func (l *lookups) exclude(prev, b *batch) {
+	// Only the keys of b matter: look them up in prev rather than copy
+	// all of prev (a copy of 50,000 keys grew the map, slowly).
+	both(l.usage, b.keys.usage, prev.keys.usage)
+	both(l.other, b.keys.other, prev.keys.other)
+	both(l.rejects, b.keys.rejects, prev.keys.rejects)
+}
+
+// both adds to dst the keys of a that are also in b.
+func both[K comparable](dst, a, b map[K]bool) {
+	for k := range a {
+		if b[k] {
+			dst[k] = true
+		}
 	}
 }
 
@@ -454,7 +459,8 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 		}
 		b.last[k] = r
 	}
-	b.keys = &lookups{usage: map[key]bool{}, other: map[key]bool{}, rejects: map[string]bool{}}
+	b.keys = &lookups{usage: make(map[key]bool, len(b.d.usage)), other: make(map[key]bool, len(b.d.other)),
+		rejects: make(map[string]bool, len(b.d.rejects))}
 	for _, r := range b.d.usage {
 		b.keys.usage[r.ev.Key()] = true
 	}
