@@ -34,12 +34,18 @@
 //     in usage_events has been counted once in each rollup, and no rollup row
 //     exists without its usage_events row.
 //  2. A key is inserted into usage_events only when it is absent: before each
-//     insert the sink selects the batch's keys from usage_events and drops the
-//     ones found, and it drops duplicates within the batch, keeping the first.
-//     MergeTree makes an acknowledged insert visible to every later SELECT.
-//     (The lookup of batch N+1 may run while batch N is being written; every
-//     key of batch N is then counted as present, since N is written in full
-//     before N+1 is, or N+1 is discarded with it.)
+//     insert the sink drops the batch's keys that usage_events holds, and
+//     duplicates within the batch, keeping the first. It finds them through a
+//     cache of key fingerprints per tenant (sink.keyCache): a key whose
+//     fingerprint is absent is absent; the others are selected from
+//     usage_events exactly. A tenant's set is complete: it is loaded from
+//     usage_events by the same goroutine that then inserts (no insert of this
+//     sink runs meanwhile), extended with every acknowledged insert, and
+//     thrown away on every rebalance and after every failed write. MergeTree
+//     makes an acknowledged insert visible to every later SELECT. (For
+//     other_events and rejects the lookup of batch N+1 may run while batch N
+//     is being written; every key of batch N is then counted as present,
+//     since N is written in full before N+1 is, or N+1 is discarded with it.)
 //  3. The lookup and the insert of a key cannot race with another insert of the
 //     same key: the record key is the tenant, so a dedupe key always lives in
 //     one Kafka partition; a partition has one owner in the consumer group; a

@@ -40,6 +40,14 @@ type Config struct {
 	// SessionTimeout is the group's session timeout; default 45 s (kgo's).
 	SessionTimeout time.Duration
 
+	// KeyCacheKeys bounds the dedupe cache: fingerprints of usage_events
+	// keys per tenant, so that a batch's lookup asks ClickHouse only about
+	// keys it may hold (see keyCache). About 20 bytes a key; past the bound
+	// the tenants used longest ago are dropped and loaded again when they
+	// come back. Default 20,000,000; negative turns the cache off (every
+	// lookup reads the key columns of the batch's tenants).
+	KeyCacheKeys int
+
 	// Migrate applies the embedded migrations when the sink starts; default
 	// true (set SkipMigrate to turn it off).
 	SkipMigrate bool
@@ -76,6 +84,9 @@ func (c Config) withDefaults() Config {
 	def(&c.Group, "feedmeter-sink")
 	if c.BatchRows == 0 {
 		c.BatchRows = 50000
+	}
+	if c.KeyCacheKeys == 0 {
+		c.KeyCacheKeys = 20_000_000
 	}
 	defDur(&c.BatchAge, time.Second)
 	defDur(&c.FlushTimeout, 10*time.Second)

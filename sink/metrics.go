@@ -18,6 +18,9 @@ type metrics struct {
 	lag        *prometheus.GaugeVec   // records behind the high watermark, by topic and partition
 	buffered   prometheus.Gauge       // records waiting for the next flush
 	up         prometheus.Gauge       // 1 when the last ClickHouse attempt succeeded
+	cacheLoads prometheus.Counter     // tenants whose key fingerprints were loaded
+	cacheHits  prometheus.Counter     // keys whose fingerprint was known, looked up exactly
+	cacheKeys  prometheus.Gauge       // fingerprints held
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,8 +49,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Records read and waiting for the next flush."}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_clickhouse_up",
 			Help: "1 when the last ClickHouse attempt succeeded, 0 while it is failing."}),
+		cacheLoads: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_key_cache_loads_total",
+			Help: "Tenants whose usage_events key fingerprints were loaded into the dedupe cache (after a start, a rebalance, a failed write or an eviction)."}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_key_cache_hits_total",
+			Help: "Keys whose fingerprint the dedupe cache knew, so they were looked up in ClickHouse (duplicates, and the rare fingerprint shared by two keys)."}),
+		cacheKeys: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_key_cache_fingerprints",
+			Help: "Key fingerprints held by the dedupe cache (about 20 bytes each)."}),
 	}
 	reg.MustRegister(m.records, m.rows, m.duplicates, m.rejects, m.batches, m.errors, m.commitErrs,
-		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up)
+		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.cacheKeys)
 	return m
 }

@@ -33,6 +33,7 @@ type eventRow struct {
 	ev    model.Event
 	split Split // usage kinds only
 	src   source
+	fp    uint64 // usage kinds only: fingerprint64 of the key, for the key cache
 }
 
 // rejectRow is one dead letter for the rejects table.
@@ -192,7 +193,7 @@ func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 		d.other = append(d.other, eventRow{ev: e, src: src})
 		return
 	}
-	d.usage = append(d.usage, eventRow{ev: e, split: SplitEvent(&e), src: src})
+	d.usage = append(d.usage, eventRow{ev: e, split: SplitEvent(&e), src: src, fp: fingerprint64(e.Key())})
 }
 
 // decodeDeadLetter turns a dead-letter-topic record into a reject row.

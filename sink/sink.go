@@ -37,9 +37,10 @@ type Sink struct {
 	gath prometheus.Gatherer
 	m    *metrics
 
-	conn driver.Conn
-	st   *store
-	kc   *kgo.Client
+	conn  driver.Conn
+	st    *store
+	kc    *kgo.Client
+	cache *keyCache // nil when off; used by the writer, emptied on rebalances and failed writes
 
 	mu      sync.Mutex // guards pending and oldest (the loop and the rebalance callbacks)
 	pending []*kgo.Record
@@ -70,6 +71,9 @@ func New(cfg Config) (*Sink, error) {
 		s.gath = g
 	}
 	s.m = newMetrics(reg)
+	if cfg.KeyCacheKeys > 0 {
+		s.cache = newKeyCache(cfg.KeyCacheKeys)
+	}
 	return s, nil
 }
 
@@ -221,6 +225,7 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 		kgo.FetchMaxWait(200 * time.Millisecond),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { s.forgetKeys() }),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.rebalanceWanted.Store(true) }),
 		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
@@ -235,6 +240,7 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 // With BlockRebalanceOnPoll it never runs during a flush.
 func (s *Sink) onRevoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.rebalanceWanted.Store(false)
+	s.forgetKeys()
 	gone := map[string]map[int32]bool{}
 	for t, ps := range lost {
 		gone[t] = map[int32]bool{}
@@ -287,6 +293,16 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 		}
 	}
 	return offs, nil
+}
+
+// forgetKeys empties the dedupe cache: on every rebalance (another sink may
+// have written a tenant's keys while it was not ours) and after every failed
+// write (its insert may have landed).
+func (s *Sink) forgetKeys() {
+	if s.cache != nil {
+		s.cache.clear()
+		s.m.cacheKeys.Set(0)
+	}
 }
 
 func (s *Sink) buffered() int {
@@ -425,7 +441,6 @@ type lookups struct {
 func (l *lookups) exclude(prev, b *batch) {
 	// Only the keys of b matter: look them up in prev rather than copy
 	// all of prev (a copy of 50,000 keys grew the map, slowly).
-	both(l.usage, b.keys.usage, prev.keys.usage)
 	both(l.other, b.keys.other, prev.keys.other)
 	both(l.rejects, b.keys.rejects, prev.keys.rejects)
 }
@@ -481,13 +496,12 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	return b
 }
 
-// lookup returns which of b's keys and fingerprints the tables hold.
+// lookup returns which of b's other_events keys and reject fingerprints the
+// tables hold. (usage_events keys are looked up by the writer through the
+// key cache, which only the writer may fill.)
 func (s *Sink) lookup(ctx context.Context, b *batch) (*lookups, error) {
-	var l lookups
+	var l lookups // usage: none; the writer asks the key cache
 	var err error
-	if l.usage, err = s.st.existingKeys(ctx, "usage_events", mapKeys(b.keys.usage)); err != nil {
-		return nil, err
-	}
 	if l.other, err = s.st.existingKeys(ctx, "other_events", mapKeys(b.keys.other)); err != nil {
 		return nil, err
 	}
@@ -524,6 +538,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) bool {
 		if err == nil {
 			break
 		}
+		s.forgetKeys()
 		s.setHealth(err)
 		s.log.Warn("flush failed; retrying", "records", len(b.recs), "err", err)
 		if ctx.Err() != nil || time.Since(b.start) > s.cfg.FlushTimeout || s.rebalanceWanted.Load() || !bo.wait(ctx) {
@@ -713,6 +728,9 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 			if err := s.st.insert(ctx, newQueryID(), t.table, t.columns, fill); err != nil {
 				return track(err)
 			}
+			if t.table == "usage_events" && s.cache != nil {
+				s.m.cacheKeys.Set(float64(s.cache.add(rows)))
+			}
 		}
 		s.m.rows.WithLabelValues(t.table).Add(float64(len(rows)))
 		s.m.duplicates.WithLabelValues(t.table).Add(float64(len(*t.rows) - len(rows)))
@@ -757,7 +775,12 @@ func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, keys, f
 	}
 	if found == nil {
 		var err error
-		if found, err = s.st.existingKeys(ctx, table, mapKeys(keys)); err != nil {
+		if table == "usage_events" {
+			found, err = s.existingUsage(ctx, uniq)
+		} else {
+			found, err = s.st.existingKeys(ctx, table, mapKeys(keys))
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
