@@ -44,6 +44,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	ratesPath := fs.String("rates", "", "rate card YAML (required; see query/testdata/rates.yaml)")
 	tokensPath := fs.String("tokens", "", "tokens file: SHA-256 hashes from `feedmeter token new` (required)")
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "answer 503 when ClickHouse takes longer than this")
+	slots := fs.Int("clickhouse-slots", 0, "per-tenant ClickHouse queries running at once, the rest queued (0: no bound); about the cores of the ClickHouse server")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long requests in flight may take at shutdown")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -57,6 +58,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "feedmeter serve: %v\n", err)
+		return 2
+	}
+	if *slots < 0 {
+		fmt.Fprintf(stderr, "feedmeter serve: --clickhouse-slots %d is negative\n", *slots)
 		return 2
 	}
 	if *ratesPath == "" || *tokensPath == "" {
@@ -92,7 +97,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		log.Warn("clickhouse does not answer yet; serving 503 until it does", "clickhouse", *chAddr, "err", err)
 	}
 	cancel()
-	srv, err := query.New(query.Config{Store: query.NewClickHouse(conn), Rates: rates, Tokens: tokens,
+	store := query.NewClickHouse(conn)
+	store.SetConcurrency(*slots)
+	srv, err := query.New(query.Config{Store: store, Rates: rates, Tokens: tokens,
 		Logger: log, QueryTimeout: *queryTimeout})
 	if err != nil {
 		fmt.Fprintf(stderr, "feedmeter serve: %v\n", err)
@@ -167,6 +174,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	settle := fs.Duration("settle", 15*time.Minute, "wait at most this long for ClickHouse's merges to finish before measuring")
 	compact := fs.Bool("compact", false, "compact the day rollups before measuring, as `feedmeter migrate --compact` does")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds (server and clients) to this file")
+	fs.IntVar(&c.Slots, "clickhouse-slots", 0, "per-tenant ClickHouse queries the server runs at once, as serve --clickhouse-slots (0: no bound)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter bench query [flags]\n\nDefaults load 106,580,000 events (2000 tenants x 2 agents x 12 months).")
 		fs.PrintDefaults()

@@ -49,6 +49,7 @@ type Config struct {
 	// (3 x hours + days). The defaults make 106,580,000.
 
 	Clients  []int         // concurrent clients per round; default 1, 4, 16
+	Slots    int           // the server's ClickHouse query slots (serve --clickhouse-slots); 0: no bound
 	Duration time.Duration // per round; default 20 s
 	Reload   bool          // drop and load the data again even when it is there
 	Logger   *slog.Logger  // progress; default discards
@@ -90,6 +91,9 @@ func (c Config) Validate() error {
 	}
 	if c.Tenants < 1 || c.Tenants > 1_000_000 || c.Agents < 1 || c.Agents > 10 || c.Months < 1 || c.Months > 24 {
 		errs = append(errs, errors.New("want 1..1,000,000 tenants, 1..10 agents, 1..24 months"))
+	}
+	if c.Slots < 0 || c.Slots > 256 {
+		errs = append(errs, fmt.Errorf("clickhouse slots %d not in 0..256", c.Slots))
 	}
 	for _, n := range c.Clients {
 		if n < 1 || n > 256 {
@@ -360,7 +364,9 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	srv, err := query.New(query.Config{Store: query.NewClickHouse(conn), Rates: rates, Tokens: tokens, Logger: c.Logger, QueryTimeout: time.Minute})
+	store := query.NewClickHouse(conn)
+	store.SetConcurrency(c.Slots)
+	srv, err := query.New(query.Config{Store: store, Rates: rates, Tokens: tokens, Logger: c.Logger, QueryTimeout: time.Minute})
 	if err != nil {
 		return nil, err
 	}
