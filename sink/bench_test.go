@@ -1,11 +1,14 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -58,7 +61,7 @@ func BenchmarkSink(b *testing.B) {
 		n = v
 	}
 	recs := benchEvents(n)
-	var sinkRate, steadyRate, rawRate, rawSortedRate, sinkCPU float64
+	var sinkRate, steadyRate, rawRate, rawSortedRate, sinkCPU, serverCPUPerRow float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		// Sink: Kafka to ClickHouse.
@@ -72,6 +75,7 @@ func BenchmarkSink(b *testing.B) {
 		cfg.KafkaOptions = []kgo.Opt{kgo.FetchMaxBytes(64 << 20), kgo.FetchMaxPartitionBytes(16 << 20)}
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()
+		srv0, srvOK := serverCPU()
 		s, stop := runSink(b, cfg)
 		// Steady state: from the first committed batch to the end, without
 		// the start-up (ClickHouse connect, migrations check, group join).
@@ -89,6 +93,9 @@ func BenchmarkSink(b *testing.B) {
 		waitDrained(b, db.Conn, brokers, 10*time.Minute)
 		end, cpu1 := time.Now(), cpuTime()
 		sinkCPU = (cpu1 - cpu0).Seconds() / float64(n) * 1e6
+		if srv1, ok := serverCPU(); ok && srvOK {
+			serverCPUPerRow = (srv1 - srv0).Seconds() / float64(n) * 1e6
+		}
 		b.StopTimer()
 		stop()
 		sinkRate = float64(n) / end.Sub(start).Seconds()
@@ -122,6 +129,9 @@ func BenchmarkSink(b *testing.B) {
 	b.ReportMetric(rawSortedRate, "raw-sorted-rows/s")
 	// The CPU time of this process (sink, kfake, Go runtime) per event.
 	b.ReportMetric(sinkCPU, "sink-process-cpu-us/row")
+	// And ClickHouse's over the same time (inserts, views, lookups, merges),
+	// when it is the server scripts/clickhouse.sh started.
+	b.ReportMetric(serverCPUPerRow, "clickhouse-cpu-us/row")
 	// Against the faster of the two raw inserts.
 	best := max(rawRate, rawSortedRate)
 	b.ReportMetric(sinkRate/best*100, "sink-%-of-raw")
@@ -144,6 +154,32 @@ func rawInsert(b *testing.B, rows []eventRow, order func([]eventRow) []eventRow)
 		}
 	}
 	return float64(len(rows)) / time.Since(start).Seconds()
+}
+
+// serverCPU is the user and system CPU time of the ClickHouse server that
+// scripts/clickhouse.sh started (its pid file in CLICKHOUSE_DIR), merges
+// and all; false when there is none to read.
+func serverCPU() (time.Duration, bool) {
+	pid, err := os.ReadFile(filepath.Join(os.Getenv("CLICKHOUSE_DIR"), "pid"))
+	if err != nil || os.Getenv("CLICKHOUSE_DIR") == "" {
+		return 0, false
+	}
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the command (which may hold spaces): utime and stime
+	// are the 12th and 13th, in clock ticks of 10 ms.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(u+st) * 10 * time.Millisecond, true
 }
 
 // cpuTime is the user and system CPU time this process has used.
