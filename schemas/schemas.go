@@ -41,7 +41,9 @@
 //     usage_events exactly. A tenant's set is complete: it is loaded from
 //     usage_events by the same goroutine that then inserts (no insert of this
 //     sink runs meanwhile), extended with every acknowledged insert, and
-//     thrown away on every rebalance and after every failed write. MergeTree
+//     thrown away when partitions are revoked or lost and after a failed
+//     insert; a stopping sink holds its partitions until its last flush is
+//     over. MergeTree
 //     makes an acknowledged insert visible to every later SELECT. (For
 //     other_events and rejects the lookup of batch N+1 may run while batch N
 //     is being written; every key of batch N is then counted as present,
@@ -67,8 +69,15 @@
 //
 // What the argument assumes: ClickHouse keeps what it acknowledged (a server
 // killed between writing usage_events and the views of one INSERT could
-// leave the rollups short; v_rollup_check shows any such difference), and
-// producers key usage records by tenant with a fixed partition count.
+// leave the rollups short; v_rollup_check shows any such difference),
+// producers key usage records by tenant with a fixed partition count, and a
+// sink cut off from Kafka stops writing before the group gives its
+// partitions to another member: it notices at its next heartbeat and then
+// writes at most the batch in flight (FlushTimeout), while the group waits
+// SessionTimeout. Keep FlushTimeout well under SessionTimeout. (Before the
+// key cache a breach of these needed two inserts at the same moment to
+// count a key twice; with it, a member that loaded a tenant's keys misses
+// whatever another writes later.)
 package schemas
 
 import (

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -210,4 +211,56 @@ func healthz(base string) int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestFinalFlushHoldsPartitions: a sink that is stopping keeps its
+// partitions until its last flush is in ClickHouse. Sink A buffers every
+// record, is cancelled, and its final flush is held before its insert while
+// sink B joins the group; B may take A's partitions (and load their tenants'
+// keys) only after A inserted, so nothing A writes is inserted again by B.
+func TestFinalFlushHoldsPartitions(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	cl := newCluster(t)
+	brokers := cl.ListenAddrs()
+	w := genWorkload(1, 1500)
+	produce(t, brokers, w.records)
+
+	reached, release := make(chan struct{}), make(chan struct{})
+	var final atomic.Bool
+	cfgA := testConfig(t, brokers, db.Addr, db.Name)
+	cfgA.BatchAge, cfgA.BatchRows, cfgA.FlushTimeout = 30*time.Second, 1_000_000, 8*time.Second
+	cfgA.Hook = func(p string) {
+		if p == "before-insert" && final.Load() {
+			close(reached)
+			<-release
+		}
+	}
+	a, err := New(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancelA := context.WithCancel(context.Background())
+	doneA := make(chan error, 1)
+	go func() { doneA <- a.Run(actx) }()
+	waitFor(t, 30*time.Second, "sink A to buffer every record", func() bool { return a.buffered() >= len(w.records) })
+	final.Store(true)
+	cancelA()
+	<-reached // A's final flush holds every record
+
+	cfgB := testConfig(t, brokers, db.Addr, db.Name)
+	cfgB.BatchRows = 100
+	b, stopB := runSink(t, cfgB)
+	time.Sleep(4 * time.Second) // B joins, and would take partitions if A let go
+	bEarly := testutil.ToFloat64(b.m.rows.WithLabelValues("usage_events"))
+	close(release)
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	produce(t, brokers, w.records[:len(w.records)/2]) // and a replay for B
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stopB()
+	if bEarly != 0 {
+		t.Errorf("sink B inserted %v rows while A's final flush held the partitions", bEarly)
+	}
+	verify(t, db.Conn, w)
 }

@@ -1,8 +1,10 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -27,13 +29,17 @@ import (
 //     which then inserts that batch; no insert of this sink runs meanwhile;
 //   - after an acknowledged insert the rows' fingerprints are added;
 //   - a tenant's keys are written only by the owner of its Kafka partition
-//     (the argument in package schemas), and the cache is emptied on every
-//     rebalance, so sets never outlive an ownership;
-//   - any failed write empties the cache (the insert may or may not have
-//     landed; the next attempt settles it, then reloads).
+//     (the argument in package schemas), and the cache is emptied when
+//     partitions are revoked or lost, so sets never outlive an ownership
+//     (a sink that stops holds its partitions until its last flush is over);
+//   - a failed insert into usage_events empties the cache (it may or may
+//     not have landed; the next attempt settles it, then reloads). Other
+//     failures keep it: nothing was written to usage_events, and a load
+//     cut short by the flush timeout is continued by the next attempt.
 //
-// The cache holds at most max fingerprints; past that it drops the tenants
-// used longest ago. A set costs about 20 bytes a key.
+// The cache holds about max fingerprints; past that it drops the tenants
+// used longest ago, but never the tenants of the batch at hand. A set costs
+// about 20 bytes a key.
 type keyCache struct {
 	mu      sync.Mutex
 	max     int
@@ -51,7 +57,7 @@ func newKeyCache(max int) *keyCache {
 	return &keyCache{max: max, tenants: map[string]*tenantKeys{}}
 }
 
-// fingerprint is cityHash64(concat(kind, '\0', entry_id)) as ClickHouse
+// fingerprint64 is cityHash64(concat(kind, '\0', entry_id)) as ClickHouse
 // computes it.
 func fingerprint64(k key) uint64 {
 	var buf [128]byte
@@ -87,8 +93,7 @@ func (c *keyCache) sets(tenants map[string]bool) (map[string]map[uint64]struct{}
 	return have, missing
 }
 
-// put stores loaded sets, then drops the least recently used tenants (not
-// the ones of this lookup) while over max; it returns how many
+// put stores loaded sets, then trims the cache; it returns how many
 // fingerprints it holds.
 func (c *keyCache) put(loaded map[string]map[uint64]struct{}) int {
 	c.mu.Lock()
@@ -100,25 +105,12 @@ func (c *keyCache) put(loaded map[string]map[uint64]struct{}) int {
 		c.tenants[t] = &tenantKeys{fps: fps, used: c.tick}
 		c.size += len(fps)
 	}
-	for c.size > c.max {
-		var oldest string
-		var at uint64
-		for t, tk := range c.tenants {
-			if tk.used < c.tick && (oldest == "" || tk.used < at) {
-				oldest, at = t, tk.used
-			}
-		}
-		if oldest == "" {
-			break // everything held is in use by this lookup
-		}
-		c.size -= len(c.tenants[oldest].fps)
-		delete(c.tenants, oldest)
-	}
+	c.trim()
 	return c.size
 }
 
 // add records rows that usage_events acknowledged, for the tenants held,
-// and returns how many fingerprints it holds.
+// then trims the cache; it returns how many fingerprints it holds.
 func (c *keyCache) add(rows []eventRow) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -129,42 +121,73 @@ func (c *keyCache) add(rows []eventRow) int {
 			c.size += len(tk.fps) - n
 		}
 	}
+	c.trim()
 	return c.size
 }
 
-// loadBatch is how many tenants one load query asks for: ClickHouse builds
-// every set of a query in memory before it answers.
-const loadBatch = 200
+// trim drops the tenants used longest ago while the cache holds more than
+// max fingerprints, but none the current lookup uses: one batch's tenants
+// stay, even past max.
+func (c *keyCache) trim() {
+	if c.size <= c.max {
+		return
+	}
+	type aged struct {
+		tenant string
+		used   uint64
+	}
+	var old []aged
+	for t, tk := range c.tenants {
+		if tk.used < c.tick {
+			old = append(old, aged{t, tk.used})
+		}
+	}
+	slices.SortFunc(old, func(a, b aged) int { return cmp.Compare(a.used, b.used) })
+	for _, a := range old {
+		if c.size <= c.max {
+			break
+		}
+		c.size -= len(c.tenants[a.tenant].fps)
+		delete(c.tenants, a.tenant)
+	}
+}
 
-// keyFingerprints returns the fingerprints of every usage_events key of
-// tenants, an empty set for a tenant with none.
-func (s *store) keyFingerprints(ctx context.Context, tenants []string) (map[string]map[uint64]struct{}, error) {
-	out := make(map[string]map[uint64]struct{}, len(tenants))
+// loadBatch is how many tenants one load query asks for: ClickHouse builds
+// every set of a query in memory before it answers, and each query's sets
+// are kept as soon as they arrive, so that a load cut short by the flush
+// timeout is continued, not redone, by the next attempt.
+const loadBatch = 100
+
+// keyFingerprints reads the fingerprints of every usage_events key of
+// tenants, loadBatch tenants a query, and hands each query's sets to got
+// (an empty set for a tenant with none).
+func (s *store) keyFingerprints(ctx context.Context, tenants []string, got func(map[string]map[uint64]struct{})) error {
 	for len(tenants) > 0 {
 		n := min(len(tenants), loadBatch)
 		chunk := tenants[:n]
 		tenants = tenants[n:]
 		t, err := ext.NewTable("_tenants", ext.Column("tenant_id", "String"))
 		if err != nil {
-			return nil, err
+			return err
 		}
+		out := make(map[string]map[uint64]struct{}, len(chunk))
 		for _, tn := range chunk {
 			if err := t.Append(tn); err != nil {
-				return nil, err
+				return err
 			}
 			out[tn] = map[uint64]struct{}{}
 		}
 		rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
 			"SELECT tenant_id, groupArray("+fingerprintSQL+") FROM usage_events WHERE tenant_id IN (SELECT tenant_id FROM _tenants) GROUP BY tenant_id")
 		if err != nil {
-			return nil, fmt.Errorf("load key fingerprints of %d tenants: %w", len(chunk), err)
+			return fmt.Errorf("load key fingerprints of %d tenants: %w", len(chunk), err)
 		}
 		for rows.Next() {
 			var tn string
 			var fps []uint64
 			if err := rows.Scan(&tn, &fps); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("load key fingerprints: %w", err)
+				return fmt.Errorf("load key fingerprints: %w", err)
 			}
 			set := make(map[uint64]struct{}, len(fps))
 			for _, fp := range fps {
@@ -175,10 +198,11 @@ func (s *store) keyFingerprints(ctx context.Context, tenants []string) (map[stri
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return nil, fmt.Errorf("load key fingerprints: %w", err)
+			return fmt.Errorf("load key fingerprints: %w", err)
 		}
+		got(out)
 	}
-	return out, nil
+	return nil
 }
 
 // existingUsage returns which keys of rows usage_events holds: the keys
@@ -196,16 +220,15 @@ func (s *Sink) existingUsage(ctx context.Context, rows []eventRow) (map[key]bool
 		tenants[rows[i].ev.TenantID] = true
 	}
 	have, missing := s.cache.sets(tenants)
-	if len(missing) > 0 {
-		loaded, err := s.st.keyFingerprints(ctx, missing)
-		if err != nil {
-			return nil, err
-		}
+	err := s.st.keyFingerprints(ctx, missing, func(loaded map[string]map[uint64]struct{}) {
 		for t, fps := range loaded {
 			have[t] = fps
 		}
 		s.m.cacheKeys.Set(float64(s.cache.put(loaded)))
-		s.m.cacheLoads.Add(float64(len(missing)))
+		s.m.cacheLoads.Add(float64(len(loaded)))
+	})
+	if err != nil {
+		return nil, err
 	}
 	var maybe []key
 	for i := range rows {

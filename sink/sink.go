@@ -168,6 +168,13 @@ func (s *Sink) Run(ctx context.Context) error {
 	}()
 	s.loop(ctx)
 	<-pingDone
+	// Hold the partitions through the final flush: the loop's last pass may
+	// have allowed rebalances. A poll with a context that is already done
+	// returns no records, waits out a rebalance under way (whose revoke
+	// drops the records of partitions no longer ours) and blocks the next
+	// until the client closes. Without it another member could load a
+	// tenant's keys, then this flush insert more of them.
+	kc.PollRecords(ctx, 1)
 	// Final flush with a context of its own: ctx is already cancelled.
 	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.FlushTimeout)
 	if s.buffered() > 0 {
@@ -225,7 +232,6 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 		kgo.FetchMaxWait(200 * time.Millisecond),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
-		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { s.forgetKeys() }),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.rebalanceWanted.Store(true) }),
 		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
@@ -295,9 +301,10 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 	return offs, nil
 }
 
-// forgetKeys empties the dedupe cache: on every rebalance (another sink may
-// have written a tenant's keys while it was not ours) and after every failed
-// write (its insert may have landed).
+// forgetKeys empties the dedupe cache: when partitions are revoked or lost
+// (another sink may write their tenants' keys from now on; a partition
+// gained brings tenants this sink has not held since it last lost it) and
+// after an insert into usage_events failed (it may have landed).
 func (s *Sink) forgetKeys() {
 	if s.cache != nil {
 		s.cache.clear()
@@ -441,6 +448,9 @@ type lookups struct {
 func (l *lookups) exclude(prev, b *batch) {
 	// Only the keys of b matter: look them up in prev rather than copy
 	// all of prev (a copy of 50,000 keys grew the map, slowly).
+	if l.usage != nil {
+		both(l.usage, b.keys.usage, prev.keys.usage)
+	}
 	both(l.other, b.keys.other, prev.keys.other)
 	both(l.rejects, b.keys.rejects, prev.keys.rejects)
 }
@@ -496,12 +506,17 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	return b
 }
 
-// lookup returns which of b's other_events keys and reject fingerprints the
-// tables hold. (usage_events keys are looked up by the writer through the
-// key cache, which only the writer may fill.)
+// lookup returns which of b's keys and reject fingerprints the tables hold
+// (usage_events keys only when there is no key cache: with one, the writer
+// looks them up).
 func (s *Sink) lookup(ctx context.Context, b *batch) (*lookups, error) {
-	var l lookups // usage: none; the writer asks the key cache
+	var l lookups // usage: only without the key cache, which only the writer may fill
 	var err error
+	if s.cache == nil {
+		if l.usage, err = s.st.existingKeys(ctx, "usage_events", mapKeys(b.keys.usage)); err != nil {
+			return nil, err
+		}
+	}
 	if l.other, err = s.st.existingKeys(ctx, "other_events", mapKeys(b.keys.other)); err != nil {
 		return nil, err
 	}
@@ -538,7 +553,6 @@ func (s *Sink) flush(ctx context.Context, b *batch) bool {
 		if err == nil {
 			break
 		}
-		s.forgetKeys()
 		s.setHealth(err)
 		s.log.Warn("flush failed; retrying", "records", len(b.recs), "err", err)
 		if ctx.Err() != nil || time.Since(b.start) > s.cfg.FlushTimeout || s.rebalanceWanted.Load() || !bo.wait(ctx) {
@@ -726,6 +740,9 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 				fill = func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
 			}
 			if err := s.st.insert(ctx, newQueryID(), t.table, t.columns, fill); err != nil {
+				if t.table == "usage_events" {
+					s.forgetKeys() // the rows may have landed
+				}
 				return track(err)
 			}
 			if t.table == "usage_events" && s.cache != nil {

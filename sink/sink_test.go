@@ -34,7 +34,19 @@ func TestSinkDuplicatesAndReplay(t *testing.T) {
 			waitDrained(t, db.Conn, brokers, time.Minute)
 			stop()
 			verify(t, db.Conn, w)
-			hits := testutil.ToFloat64(s.m.cacheHits)
+			hits, loads := testutil.ToFloat64(s.m.cacheHits), testutil.ToFloat64(s.m.cacheLoads)
+			tenants := map[string]bool{}
+			for _, e := range w.events {
+				tenants[e.TenantID] = true
+			}
+			if c.keys > 0 && loads <= float64(len(tenants)) {
+				// Fifty fingerprints hold no two tenants: each one's
+				// return is a reload.
+				t.Errorf("tiny cache: %v tenant loads for %d tenants, want it dropping and reloading", loads, len(tenants))
+			}
+			if c.keys == 0 && loads < float64(len(tenants)) {
+				t.Errorf("%v tenant loads, want at least one for each of %d tenants", loads, len(tenants))
+			}
 			switch {
 			case c.keys < 0 && hits != 0:
 				t.Errorf("no cache, but %v cache hits", hits)
