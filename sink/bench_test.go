@@ -71,7 +71,7 @@ func BenchmarkSink(b *testing.B) {
 		produce(b, brokers, recs)
 		cfg := testConfig(b, brokers, db.Addr, db.Name)
 		cfg.BatchRows, cfg.BatchAge, cfg.FlushTimeout = 50000, time.Second, 30*time.Second
-		cfg.SessionTimeout, cfg.RebalanceTimeout = 10*time.Second, 60*time.Second
+		cfg.SessionTimeout, cfg.RebalanceTimeout = 10*time.Second, 70*time.Second
 		cfg.KafkaOptions = []kgo.Opt{kgo.FetchMaxBytes(64 << 20), kgo.FetchMaxPartitionBytes(16 << 20)}
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()

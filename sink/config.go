@@ -30,7 +30,11 @@ type Config struct {
 	// FlushTimeout bounds how long one flush retries through ClickHouse
 	// errors while rebalances wait for it; then the batch is abandoned
 	// (nothing committed, the partitions rewound) and read again. Default 10 s;
-	// keep it well under RebalanceTimeout.
+	// RebalanceTimeout must be at least 2 x FlushTimeout + 5 s: a flush
+	// holds its partitions up to about twice FlushTimeout (a retry started
+	// just before the timeout runs its course, then the last INSERT is
+	// settled), and a stopping sink's final flush ends one FlushTimeout
+	// after the stop.
 	FlushTimeout time.Duration
 	// BackoffMin and BackoffMax bound the wait between retries of a failing
 	// flush, doubling from min to max. Defaults 100 ms and 2 s.
@@ -119,8 +123,9 @@ func (c Config) Validate() error {
 	if c.BatchAge < 0 || c.FlushTimeout < 0 || c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin {
 		errs = append(errs, errors.New("durations must be positive, with BackoffMax >= BackoffMin"))
 	}
-	if c.FlushTimeout >= c.RebalanceTimeout {
-		errs = append(errs, fmt.Errorf("flush timeout %v must be shorter than the rebalance timeout %v", c.FlushTimeout, c.RebalanceTimeout))
+	if 2*c.FlushTimeout+5*time.Second > c.RebalanceTimeout {
+		errs = append(errs, fmt.Errorf("flush timeout %v: a flush may hold its partitions about twice that (a retry started late, then the settle), so the rebalance timeout %v must be at least twice the flush timeout plus 5 s",
+			c.FlushTimeout, c.RebalanceTimeout))
 	}
 	return errors.Join(errs...)
 }

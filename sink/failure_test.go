@@ -228,7 +228,7 @@ func TestFinalFlushHoldsPartitions(t *testing.T) {
 	reached, release := make(chan struct{}), make(chan struct{})
 	var final atomic.Bool
 	cfgA := testConfig(t, brokers, db.Addr, db.Name)
-	cfgA.BatchAge, cfgA.BatchRows, cfgA.FlushTimeout = 30*time.Second, 1_000_000, 8*time.Second
+	cfgA.BatchAge, cfgA.BatchRows, cfgA.FlushTimeout, cfgA.RebalanceTimeout = 30*time.Second, 1_000_000, 8*time.Second, 25*time.Second
 	cfgA.Hook = func(p string) {
 		if p == "before-insert" && final.Load() {
 			close(reached)

@@ -57,7 +57,7 @@ func testConfig(t testing.TB, brokers []string, chAddr, db string) Config {
 		Brokers: brokers, ClickHouse: chAddr, Database: db,
 		BatchRows: 700, BatchAge: 100 * time.Millisecond,
 		FlushTimeout: 3 * time.Second, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-		RebalanceTimeout: 10 * time.Second, SessionTimeout: 1500 * time.Millisecond,
+		RebalanceTimeout: 15 * time.Second, SessionTimeout: 1500 * time.Millisecond,
 		Logger:       testLogger(t),
 		KafkaOptions: []kgo.Opt{kgo.HeartbeatInterval(200 * time.Millisecond)},
 	}

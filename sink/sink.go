@@ -47,7 +47,10 @@ type Sink struct {
 	oldest  time.Time
 
 	rebalanceWanted atomic.Bool
-	unsettled       string // query id of an INSERT whose outcome is unknown; owned by the loop
+	// unsettled is the query id of an INSERT whose outcome is unknown, ""
+	// when there is none. The writer sets and clears it; the loop reads it
+	// before an early lookup.
+	unsettled atomic.Pointer[string]
 
 	health struct {
 		sync.Mutex
@@ -166,6 +169,11 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	// The final flush may hold the partitions only until one FlushTimeout
+	// after the cancellation (a write in flight then may already have used
+	// it): rebalances wait for it.
+	var stopped atomic.Pointer[time.Time]
+	context.AfterFunc(ctx, func() { t := time.Now(); stopped.Store(&t) })
 	s.loop(ctx)
 	<-pingDone
 	// Hold the partitions through the final flush: the loop's last pass may
@@ -176,7 +184,11 @@ func (s *Sink) Run(ctx context.Context) error {
 	// tenant's keys, then this flush insert more of them.
 	kc.PollRecords(ctx, 1)
 	// Final flush with a context of its own: ctx is already cancelled.
-	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.FlushTimeout)
+	deadline := time.Now().Add(s.cfg.FlushTimeout)
+	if t := stopped.Load(); t != nil {
+		deadline = t.Add(s.cfg.FlushTimeout)
+	}
+	fctx, cancel := context.WithDeadline(context.Background(), deadline)
 	if s.buffered() > 0 {
 		s.flush(fctx, s.prepare(fctx, false))
 	}
@@ -243,7 +255,9 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 
 // onRevoked drops the buffered records of partitions this member no longer
 // owns. Nothing of theirs was committed, so the next owner reads them again.
-// With BlockRebalanceOnPoll it never runs during a flush.
+// With BlockRebalanceOnPoll it never runs during a flush: the loop polls
+// before it takes a batch, and allows rebalances only when no write is in
+// flight.
 func (s *Sink) onRevoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.rebalanceWanted.Store(false)
 	s.forgetKeys()
@@ -312,6 +326,15 @@ func (s *Sink) forgetKeys() {
 	}
 }
 
+// unsettledQuery returns the query id of an INSERT whose outcome is
+// unknown, or "".
+func (s *Sink) unsettledQuery() string {
+	if q := s.unsettled.Load(); q != nil {
+		return *q
+	}
+	return ""
+}
+
 func (s *Sink) buffered() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -351,6 +374,8 @@ func (s *Sink) loop(ctx context.Context) {
 		return ok
 	}
 	defer finish(nil)
+	held, cancelHeld := context.WithCancel(context.Background())
+	cancelHeld() // done: polls with it only hold the partitions
 	for ctx.Err() == nil {
 		s.mu.Lock()
 		n, oldest := len(s.pending), s.oldest
@@ -380,18 +405,26 @@ func (s *Sink) loop(ctx context.Context) {
 		n, oldest = len(s.pending), s.oldest
 		s.mu.Unlock()
 		if n > 0 && (n >= s.cfg.BatchRows || time.Since(oldest) >= s.cfg.BatchAge) && !s.rebalanceWanted.Load() {
-			next := s.prepare(ctx, cur != nil)
-			prev := cur
-			if !finish(next) {
-				continue
+			// Hold the partitions before taking the batch: this pass may
+			// not have polled since the last one allowed rebalances. A poll
+			// with a done context returns no records, waits out a
+			// rebalance under way (whose revoke drops the records of lost
+			// partitions from the buffer) and blocks the next one.
+			s.kc.PollRecords(held, 1)
+			if s.buffered() > 0 {
+				next := s.prepare(ctx, cur != nil)
+				prev := cur
+				if !finish(next) {
+					continue
+				}
+				if prev != nil && next.pre != nil {
+					next.pre.exclude(prev, next)
+				}
+				cur, inflight = next, make(chan bool, 1)
+				// Not cancelled with ctx: a write in flight at shutdown
+				// finishes (or is abandoned after FlushTimeout).
+				go func(b *batch, done chan<- bool) { done <- s.flush(context.WithoutCancel(ctx), b) }(next, inflight)
 			}
-			if prev != nil && next.pre != nil {
-				next.pre.exclude(prev, next)
-			}
-			cur, inflight = next, make(chan bool, 1)
-			// Not cancelled with ctx: a write in flight at shutdown finishes
-			// (or is abandoned after FlushTimeout).
-			go func(b *batch, done chan<- bool) { done <- s.flush(context.WithoutCancel(ctx), b) }(next, inflight)
 		}
 		if inflight == nil {
 			s.kc.AllowRebalance()
@@ -499,8 +532,13 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 		// Build the insert now, while the previous batch is written: it is
 		// used as is when the lookup finds no duplicate (the usual case).
 		b.usageCols = usageCols(b.d.usage, b.now)
-		if pre, err := s.lookup(ctx, b); err == nil {
-			b.pre = pre
+		// No early lookup while an INSERT of unknown outcome may still be
+		// running (the writer settles it first): rows of an abandoned
+		// batch, read again into this one, could land after the lookup.
+		if s.unsettledQuery() == "" {
+			if pre, err := s.lookup(ctx, b); err == nil {
+				b.pre = pre
+			}
 		}
 	}
 	return b
@@ -556,13 +594,13 @@ func (s *Sink) flush(ctx context.Context, b *batch) bool {
 		s.setHealth(err)
 		s.log.Warn("flush failed; retrying", "records", len(b.recs), "err", err)
 		if ctx.Err() != nil || time.Since(b.start) > s.cfg.FlushTimeout || s.rebalanceWanted.Load() || !bo.wait(ctx) {
-			if s.unsettled != "" {
+			if q := s.unsettledQuery(); q != "" {
 				// Make sure the last INSERT is over before another sink may
 				// take these partitions; unreachable means the server is down
 				// and runs nothing.
 				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				if s.st.settle(sctx, s.unsettled) == nil {
-					s.unsettled = ""
+				if s.st.settle(sctx, q) == nil {
+					s.unsettled.Store(nil)
 				}
 				cancel()
 			}
@@ -675,17 +713,17 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	pre := b.pre
 	b.pre = nil
 	d, now := b.d, b.now
-	if s.unsettled != "" {
+	if q := s.unsettledQuery(); q != "" {
 		pre = nil
-		if err := s.st.settle(ctx, s.unsettled); err != nil {
+		if err := s.st.settle(ctx, q); err != nil {
 			return err
 		}
-		s.unsettled = ""
+		s.unsettled.Store(nil)
 	}
 	track := func(err error) error {
 		var ie *insertError
 		if errors.As(err, &ie) {
-			s.unsettled = ie.queryID
+			s.unsettled.Store(&ie.queryID)
 		}
 		return err
 	}
