@@ -21,6 +21,7 @@ type metrics struct {
 	cacheLoads prometheus.Counter     // tenants whose key fingerprints were loaded
 	cacheHits  prometheus.Counter     // keys whose fingerprint was known, looked up exactly
 	cacheKeys  prometheus.Gauge       // fingerprints held
+	misrouted  prometheus.Counter     // usage records whose key is not their tenant
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,8 +56,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Keys whose fingerprint the dedupe cache knew, so they were looked up in ClickHouse (duplicates, and the rare fingerprint shared by two keys)."}),
 		cacheKeys: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_key_cache_fingerprints",
 			Help: "Key fingerprints held by the dedupe cache (about 20 bytes each)."}),
+		misrouted: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_misrouted_records_total",
+			Help: "Usage records whose Kafka key is not their tenant_id: still inserted once, but exactly-once across sinks assumes records keyed by tenant."}),
 	}
 	reg.MustRegister(m.records, m.rows, m.duplicates, m.rejects, m.batches, m.errors, m.commitErrs,
-		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.cacheKeys)
+		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.cacheKeys, m.misrouted)
 	return m
 }

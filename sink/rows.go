@@ -76,6 +76,10 @@ type decoded struct {
 	// dead-letter topic.
 	deadLetters []rejectRow
 	in          interner // the repeating strings of the events (nil: none kept)
+	// misrouted counts usage events whose record key is not their tenant,
+	// which the exactness argument assumes it is; first is the first one.
+	misrouted int
+	first     source
 }
 
 // sortRows returns rows in the order of the tables' ORDER BY (tenant_id,
@@ -192,6 +196,12 @@ func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 	if e.Kind == model.KindOther {
 		d.other = append(d.other, eventRow{ev: e, src: src})
 		return
+	}
+	if string(r.Key) != e.TenantID {
+		if d.misrouted == 0 {
+			d.first = src
+		}
+		d.misrouted++
 	}
 	d.usage = append(d.usage, eventRow{ev: e, split: SplitEvent(&e), src: src, fp: fingerprint64(e.Key())})
 }

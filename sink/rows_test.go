@@ -144,3 +144,21 @@ func TestAbsentTimesAreNull(t *testing.T) {
 		t.Fatalf("null flags (start end event updated published) and nanoseconds:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestMisroutedRecordCounted: a usage record whose Kafka key is not its
+// tenant is still decoded and kept (its dedupe key is whole), and counted.
+func TestMisroutedRecordCounted(t *testing.T) {
+	recs := benchEvents(3)
+	recs[1].Key = []byte("someone-else")
+	var d decoded
+	for i, r := range recs {
+		r.Partition, r.Offset = 0, int64(i)
+		d.decodeUsage(r, time.Now())
+	}
+	if len(d.usage) != 3 || len(d.rejects) != 0 {
+		t.Fatalf("%d usage rows and %d rejects, want 3 and 0", len(d.usage), len(d.rejects))
+	}
+	if d.misrouted != 1 || d.first.offset != 1 {
+		t.Fatalf("misrouted %d, first at offset %d; want 1 at offset 1", d.misrouted, d.first.offset)
+	}
+}

@@ -509,6 +509,14 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	b := &batch{recs: recs, start: time.Now(), first: map[source]*kgo.Record{}, last: map[source]*kgo.Record{}}
 	b.now = b.start.UTC().Truncate(time.Second)
 	b.d = s.decode(recs, b.now)
+	if n := b.d.misrouted; n > 0 {
+		// Still counted once: the dedupe key holds whatever the key. But
+		// two sinks may then write one tenant at once (schemas: what the
+		// argument assumes).
+		s.m.misrouted.Add(float64(n))
+		s.log.Warn("usage records not keyed by their tenant; exactly-once needs the producer to key them by tenant",
+			"records", n, "first", b.d.first.String())
+	}
 	b.d.usage, b.d.other = sortRows(b.d.usage), sortRows(b.d.other)
 	for _, r := range recs {
 		k := source{topic: r.Topic, partition: r.Partition}
@@ -659,6 +667,10 @@ func (s *Sink) decode(recs []*kgo.Record, now time.Time) *decoded {
 	a.other = append(a.other, b.other...)
 	a.rejects = append(a.rejects, b.rejects...)
 	a.deadLetters = append(a.deadLetters, b.deadLetters...)
+	if a.misrouted == 0 {
+		a.first = b.first
+	}
+	a.misrouted += b.misrouted
 	return a
 }
 
