@@ -36,6 +36,7 @@ func runSink(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	batchRows := fs.Int("batch-rows", 50000, "flush when this many records are buffered")
 	batchAge := fs.Duration("batch-age", time.Second, "flush when the oldest buffered record is this old")
 	flushTimeout := fs.Duration("flush-timeout", 10*time.Second, "retry a failing flush this long, then read its records again")
+	rebalanceTimeout := fs.Duration("rebalance-timeout", time.Minute, "how long the group waits for members in a rebalance; at least 2 x --flush-timeout + 5s")
 	cacheKeys := fs.Int("key-cache", 20_000_000, "dedupe cache: key fingerprints kept in memory, about 20 bytes each (negative: off, every lookup asks ClickHouse)")
 	listen := fs.String("listen", "127.0.0.1:9465", "address of /metrics and /healthz (empty: none)")
 	noMigrate := fs.Bool("no-migrate", false, "do not apply migrations at start")
@@ -56,7 +57,7 @@ func runSink(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	cfg := sink.Config{
 		Brokers: splitList(*brokers), ClickHouse: *chAddr, Database: *database,
 		Topic: *topic, DeadLetterTopic: *dlTopic, Group: *group,
-		BatchRows: *batchRows, BatchAge: *batchAge, FlushTimeout: *flushTimeout,
+		BatchRows: *batchRows, BatchAge: *batchAge, FlushTimeout: *flushTimeout, RebalanceTimeout: *rebalanceTimeout,
 		SkipMigrate: *noMigrate, Logger: log, KeyCacheKeys: *cacheKeys,
 	}
 	s, err := sink.New(cfg)
