@@ -20,14 +20,14 @@ func TestSlotsBoundQueries(t *testing.T) {
 	q := UsageQuery{Tenant: "1", Bounds: []time.Time{day, day.AddDate(0, 0, 1)}, Days: []time.Time{day, day.AddDate(0, 0, 1)},
 		Kinds: []string{"storage", "license"}}
 
-	c.Slots <- struct{}{} // someone else's query
+	c.slots <- struct{}{} // someone else's query
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	_, err := c.Usage(ctx, q)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Usage with no free slot: %v, want the deadline", err)
 	}
-	<-c.Slots
+	<-c.slots
 
 	for range 3 { // more queries than slots, one after another
 		if _, err := c.Usage(context.Background(), q); err != nil {
@@ -45,11 +45,11 @@ func TestSlotsBoundQueries(t *testing.T) {
 	if _, err := c.Usage(context.Background(), q); err == nil {
 		t.Fatal("Usage without its table succeeded")
 	}
-	if n := len(c.Slots); n != 0 {
+	if n := len(c.slots); n != 0 {
 		t.Fatalf("%d slots still taken after every query ended", n)
 	}
 	c.SetConcurrency(0)
-	if c.Slots != nil {
+	if c.slots != nil {
 		t.Fatal("SetConcurrency(0) left a bound")
 	}
 }

@@ -125,19 +125,19 @@ type ClickHouse struct {
 	// doubles the queries per second. The ranking of all tenants, a scan,
 	// keeps the server's max_threads. Default in NewClickHouse.
 	Settings clickhouse.Settings
-	// Slots, when not nil, bounds the per-tenant queries running at once to
+	// slots, when not nil, bounds the per-tenant queries running at once to
 	// its capacity; the others wait their turn (or their deadline) here.
 	// With ClickHouse on few cores, queries that share them all slow down
 	// together; queued, each runs at full speed (see SetConcurrency).
-	Slots chan struct{}
+	slots chan struct{}
 }
 
 // SetConcurrency bounds the per-tenant queries running at once to n; 0
 // removes the bound.
 func (c *ClickHouse) SetConcurrency(n int) {
-	c.Slots = nil
+	c.slots = nil
 	if n > 0 {
-		c.Slots = make(chan struct{}, n)
+		c.slots = make(chan struct{}, n)
 	}
 }
 
@@ -154,22 +154,28 @@ func (r *slotRows) Close() error {
 	return err
 }
 
-// queryTenant runs a per-tenant query with its settings, in a slot.
+// queryTenant runs a per-tenant query with its settings, in a slot when
+// they are bounded.
 func (c *ClickHouse) queryTenant(ctx context.Context, sql string, args ...any) (driver.Rows, error) {
-	if c.Slots == nil {
-		return c.conn.Query(c.tenantQuery(ctx), sql, args...)
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	select {
-	case c.Slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if len(c.Settings) > 0 {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(c.Settings))
 	}
-	rows, err := c.conn.Query(c.tenantQuery(ctx), sql, args...)
-	if err != nil {
-		<-c.Slots
+	rows, err := c.conn.Query(ctx, sql, args...)
+	switch {
+	case c.slots == nil:
+		return rows, err
+	case err != nil:
+		<-c.slots
 		return nil, err
 	}
-	return &slotRows{Rows: rows, slots: c.Slots}, nil
+	return &slotRows{Rows: rows, slots: c.slots}, nil
 }
 
 // OpenClickHouse returns a connection pool to database on the server at
@@ -196,14 +202,6 @@ func OpenClickHouse(addr, database, username, password string) (driver.Conn, err
 // feedmeter schema.
 func NewClickHouse(conn driver.Conn) *ClickHouse {
 	return &ClickHouse{conn: conn, Settings: clickhouse.Settings{"max_threads": 1, "use_uncompressed_cache": 1}}
-}
-
-// tenantQuery returns ctx with the settings of per-tenant queries.
-func (c *ClickHouse) tenantQuery(ctx context.Context) context.Context {
-	if len(c.Settings) == 0 {
-		return ctx
-	}
-	return clickhouse.Context(ctx, clickhouse.WithSettings(c.Settings))
 }
 
 // Ping checks that ClickHouse answers.
