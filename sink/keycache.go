@@ -93,9 +93,18 @@ func (c *keyCache) sets(tenants map[string]bool) (map[string]map[uint64]struct{}
 	return have, missing
 }
 
-// put stores loaded sets, then trims the cache; it returns how many
-// fingerprints it holds.
-func (c *keyCache) put(loaded map[string]map[uint64]struct{}) int {
+// len returns how many fingerprints c holds; 0 for no cache.
+func (c *keyCache) len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
+}
+
+// put stores loaded sets, then trims the cache.
+func (c *keyCache) put(loaded map[string]map[uint64]struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for t, fps := range loaded {
@@ -106,12 +115,11 @@ func (c *keyCache) put(loaded map[string]map[uint64]struct{}) int {
 		c.size += len(fps)
 	}
 	c.trim()
-	return c.size
 }
 
 // add records rows that usage_events acknowledged, for the tenants held,
-// then trims the cache; it returns how many fingerprints it holds.
-func (c *keyCache) add(rows []eventRow) int {
+// then trims the cache.
+func (c *keyCache) add(rows []eventRow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range rows {
@@ -122,7 +130,6 @@ func (c *keyCache) add(rows []eventRow) int {
 		}
 	}
 	c.trim()
-	return c.size
 }
 
 // trim drops the tenants used longest ago while the cache holds more than
@@ -209,11 +216,7 @@ func (s *store) keyFingerprints(ctx context.Context, tenants []string, got func(
 // whose fingerprint the cache knows, looked up exactly.
 func (s *Sink) existingUsage(ctx context.Context, rows []eventRow) (map[key]bool, error) {
 	if s.cache == nil || len(rows) == 0 {
-		keys := make([]key, len(rows))
-		for i := range rows {
-			keys[i] = rows[i].ev.Key()
-		}
-		return s.st.existingKeys(ctx, "usage_events", keys)
+		return s.st.existingKeys(ctx, "usage_events", rowKeys(rows))
 	}
 	tenants := map[string]bool{}
 	for i := range rows {
@@ -224,7 +227,7 @@ func (s *Sink) existingUsage(ctx context.Context, rows []eventRow) (map[key]bool
 		for t, fps := range loaded {
 			have[t] = fps
 		}
-		s.m.cacheKeys.Set(float64(s.cache.put(loaded)))
+		s.cache.put(loaded)
 		s.m.cacheLoads.Add(float64(len(loaded)))
 	})
 	if err != nil {

@@ -132,14 +132,16 @@ func TestKeyCacheEvicts(t *testing.T) {
 	c.sets(map[string]bool{"a": true})
 	c.put(map[string]map[uint64]struct{}{"a": set(3)})
 	c.sets(map[string]bool{"b": true})
-	if n := c.put(map[string]map[uint64]struct{}{"b": set(3)}); n != 3 {
-		t.Errorf("holds %d fingerprints, want 3 (a dropped for b)", n)
+	c.put(map[string]map[uint64]struct{}{"b": set(3)})
+	if c.len() != 3 {
+		t.Errorf("holds %d fingerprints, want 3 (a dropped for b)", c.len())
 	}
 	if _, missing := c.sets(map[string]bool{"a": true, "b": true}); len(missing) != 1 || missing[0] != "a" {
 		t.Errorf("missing %v, want [a]", missing)
 	}
 	// One lookup needing more than the bound keeps all it loaded.
-	if n := c.put(map[string]map[uint64]struct{}{"a": set(4)}); n != 7 {
-		t.Errorf("holds %d fingerprints, want 7 (both in use)", n)
+	c.put(map[string]map[uint64]struct{}{"a": set(4)})
+	if c.len() != 7 {
+		t.Errorf("holds %d fingerprints, want 7 (both in use)", c.len())
 	}
 }

@@ -20,11 +20,12 @@ type metrics struct {
 	up         prometheus.Gauge       // 1 when the last ClickHouse attempt succeeded
 	cacheLoads prometheus.Counter     // tenants whose key fingerprints were loaded
 	cacheHits  prometheus.Counter     // keys whose fingerprint was known, looked up exactly
-	cacheKeys  prometheus.Gauge       // fingerprints held
 	misrouted  prometheus.Counter     // usage records whose key is not their tenant
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the metrics on reg; cacheKeys reports how many
+// fingerprints the dedupe cache holds.
+func newMetrics(reg prometheus.Registerer, cacheKeys func() int) *metrics {
 	m := &metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_records_total",
 			Help: "Kafka records read, by topic."}, []string{"topic"}),
@@ -54,12 +55,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Tenants whose usage_events key fingerprints were loaded into the dedupe cache (after a start, a rebalance, a failed write or an eviction)."}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_key_cache_hits_total",
 			Help: "Keys whose fingerprint the dedupe cache knew, so they were looked up in ClickHouse (duplicates, and the rare fingerprint shared by two keys)."}),
-		cacheKeys: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_key_cache_fingerprints",
-			Help: "Key fingerprints held by the dedupe cache (about 20 bytes each)."}),
 		misrouted: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_misrouted_records_total",
 			Help: "Usage records whose Kafka key is not their tenant_id: still inserted once, but exactly-once across sinks assumes records keyed by tenant."}),
 	}
 	reg.MustRegister(m.records, m.rows, m.duplicates, m.rejects, m.batches, m.errors, m.commitErrs,
-		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.cacheKeys, m.misrouted)
+		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.misrouted,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "feedmeter_sink_key_cache_fingerprints",
+			Help: "Key fingerprints held by the dedupe cache (about 20 bytes each)."}, func() float64 { return float64(cacheKeys()) }))
 	return m
 }

@@ -73,10 +73,10 @@ func New(cfg Config) (*Sink, error) {
 	} else if g, ok := reg.(prometheus.Gatherer); ok {
 		s.gath = g
 	}
-	s.m = newMetrics(reg)
 	if cfg.KeyCacheKeys > 0 {
 		s.cache = newKeyCache(cfg.KeyCacheKeys)
 	}
+	s.m = newMetrics(reg, s.cache.len)
 	return s, nil
 }
 
@@ -176,13 +176,10 @@ func (s *Sink) Run(ctx context.Context) error {
 	context.AfterFunc(ctx, func() { t := time.Now(); stopped.Store(&t) })
 	s.loop(ctx)
 	<-pingDone
-	// Hold the partitions through the final flush: the loop's last pass may
-	// have allowed rebalances. A poll with a context that is already done
-	// returns no records, waits out a rebalance under way (whose revoke
-	// drops the records of partitions no longer ours) and blocks the next
-	// until the client closes. Without it another member could load a
-	// tenant's keys, then this flush insert more of them.
-	kc.PollRecords(ctx, 1)
+	// Hold the partitions through the final flush (the loop's last pass may
+	// have allowed rebalances) until the client closes. Without it another
+	// member could load a tenant's keys, then this flush insert more of them.
+	s.holdPartitions()
 	// Final flush with a context of its own: ctx is already cancelled.
 	deadline := time.Now().Add(s.cfg.FlushTimeout)
 	if t := stopped.Load(); t != nil {
@@ -315,6 +312,19 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 	return offs, nil
 }
 
+// doneCtx is a context that is already done.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// holdPartitions blocks rebalances until the next AllowRebalance (or the
+// client's close), after waiting out one under way, whose revoke drops the
+// buffered records of partitions lost: a poll with a done context returns
+// no records but counts as a poll for kgo.BlockRebalanceOnPoll.
+func (s *Sink) holdPartitions() { s.kc.PollRecords(doneCtx, 1) }
+
 // forgetKeys empties the dedupe cache: when partitions are revoked or lost
 // (another sink may write their tenants' keys from now on; a partition
 // gained brings tenants this sink has not held since it last lost it) and
@@ -322,7 +332,6 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 func (s *Sink) forgetKeys() {
 	if s.cache != nil {
 		s.cache.clear()
-		s.m.cacheKeys.Set(0)
 	}
 }
 
@@ -374,8 +383,6 @@ func (s *Sink) loop(ctx context.Context) {
 		return ok
 	}
 	defer finish(nil)
-	held, cancelHeld := context.WithCancel(context.Background())
-	cancelHeld() // done: polls with it only hold the partitions
 	for ctx.Err() == nil {
 		s.mu.Lock()
 		n, oldest := len(s.pending), s.oldest
@@ -406,11 +413,8 @@ func (s *Sink) loop(ctx context.Context) {
 		s.mu.Unlock()
 		if n > 0 && (n >= s.cfg.BatchRows || time.Since(oldest) >= s.cfg.BatchAge) && !s.rebalanceWanted.Load() {
 			// Hold the partitions before taking the batch: this pass may
-			// not have polled since the last one allowed rebalances. A poll
-			// with a done context returns no records, waits out a
-			// rebalance under way (whose revoke drops the records of lost
-			// partitions from the buffer) and blocks the next one.
-			s.kc.PollRecords(held, 1)
+			// not have polled since the last one allowed rebalances.
+			s.holdPartitions()
 			if s.buffered() > 0 {
 				next := s.prepare(ctx, cur != nil)
 				prev := cur
@@ -768,35 +772,41 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		}
 		d.rejects = nil
 	}
+	existingOther := func(ctx context.Context, rows []eventRow) (map[key]bool, error) {
+		return s.st.existingKeys(ctx, "other_events", rowKeys(rows))
+	}
+	fillUsageOf := func(rows []eventRow, now time.Time) func(driver.Batch) error {
+		if b.usageCols != nil && len(rows) == len(b.d.usage) {
+			// None was a duplicate: the columns built early.
+			return func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
+		}
+		return fillUsage(rows, now)
+	}
 	for _, t := range []struct {
 		table, columns string
 		rows           *[]eventRow
 		keys, found    map[key]bool
+		existing       func(context.Context, []eventRow) (map[key]bool, error) // when found is nil
 		fill           func([]eventRow, time.Time) func(driver.Batch) error
+		inserted       func(rows []eventRow, err error) // after the insert, if not nil
 	}{
-		{"usage_events", usageColumns, &d.usage, b.keys.usage, preKeys(pre, true), fillUsage},
-		{"other_events", otherColumns, &d.other, b.keys.other, preKeys(pre, false), fillOther},
+		{"usage_events", usageColumns, &d.usage, b.keys.usage, preKeys(pre, true), s.existingUsage, fillUsageOf, s.usageInserted},
+		{"other_events", otherColumns, &d.other, b.keys.other, preKeys(pre, false), existingOther, fillOther, nil},
 	} {
 		if len(*t.rows) == 0 {
 			continue
 		}
-		rows, err := s.fresh(ctx, t.table, *t.rows, t.keys, t.found)
+		rows, err := s.fresh(ctx, *t.rows, t.keys, t.found, t.existing)
 		if err != nil {
 			return err
 		}
 		if len(rows) > 0 {
-			fill := t.fill(rows, now)
-			if t.table == "usage_events" && b.usageCols != nil && len(rows) == len(b.d.usage) {
-				fill = func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
+			err := s.st.insert(ctx, newQueryID(), t.table, t.columns, t.fill(rows, now))
+			if t.inserted != nil {
+				t.inserted(rows, err)
 			}
-			if err := s.st.insert(ctx, newQueryID(), t.table, t.columns, fill); err != nil {
-				if t.table == "usage_events" {
-					s.forgetKeys() // the rows may have landed
-				}
+			if err != nil {
 				return track(err)
-			}
-			if t.table == "usage_events" && s.cache != nil {
-				s.m.cacheKeys.Set(float64(s.cache.add(rows)))
 			}
 		}
 		s.m.rows.WithLabelValues(t.table).Add(float64(len(rows)))
@@ -824,10 +834,24 @@ func preKeys(pre *lookups, usage bool) map[key]bool {
 	}
 }
 
-// fresh returns the rows whose keys are neither in table nor earlier in
-// rows. keys are the distinct keys of rows; found, when not nil, is what a
-// lookup already found in table.
-func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, keys, found map[key]bool) ([]eventRow, error) {
+// usageInserted keeps the key cache complete after an insert into
+// usage_events: the rows are added when it was acknowledged, and the cache
+// is emptied when it failed (the rows may have landed).
+func (s *Sink) usageInserted(rows []eventRow, err error) {
+	switch {
+	case err != nil:
+		s.forgetKeys()
+	case s.cache != nil:
+		s.cache.add(rows)
+	}
+}
+
+// fresh returns the rows whose keys are neither in the table nor earlier
+// in rows. keys are the distinct keys of rows; found, when not nil, is what
+// a lookup already found in the table, else existing looks the distinct
+// rows up.
+func (s *Sink) fresh(ctx context.Context, rows []eventRow, keys, found map[key]bool,
+	existing func(context.Context, []eventRow) (map[key]bool, error)) ([]eventRow, error) {
 	uniq := rows
 	if len(keys) < len(rows) {
 		// A key twice in rows: keep the first.
@@ -842,12 +866,7 @@ func (s *Sink) fresh(ctx context.Context, table string, rows []eventRow, keys, f
 	}
 	if found == nil {
 		var err error
-		if table == "usage_events" {
-			found, err = s.existingUsage(ctx, uniq)
-		} else {
-			found, err = s.st.existingKeys(ctx, table, mapKeys(keys))
-		}
-		if err != nil {
+		if found, err = existing(ctx, uniq); err != nil {
 			return nil, err
 		}
 	}

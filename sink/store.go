@@ -32,6 +32,15 @@ type store struct {
 // key is a dedupe key of usage_events and other_events.
 type key = model.DedupeKey
 
+// rowKeys returns the dedupe keys of rows.
+func rowKeys(rows []eventRow) []key {
+	keys := make([]key, len(rows))
+	for i := range rows {
+		keys[i] = rows[i].ev.Key()
+	}
+	return keys
+}
+
 // existingKeys returns which of keys table already holds.
 func (s *store) existingKeys(ctx context.Context, table string, keys []key) (map[key]bool, error) {
 	found := map[key]bool{}
