@@ -108,11 +108,7 @@ func BenchmarkSink(b *testing.B) {
 		}
 		// The rows as the sink builds them, for the raw insert (decoded
 		// only now, so that they are not live heap while the sink runs).
-		var d decoded
-		for i, r := range recs {
-			r.Partition, r.Offset = int32(i%testPartitions), int64(i)
-			d.decodeUsage(r, time.Now())
-		}
+		d := decodeRecords(recs)
 		if len(d.usage) != n {
 			b.Fatalf("decoded %d of %d events", len(d.usage), n)
 		}

@@ -63,6 +63,17 @@ func testConfig(t testing.TB, brokers []string, chAddr, db string) Config {
 	}
 }
 
+// decodeRecords decodes recs as the sink would, the i-th at offset i of
+// partition i mod testPartitions.
+func decodeRecords(recs []*kgo.Record) *decoded {
+	var d decoded
+	for i, r := range recs {
+		r.Partition, r.Offset = int32(i%testPartitions), int64(i)
+		d.decodeUsage(r, time.Now())
+	}
+	return &d
+}
+
 // runSink runs a sink in a goroutine; the returned stop cancels it and waits.
 func runSink(t testing.TB, cfg Config) (s *Sink, stop func()) {
 	t.Helper()

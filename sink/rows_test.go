@@ -76,12 +76,7 @@ func TestSortRows(t *testing.T) {
 func TestSettleAfterCutInsert(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	ctx := context.Background()
-	var d decoded
-	for i, r := range benchEvents(20000) {
-		r.Partition, r.Offset = 0, int64(i)
-		d.decodeUsage(r, time.Now())
-	}
-	rows := sortRows(d.usage)
+	rows := sortRows(decodeRecords(benchEvents(20000)).usage)
 	first, second := rows[:10000], rows[10000:]
 	st := &store{conn: db.Conn}
 	id := newQueryID()
@@ -103,11 +98,7 @@ func TestSettleAfterCutInsert(t *testing.T) {
 		t.Fatalf("settle: %v", err)
 	}
 	count := func(rows []eventRow) int {
-		keys := make([]key, len(rows))
-		for i := range rows {
-			keys[i] = rows[i].ev.Key()
-		}
-		found, err := st.existingKeys(ctx, "usage_events", keys)
+		found, err := st.existingKeys(ctx, "usage_events", rowKeys(rows))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,11 +141,7 @@ func TestAbsentTimesAreNull(t *testing.T) {
 func TestMisroutedRecordCounted(t *testing.T) {
 	recs := benchEvents(3)
 	recs[1].Key = []byte("someone-else")
-	var d decoded
-	for i, r := range recs {
-		r.Partition, r.Offset = 0, int64(i)
-		d.decodeUsage(r, time.Now())
-	}
+	d := decodeRecords(recs)
 	if len(d.usage) != 3 || len(d.rejects) != 0 {
 		t.Fatalf("%d usage rows and %d rejects, want 3 and 0", len(d.usage), len(d.rejects))
 	}
