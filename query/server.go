@@ -124,6 +124,9 @@ func New(cfg Config) (*Server, error) {
 		s.gath = g
 	}
 	s.m = newMetrics(reg)
+	if col, ok := cfg.Store.(prometheus.Collector); ok {
+		reg.MustRegister(col)
+	}
 	handlers := map[string]http.HandlerFunc{
 		"/v1/tenants/{tid}/usage":   s.tenantRoute(s.usage),
 		"/v1/tenants/{tid}/invoice": s.tenantRoute(s.invoice),

@@ -1,0 +1,272 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Coalescing. ClickHouse 18.16 spends about 2.5 ms of CPU on any query
+// before it reads a row, and a tenant's month adds about 1 ms to it (daily
+// usage of one tenant: 3.3 ms; of eight tenants in one query: 9 ms).
+// So when every query slot is taken, the per-tenant queries of the same
+// shape that wait for one are answered together: one query for all their
+// tenants, whose rows each query takes its own from. A query that finds a
+// slot free runs alone at once, so coalescing adds no wait: it only
+// happens to queries that would queue anyway.
+
+// maxBatch is the most tenant queries one batched query answers: past it
+// the per-tenant part of the cost dominates and a batch gains little.
+const maxBatch = 16
+
+// shape is what the queries of a batch share; they differ in the tenant and
+// in a condition on the tenant's rows. A shape's query is
+//
+//	SELECT tenant_id, <sel> FROM <from> PREWHERE <tenants> WHERE <conditions> GROUP BY tenant_id, <group>
+type shape[R any] struct {
+	sel   string
+	args  []any // of sel
+	from  string
+	group string
+	// ranged holds the range condition's arguments when the rows do not
+	// say which range they are in (a bucket number instead of the grain):
+	// such queries batch only with queries of the same range.
+	ranged []any
+	// scan reads a row's tenant and the rest of it.
+	scan func(driver.Rows) (string, R, error)
+}
+
+func (s *shape[R]) key() string {
+	return fmt.Sprintf("%s\x00%v\x00%s\x00%s\x00%v", s.sel, s.args, s.from, s.group, s.ranged)
+}
+
+// tenantQuery is one tenant's query in a batch.
+type tenantQuery[R any] struct {
+	tenant string
+	cond   string // on the tenant's rows, with args
+	args   []any
+	// take is given every row of the tenant that the batch read. It
+	// reports whether the row was in this query's range (another query of
+	// the same tenant may have asked for it).
+	take func(R) (bool, error)
+	ctx  context.Context
+	err  error
+}
+
+// batch is the queries waiting for one slot.
+type batch struct {
+	queries any // []*tenantQuery[R] of the shape
+	n       int // len(queries)
+	done    chan struct{}
+}
+
+// ask answers q, alone when a slot is free (or slots are not bounded),
+// else in a batch with the queries of the same shape that wait.
+func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery[R]) error {
+	q.ctx = ctx
+	if c.slots == nil {
+		return runBatch(ctx, c, sh, []*tenantQuery[R]{q})
+	}
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+		return runBatch(ctx, c, sh, []*tenantQuery[R]{q})
+	default:
+	}
+	key := sh.key()
+	c.mu.Lock()
+	b := c.waiting[key]
+	if b == nil || b.n >= maxBatch {
+		b = &batch{queries: []*tenantQuery[R]{}, done: make(chan struct{})}
+		if c.waiting == nil {
+			c.waiting = map[string]*batch{}
+		}
+		c.waiting[key] = b
+		go waitSlot(c, key, b, sh)
+	}
+	b.queries = append(b.queries.([]*tenantQuery[R]), q)
+	b.n++
+	c.waitingQueries.Add(1)
+	c.mu.Unlock()
+	select {
+	case <-b.done:
+		return q.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitSlot runs batch b when a slot is free. From then on no query joins
+// it; those that arrive start the next batch of the shape.
+func waitSlot[R any](c *ClickHouse, key string, b *batch, sh *shape[R]) {
+	defer close(b.done)
+	c.slots <- struct{}{}
+	defer func() { <-c.slots }()
+	c.mu.Lock()
+	if c.waiting[key] == b {
+		delete(c.waiting, key)
+	}
+	all := b.queries.([]*tenantQuery[R])
+	c.waitingQueries.Add(-int64(b.n))
+	c.mu.Unlock()
+	// The batch runs until the last of its queries' deadlines; queries
+	// whose caller gave up are left out.
+	var live []*tenantQuery[R]
+	var deadline time.Time
+	forever := false
+	for _, q := range all {
+		if q.ctx.Err() != nil {
+			continue
+		}
+		live = append(live, q)
+		if d, ok := q.ctx.Deadline(); !ok {
+			forever = true
+		} else if d.After(deadline) {
+			deadline = d
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if !forever {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	runBatch(ctx, c, sh, live)
+}
+
+// runBatch runs one query for qs and gives each of them its rows; each
+// query's error is in its err, and the first is returned.
+func runBatch[R any](ctx context.Context, c *ClickHouse, sh *shape[R], qs []*tenantQuery[R]) error {
+	fail := func(err error) error {
+		for _, q := range qs {
+			if q.err == nil {
+				q.err = err
+			}
+		}
+		return qs[0].err
+	}
+	sql, args := batchSQL(sh, qs)
+	c.runs.Add(1)
+	c.tenantQueries.Add(uint64(len(qs)))
+	rows, err := c.query(ctx, sql, args...)
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	byTenant := make(map[string][]*tenantQuery[R], len(qs))
+	for _, q := range qs {
+		byTenant[q.tenant] = append(byTenant[q.tenant], q)
+	}
+	for rows.Next() {
+		tenant, r, err := sh.scan(rows)
+		if err != nil {
+			return fail(err)
+		}
+		taken := false
+		for _, q := range byTenant[tenant] {
+			if q.err != nil {
+				continue
+			}
+			ok, err := q.take(r)
+			q.err = err
+			taken = taken || ok
+		}
+		if !taken {
+			for _, q := range byTenant[tenant] {
+				if q.err == nil {
+					q.err = fmt.Errorf("a row of tenant %q outside the range of each of its queries", tenant)
+				}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return qs[0].err
+}
+
+// batchSQL is the query of a batch: the tenants of qs, and for each
+// distinct condition the tenants that ask it.
+func batchSQL[R any](sh *shape[R], qs []*tenantQuery[R]) (string, []any) {
+	args := append([]any{}, sh.args...)
+	var tenants, where string
+	if len(qs) == 1 {
+		tenants, where = "tenant_id = ?", qs[0].cond
+		args = append(append(args, qs[0].tenant), qs[0].args...)
+	} else {
+		type term struct {
+			cond    string
+			args    []any
+			tenants []any
+		}
+		var terms []*term
+		at := map[string]*term{}
+		var all []any
+		seen := map[string]bool{}
+		for _, q := range qs {
+			k := fmt.Sprintf("%s\x00%v", q.cond, q.args)
+			t := at[k]
+			if t == nil {
+				t = &term{cond: q.cond, args: q.args}
+				at[k] = t
+				terms = append(terms, t)
+			}
+			if !seen[k+"\x00"+q.tenant] {
+				seen[k+"\x00"+q.tenant] = true
+				t.tenants = append(t.tenants, q.tenant)
+			}
+			if !seen["\x00"+q.tenant] {
+				seen["\x00"+q.tenant] = true
+				all = append(all, q.tenant)
+			}
+		}
+		tenants = "tenant_id IN (" + placeholders(len(all)) + ")"
+		args = append(args, all...)
+		var b strings.Builder
+		for i, t := range terms {
+			if i > 0 {
+				b.WriteString(" OR ")
+			}
+			b.WriteString("(tenant_id IN (" + placeholders(len(t.tenants)) + ") AND " + t.cond + ")")
+			args = append(append(args, t.tenants...), t.args...)
+		}
+		where = b.String()
+	}
+	return "SELECT tenant_id, " + sh.sel + " FROM " + sh.from + " PREWHERE " + tenants + " WHERE " + where +
+		" GROUP BY tenant_id, " + sh.group, args
+}
+
+var (
+	runsDesc = prometheus.NewDesc("feedmeter_query_clickhouse_tenant_runs_total",
+		"ClickHouse queries run for per-tenant queries (rollups and licences); fewer than the per-tenant queries when they were batched.", nil, nil)
+	tenantQueriesDesc = prometheus.NewDesc("feedmeter_query_tenant_queries_total",
+		"Per-tenant queries of rollups and licences answered by ClickHouse, alone or batched.", nil, nil)
+	waitingDesc = prometheus.NewDesc("feedmeter_query_tenant_queries_waiting",
+		"Per-tenant queries waiting for a ClickHouse slot (--clickhouse-slots).", nil, nil)
+)
+
+// Describe and Collect make the store's counters Prometheus metrics (the
+// Server registers a Store that is a prometheus.Collector).
+func (c *ClickHouse) Describe(ch chan<- *prometheus.Desc) {
+	ch <- runsDesc
+	ch <- tenantQueriesDesc
+	ch <- waitingDesc
+}
+
+func (c *ClickHouse) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(runsDesc, prometheus.CounterValue, float64(c.runs.Load()))
+	ch <- prometheus.MustNewConstMetric(tenantQueriesDesc, prometheus.CounterValue, float64(c.tenantQueries.Load()))
+	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(c.waitingQueries.Load()))
+}
+
+// placeholders returns n comma-separated question marks.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}

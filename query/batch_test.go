@@ -1,0 +1,155 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas/chtest"
+)
+
+// TestBatchedQueriesAnswerAsAlone: tenant queries that wait for a slot are
+// answered by fewer ClickHouse queries, and each gets exactly what it gets
+// alone: different tenants, months and zones, the same tenant-month twice,
+// a tenant with no rows, usage by the day and by the month, invoices.
+func TestBatchedQueriesAnswerAsAlone(t *testing.T) {
+	db := chtest.NewDB(t, true)
+	var events []model.Event
+	for i, tenant := range []string{"1", "2", "3"} {
+		events = append(events, genEvents(uint64(60+i), tenant, 300)...)
+	}
+	loadThroughSink(t, db, events)
+	rc := mustCard(t, flat+`
+  - effective: 2026-10-16T12:00:00Z
+    storage: "0.2"
+`)
+
+	// Each ask is one request's store calls, printed in a canonical order.
+	type ask struct {
+		name string
+		run  func(*ClickHouse) (string, error)
+	}
+	var asks []ask
+	for _, tenant := range []string{"1", "2", "3", "9", "1"} {
+		for _, z := range []string{"UTC", "America/New_York"} {
+			loc := zone(t, z)
+			for _, month := range []time.Month{9, 10, 11} {
+				from := time.Date(2026, month, 1, 0, 0, 0, 0, loc)
+				to := from.AddDate(0, 1, 0)
+				days, err := splitBuckets(from, to, loc, Day)
+				if err != nil {
+					t.Fatal(err)
+				}
+				name := fmt.Sprintf("tenant %s %s %s", tenant, z, month)
+				daily := UsageQuery{Tenant: tenant, Bounds: days, Days: days, Kinds: UsageKinds}
+				monthly := UsageQuery{Tenant: tenant, Bounds: []time.Time{from, to}, Days: days, Kinds: UsageKinds, GroupBy: []string{"region"}}
+				plan, err := rc.Plan(tenant, Period{From: from, To: to, Loc: loc})
+				if err != nil {
+					t.Fatal(err)
+				}
+				asks = append(asks,
+					ask{name + " daily usage", func(c *ClickHouse) (string, error) {
+						sums, err := c.Usage(context.Background(), daily)
+						return sumsText(sums), err
+					}},
+					ask{name + " monthly usage by region", func(c *ClickHouse) (string, error) {
+						sums, err := c.Usage(context.Background(), monthly)
+						return sumsText(sums), err
+					}},
+					ask{name + " invoice readings", func(c *ClickHouse) (string, error) {
+						r, err := c.Readings(context.Background(), plan)
+						return fmt.Sprintf("%v", r), err
+					}})
+			}
+		}
+	}
+
+	alone := NewClickHouse(db.Conn)
+	want := make([]string, len(asks))
+	nonEmpty := 0
+	for i, a := range asks {
+		got, err := a.run(alone)
+		if err != nil {
+			t.Fatalf("%s alone: %v", a.name, err)
+		}
+		want[i] = got
+		if strings.Contains(a.name, "daily") && !strings.HasPrefix(a.name, "tenant 9") && got != "" {
+			nonEmpty++
+		}
+	}
+	if nonEmpty == 0 {
+		t.Fatal("every answer is empty: the test compares nothing")
+	}
+	runsAlone := alone.runs.Load()
+
+	c := NewClickHouse(db.Conn)
+	c.SetConcurrency(1)
+	c.slots <- struct{}{} // a query of someone else's holds the only slot
+	got := make([]string, len(asks))
+	errs := make([]error, len(asks))
+	var wg sync.WaitGroup
+	for i, a := range asks {
+		wg.Go(func() { got[i], errs[i] = a.run(c) })
+	}
+	// Every tenant query (two per invoice) waits in a batch, then the slot
+	// is freed.
+	tenantQueries := int64(alone.tenantQueries.Load())
+	for deadline := time.Now().Add(10 * time.Second); c.waitingQueries.Load() < tenantQueries; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d tenant queries waiting", c.waitingQueries.Load(), tenantQueries)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-c.slots
+	wg.Wait()
+	for i, a := range asks {
+		if errs[i] != nil {
+			t.Errorf("%s batched: %v", a.name, errs[i])
+		} else if got[i] != want[i] {
+			t.Errorf("%s batched:\n got %s\nwant %s", a.name, got[i], want[i])
+		}
+	}
+	if runs := c.runs.Load(); runs*4 > runsAlone {
+		t.Errorf("batched: %d ClickHouse queries for %d tenant queries (alone: %d)", runs, c.tenantQueries.Load(), runsAlone)
+	}
+	if n := len(c.slots); n != 0 || c.waitingQueries.Load() != 0 {
+		t.Errorf("after the batches: %d slots taken, %d queries waiting", n, c.waitingQueries.Load())
+	}
+}
+
+// sumsText prints usage sums in a canonical order.
+func sumsText(sums []UsageSum) string {
+	var lines []string
+	for _, s := range sums {
+		lines = append(lines, fmt.Sprintf("%d %s %v q=%s bs=%s ev=%d srv=%d", s.Bucket, s.Kind, s.Group, s.Quantity, s.ByteSeconds, s.Events, s.Servers))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestDecimalBytes: sums read through reinterpretAsString come back exact,
+// from zero to the largest Decimal128(0), as ClickHouse writes them.
+func TestDecimalBytes(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	for _, v := range []string{"0", "1", "255", "256", "18446744073709551615", "18446744073709551616",
+		"36893488147419103231", "4058686227531600", "99999999999999999999999999999999999999"} {
+		var le string
+		if err := db.Conn.QueryRow(context.Background(), "SELECT reinterpretAsString(sum(toDecimal128(?, 0)))", v).Scan(&le); err != nil {
+			t.Fatal(err)
+		}
+		got, err := decimalBytes(le)
+		if err != nil || got.String() != v {
+			t.Errorf("%s: got %v, %v (bytes %x)", v, got, err, le)
+		}
+	}
+	for _, bad := range []string{strings.Repeat("\xff", 16), strings.Repeat("\x01", 17)} {
+		if v, err := decimalBytes(bad); err == nil {
+			t.Errorf("%x read as %v", bad, v)
+		}
+	}
+}
