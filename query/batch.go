@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -24,7 +25,7 @@ import (
 // alone, by four and by eight), while every query of a batch waits for the
 // whole batch: with batches of 4, sixteen clients of the benchmark saw p99
 // 40-60 ms where batches of 16 gave 70-92 ms, and more answers a second.
-const maxBatch = 4
+const maxBatch = 4 // ClickHouse.maxBatch
 
 // shape is what the queries of a batch share; they differ in the tenant and
 // in a condition on the tenant's rows. A shape's query is
@@ -44,7 +45,8 @@ type shape[R any] struct {
 }
 
 func (s *shape[R]) key() string {
-	return fmt.Sprintf("%s\x00%v\x00%s\x00%s\x00%v", s.sel, s.args, s.from, s.group, s.ranged)
+	var r R
+	return fmt.Sprintf("%T\x00%s\x00%#v\x00%s\x00%s\x00%#v", r, s.sel, s.args, s.from, s.group, s.ranged)
 }
 
 // tenantQuery is one tenant's query in a batch.
@@ -58,14 +60,33 @@ type tenantQuery[R any] struct {
 	take func(R) (bool, error)
 	ctx  context.Context
 	err  error
+	// mu orders take against the caller's giving up: once gone, take is
+	// not called again (it writes into the caller's state).
+	mu   sync.Mutex
+	gone bool
 }
 
-// batch is the queries waiting for one slot.
+// batch is the queries waiting for one slot. Its fields but queries' own
+// are guarded by ClickHouse.mu.
 type batch struct {
 	queries any // []*tenantQuery[R] of the shape
 	n       int // len(queries)
-	done    chan struct{}
+	live    int // queries whose caller still waits
+	state   int // waiting, running or abandoned
+	// abandoned is closed when every caller gave up before a slot was
+	// free: the batch leaves the queue.
+	abandoned chan struct{}
+	// cancel ends the batch's ClickHouse query (running), when every
+	// caller gave up.
+	cancel context.CancelFunc
+	done   chan struct{}
 }
+
+const (
+	waiting = iota
+	running
+	abandoned
+)
 
 // ask answers q, alone when a slot is free (or slots are not bounded),
 // else in a batch with the queries of the same shape that wait.
@@ -83,8 +104,8 @@ func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery
 	key := sh.key()
 	c.mu.Lock()
 	b := c.waiting[key]
-	if b == nil || b.n >= maxBatch {
-		b = &batch{queries: []*tenantQuery[R]{}, done: make(chan struct{})}
+	if b == nil || b.n >= c.maxBatch {
+		b = &batch{queries: []*tenantQuery[R]{}, abandoned: make(chan struct{}), done: make(chan struct{})}
 		if c.waiting == nil {
 			c.waiting = map[string]*batch{}
 		}
@@ -93,13 +114,40 @@ func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery
 	}
 	b.queries = append(b.queries.([]*tenantQuery[R]), q)
 	b.n++
+	b.live++
 	c.waitingQueries.Add(1)
 	c.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { c.leave(key, b) })
+	defer stop()
 	select {
 	case <-b.done:
 		return q.err
 	case <-ctx.Done():
+		q.mu.Lock()
+		q.gone = true
+		q.mu.Unlock()
 		return ctx.Err()
+	}
+}
+
+// leave counts a caller of b that gave up. When none is left, a waiting
+// batch leaves the queue and a running one is cancelled.
+func (c *ClickHouse) leave(key string, b *batch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b.live--; b.live > 0 {
+		return
+	}
+	switch b.state {
+	case waiting:
+		b.state = abandoned
+		if c.waiting[key] == b {
+			delete(c.waiting, key)
+		}
+		c.waitingQueries.Add(-int64(b.n))
+		close(b.abandoned)
+	case running:
+		b.cancel()
 	}
 }
 
@@ -107,17 +155,28 @@ func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery
 // it; those that arrive start the next batch of the shape.
 func waitSlot[R any](c *ClickHouse, key string, b *batch, sh *shape[R]) {
 	defer close(b.done)
-	c.slots <- struct{}{}
+	select {
+	case c.slots <- struct{}{}:
+	case <-b.abandoned:
+		return
+	}
 	defer func() { <-c.slots }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	c.mu.Lock()
+	if b.state == abandoned {
+		c.mu.Unlock()
+		return
+	}
+	b.state, b.cancel = running, cancel
 	if c.waiting[key] == b {
 		delete(c.waiting, key)
 	}
-	all := b.queries.([]*tenantQuery[R])
 	c.waitingQueries.Add(-int64(b.n))
+	all := b.queries.([]*tenantQuery[R])
 	c.mu.Unlock()
-	// The batch runs until the last of its queries' deadlines; queries
-	// whose caller gave up are left out.
+	// The batch runs until the last of its queries' deadlines, or until
+	// every caller gave up; queries whose caller already did are left out.
 	var live []*tenantQuery[R]
 	var deadline time.Time
 	forever := false
@@ -135,11 +194,10 @@ func waitSlot[R any](c *ClickHouse, key string, b *batch, sh *shape[R]) {
 	if len(live) == 0 {
 		return
 	}
-	ctx := context.Background()
 	if !forever {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
+		var cancelDeadline context.CancelFunc
+		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
+		defer cancelDeadline()
 	}
 	runBatch(ctx, c, sh, live)
 }
@@ -172,14 +230,20 @@ func runBatch[R any](ctx context.Context, c *ClickHouse, sh *shape[R], qs []*ten
 		if err != nil {
 			return fail(err)
 		}
+		// A row no query of its tenant takes is an error; a query that
+		// failed or whose caller left may have been the one, so it counts
+		// as taking every row.
 		taken := false
 		for _, q := range byTenant[tenant] {
-			if q.err != nil {
-				continue
+			q.mu.Lock()
+			if q.gone || q.err != nil {
+				taken = true
+			} else {
+				ok, err := q.take(r)
+				q.err = err
+				taken = taken || ok || err != nil
 			}
-			ok, err := q.take(r)
-			q.err = err
-			taken = taken || ok
+			q.mu.Unlock()
 		}
 		if !taken {
 			for _, q := range byTenant[tenant] {

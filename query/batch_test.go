@@ -2,12 +2,15 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
@@ -69,6 +72,30 @@ func TestBatchedQueriesAnswerAsAlone(t *testing.T) {
 		}
 	}
 
+	// Ranges of one tenant that overlap without being equal, by the day and
+	// by the hour (New York days on the hourly rollup), grouped.
+	d := func(m time.Month, day int) time.Time { return time.Date(2026, m, day, 0, 0, 0, 0, time.UTC) }
+	ny := zone(t, "America/New_York")
+	nyDays := func(from, to time.Time) []time.Time {
+		b, err := splitBuckets(from, to, ny, Day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for i, q := range []UsageQuery{
+		{Tenant: "1", Bounds: []time.Time{d(9, 28), d(10, 10), d(10, 20)}, Kinds: []string{"bandwidthIn"}, GroupBy: []string{"server"}},
+		{Tenant: "1", Bounds: []time.Time{d(10, 15), d(11, 3)}, Kinds: []string{"storage", "bandwidthOut"}, GroupBy: []string{"server"}},
+		{Tenant: "1", Bounds: []time.Time{d(10, 1), d(11, 1)}, Kinds: []string{"bandwidthIn", "storage"}, GroupBy: []string{"server"}},
+		{Tenant: "1", Bounds: nyDays(time.Date(2026, 10, 1, 0, 0, 0, 0, ny), time.Date(2026, 10, 15, 0, 0, 0, 0, ny)), Kinds: []string{"storage"}},
+		{Tenant: "1", Bounds: nyDays(time.Date(2026, 10, 10, 0, 0, 0, 0, ny), time.Date(2026, 11, 2, 0, 0, 0, 0, ny)), Kinds: []string{"storage"}},
+	} {
+		asks = append(asks, ask{fmt.Sprintf("overlapping range %d", i), func(c *ClickHouse) (string, error) {
+			sums, err := c.Usage(context.Background(), q)
+			return sumsText(sums), err
+		}})
+	}
+
 	alone := NewClickHouse(db.Conn)
 	want := make([]string, len(asks))
 	nonEmpty := 0
@@ -89,7 +116,8 @@ func TestBatchedQueriesAnswerAsAlone(t *testing.T) {
 
 	c := NewClickHouse(db.Conn)
 	c.SetConcurrency(1)
-	c.slots <- struct{}{} // a query of someone else's holds the only slot
+	c.maxBatch = len(asks) // one batch per shape, whatever order the goroutines start in
+	c.slots <- struct{}{}  // a query of someone else's holds the only slot
 	got := make([]string, len(asks))
 	errs := make([]error, len(asks))
 	var wg sync.WaitGroup
@@ -114,11 +142,95 @@ func TestBatchedQueriesAnswerAsAlone(t *testing.T) {
 			t.Errorf("%s batched:\n got %s\nwant %s", a.name, got[i], want[i])
 		}
 	}
-	if runs := c.runs.Load(); runs*2 > runsAlone { // batches of up to maxBatch, per shape
+	if runs := c.runs.Load(); runs*4 > runsAlone {
 		t.Errorf("batched: %d ClickHouse queries for %d tenant queries (alone: %d)", runs, c.tenantQueries.Load(), runsAlone)
 	}
 	if n := len(c.slots); n != 0 || c.waitingQueries.Load() != 0 {
 		t.Errorf("after the batches: %d slots taken, %d queries waiting", n, c.waitingQueries.Load())
+	}
+}
+
+// TestBatchCallersGiveUp: a batch whose callers all gave up leaves the
+// queue without waiting for a slot, and a running one is cancelled, which
+// gives its slot back.
+func TestBatchCallersGiveUp(t *testing.T) {
+	db := chtest.NewDB(t, true)
+	c := NewClickHouse(db.Conn)
+	c.SetConcurrency(1)
+	day := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	q := UsageQuery{Tenant: "1", Bounds: []time.Time{day, day.AddDate(0, 0, 1)}, Kinds: []string{"storage"}}
+
+	// Waiting: the caller cancels while the slot is someone else's.
+	c.slots <- struct{}{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Usage(ctx, q)
+		errc <- err
+	}()
+	var b *batch
+	for b == nil {
+		c.mu.Lock()
+		for _, w := range c.waiting {
+			b = w
+		}
+		c.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Usage: %v", err)
+	}
+	select {
+	case <-b.done: // left without the slot, which is still held here
+	case <-time.After(10 * time.Second):
+		t.Fatal("an abandoned batch still waits for a slot")
+	}
+	if n := c.waitingQueries.Load(); n != 0 || len(c.waiting) != 0 {
+		t.Fatalf("after the abandoned batch: %d queries, %d batches waiting", n, len(c.waiting))
+	}
+	<-c.slots
+
+	// Running: a query that takes three seconds in ClickHouse (a row to
+	// sleep on), whose only caller cancels once it runs.
+	if err := db.Conn.Exec(context.Background(), "INSERT INTO usage_daily (day, tenant_id, kind, region, data_center, resource_id, server, "+
+		"quantity, byte_seconds, events, pieces) SELECT toDate('2026-10-01'), '1', 'storage', 'DFW', 'DFW1', 'agent-1', '1', "+
+		"toDecimal128(1, 0), toDecimal128(1, 0), 1, 1"); err != nil {
+		t.Fatal(err)
+	}
+	type row struct{}
+	sh := &shape[row]{sel: "max(sleep(3))", from: "usage_daily", group: "kind",
+		scan: func(rows driver.Rows) (string, row, error) {
+			var tenant string
+			var slept uint8
+			err := rows.Scan(&tenant, &slept)
+			return tenant, row{}, err
+		}}
+	c.slots <- struct{}{}
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		errc <- ask(ctx, c, sh, &tenantQuery[row]{tenant: "1", cond: "1", take: func(row) (bool, error) { return true, nil }})
+	}()
+	for c.waitingQueries.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	<-c.slots // the batch takes the slot and runs
+	for c.runs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the query is in ClickHouse
+	cancelled := time.Now()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled ask: %v", err)
+	}
+	for len(c.slots) != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// Not a speed check: uncancelled, the slot would come back when the
+	// query's three seconds are over.
+	if held := time.Since(cancelled); held > 2*time.Second {
+		t.Fatalf("the slot came back %v after the only caller cancelled: the query was not cancelled", held)
 	}
 }
 

@@ -135,6 +135,7 @@ type ClickHouse struct {
 	// a slot (batch.go).
 	mu             sync.Mutex
 	waiting        map[string]*batch
+	maxBatch       int
 	waitingQueries atomic.Int64
 	// ClickHouse queries run for tenant queries, and the tenant queries
 	// they answered.
@@ -215,7 +216,7 @@ func OpenClickHouse(addr, database, username, password string) (driver.Conn, err
 // NewClickHouse returns a Store on conn, whose default database holds the
 // feedmeter schema.
 func NewClickHouse(conn driver.Conn) *ClickHouse {
-	return &ClickHouse{conn: conn, Settings: clickhouse.Settings{"max_threads": 1, "use_uncompressed_cache": 1}}
+	return &ClickHouse{conn: conn, Settings: clickhouse.Settings{"max_threads": 1, "use_uncompressed_cache": 1}, maxBatch: maxBatch}
 }
 
 // Ping checks that ClickHouse answers.
