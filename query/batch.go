@@ -58,8 +58,12 @@ type tenantQuery[R any] struct {
 	// reports whether the row was in this query's range (another query of
 	// the same tenant may have asked for it).
 	take func(R) (bool, error)
-	ctx  context.Context
-	err  error
+	// alone, when not nil, is the shape to read this query with when it
+	// runs by itself: one that returns fewer rows but would not batch
+	// across ranges.
+	alone *shape[R]
+	ctx   context.Context
+	err   error
 	// mu orders take against the caller's giving up: once gone, take is
 	// not called again (it writes into the caller's state).
 	mu   sync.Mutex
@@ -110,22 +114,28 @@ func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery
 			c.waiting = map[string]*batch{}
 		}
 		c.waiting[key] = b
-		go waitSlot(c, key, b, sh)
+		go waitSlot(c, c.slots, key, b, sh)
 	}
 	b.queries = append(b.queries.([]*tenantQuery[R]), q)
 	b.n++
 	b.live++
 	c.waitingQueries.Add(1)
 	c.mu.Unlock()
+	// A caller that gives up leaves the batch (leave); at once when its
+	// context ends, so that a running batch is cancelled while the caller
+	// may still be blocked elsewhere.
 	stop := context.AfterFunc(ctx, func() { c.leave(key, b) })
-	defer stop()
 	select {
 	case <-b.done:
+		stop()
 		return q.err
 	case <-ctx.Done():
 		q.mu.Lock()
 		q.gone = true
 		q.mu.Unlock()
+		if stop() { // the context's end had not started leave yet
+			c.leave(key, b)
+		}
 		return ctx.Err()
 	}
 }
@@ -153,14 +163,14 @@ func (c *ClickHouse) leave(key string, b *batch) {
 
 // waitSlot runs batch b when a slot is free. From then on no query joins
 // it; those that arrive start the next batch of the shape.
-func waitSlot[R any](c *ClickHouse, key string, b *batch, sh *shape[R]) {
+func waitSlot[R any](c *ClickHouse, slots chan struct{}, key string, b *batch, sh *shape[R]) {
 	defer close(b.done)
 	select {
-	case c.slots <- struct{}{}:
+	case slots <- struct{}{}:
 	case <-b.abandoned:
 		return
 	}
-	defer func() { <-c.slots }()
+	defer func() { <-slots }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.mu.Lock()
@@ -212,6 +222,9 @@ func runBatch[R any](ctx context.Context, c *ClickHouse, sh *shape[R], qs []*ten
 			}
 		}
 		return qs[0].err
+	}
+	if len(qs) == 1 && qs[0].alone != nil {
+		sh = qs[0].alone
 	}
 	sql, args := batchSQL(sh, qs)
 	c.runs.Add(1)

@@ -267,19 +267,18 @@ const maxCompared = 8
 // bucketOf returns how rows whose grain start is ts (Unix seconds; exact is
 // the grain in units of unit seconds, step seconds long) fall into the
 // buckets of bounds. Every grain lies inside one bucket (bounds are whole
-// grains), so when there is one bucket per grain, or the sums are additive,
-// ClickHouse can return the grain and index find its bucket. That is what it
-// does for days: the expression is the same for every range, so the queries
-// of different months batch together (batch.go), and a month is a few dozen
-// rows. A few buckets of additive sums over hours (an invoice in a zone whose
-// days are not UTC days) are found by comparing their starts instead, as
-// cheap for ClickHouse as the grain and a few rows to decode instead of 720
-// an hour apiece. Only sums that do not add up over grains (distinct
-// servers) make ClickHouse count the bucket starts at or before ts with a
-// lambda, which costs ClickHouse 18.16 about a millisecond a query. (18.16
-// sees a column inside a lambda only when the query also uses it outside
-// one: the range conditions do.)
-func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive bool) bucketing {
+// grains), so when there is one bucket per grain, or the sums are additive
+// and the buckets many, ClickHouse returns the grain and index finds its
+// bucket. A few buckets of additive sums (an invoice's rate periods) are
+// found by comparing their starts, as cheap for ClickHouse as the grain and
+// a few rows to decode instead of one per grain; but for a query that may
+// be batched (batched) over the daily rollup, the grain it is, so that the
+// queries of different months batch together (batch.go). Only sums that do
+// not add up over grains (distinct servers) make ClickHouse count the bucket
+// starts at or before ts with a lambda, which costs ClickHouse 18.16 about a
+// millisecond a query. (18.16 sees a column inside a lambda only when the
+// query also uses it outside one: the range conditions do.)
+func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive, batched bool) bucketing {
 	one := true
 	for i := 0; i+1 < len(bounds); i++ {
 		if bounds[i+1].Unix()-bounds[i].Unix() != step || bounds[i].Unix()%step != 0 {
@@ -287,7 +286,7 @@ func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive b
 			break
 		}
 	}
-	if one || (additive && (step >= 86400 || len(bounds) > maxCompared+1)) {
+	if one || (additive && (batched && step >= 86400 || len(bounds) > maxCompared+1)) {
 		return bucketing{expr: exact, bounds: bounds, unit: unit}
 	}
 	if additive {
@@ -343,44 +342,58 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 	}
 	servers := slices.Contains(q.Kinds, "license")
 	r := rollupFor(q.Bounds)
-	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers)
 	g := groupCols(q.GroupBy)
 	type row struct {
+		alone   bool // read by the query's alone shape
 		b       uint32
 		s       UsageSum
 		qty, bs string
 	}
-	sh := &shape[row]{
-		sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events)",
-		args: bk.args, from: r.table, group: "b, kind" + g,
-		scan: func(rows driver.Rows) (string, row, error) {
-			var tenant string
-			var x row
-			x.s.Group = make([]string, len(q.GroupBy))
-			dest := []any{&tenant, &x.b, &x.s.Kind}
-			for i := range x.s.Group {
-				dest = append(dest, &x.s.Group[i])
-			}
-			dest = append(dest, &x.qty, &x.bs, &x.s.Events)
-			if servers {
-				dest = append(dest, &x.s.Servers)
-			}
-			err := rows.Scan(dest...)
-			return tenant, x, err
-		},
+	batchedBk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers, true)
+	aloneBk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers, false)
+	query := func(bk bucketing, alone bool) *shape[row] {
+		sh := &shape[row]{
+			sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events)",
+			args: bk.args, from: r.table, group: "b, kind" + g,
+			scan: func(rows driver.Rows) (string, row, error) {
+				var tenant string
+				x := row{alone: alone}
+				x.s.Group = make([]string, len(q.GroupBy))
+				dest := []any{&tenant, &x.b, &x.s.Kind}
+				for i := range x.s.Group {
+					dest = append(dest, &x.s.Group[i])
+				}
+				dest = append(dest, &x.qty, &x.bs, &x.s.Events)
+				if servers {
+					dest = append(dest, &x.s.Servers)
+				}
+				err := rows.Scan(dest...)
+				return tenant, x, err
+			},
+		}
+		if servers {
+			// Distinct servers of every kind, read only for licences:
+			// cheaper in 18.16 than uniqExactIf.
+			sh.sel += ", uniqExact(server)"
+		}
+		if bk.unit == 0 {
+			sh.ranged = r.args
+		}
+		return sh
 	}
-	if servers {
-		// Distinct servers of every kind, read only for licences: cheaper
-		// in 18.16 than uniqExactIf.
-		sh.sel += ", uniqExact(server)"
-	}
-	if bk.unit == 0 {
-		sh.ranged = r.args
+	tq := &tenantQuery[row]{tenant: q.Tenant, cond: r.cond, args: r.args}
+	sh := query(batchedBk, false)
+	if aloneBk.expr != batchedBk.expr {
+		tq.alone = query(aloneBk, true)
 	}
 	var out []UsageSum
 	at := map[string]int{} // bucket, kind and group of a sum in out
 	take := func(x row) (bool, error) {
 		s := x.s
+		bk := batchedBk
+		if x.alone {
+			bk = aloneBk
+		}
 		if s.Bucket = bk.index(x.b); s.Bucket < 0 {
 			return false, nil
 		}
@@ -409,7 +422,8 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		out = append(out, s)
 		return true, nil
 	}
-	if err := ask(ctx, c, sh, &tenantQuery[row]{tenant: q.Tenant, cond: r.cond, args: r.args, take: take}); err != nil {
+	tq.take = take
+	if err := ask(ctx, c, sh, tq); err != nil {
 		return nil, fmt.Errorf("usage of tenant %s: %w", q.Tenant, err)
 	}
 	return out, nil
@@ -445,8 +459,8 @@ func decimalBytes(le string) (*big.Int, error) {
 func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, error) {
 	// The table must answer the days too; days refine the buckets.
 	r := rollupFor(q.Days)
-	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, false)
-	dk := bucketOf(q.Days, r.ts, r.exact, r.unit, r.step, false)
+	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, false, false)
+	dk := bucketOf(q.Days, r.ts, r.exact, r.unit, r.step, false, false)
 	g := groupCols(q.GroupBy)
 	sql := "SELECT b" + g + ", count(), uniqExact(server), sum(ev) FROM (" +
 		"SELECT " + bk.expr + " AS b, " + dk.expr + " AS d" + g + ", server, sum(events) AS ev FROM " + r.table +
@@ -527,11 +541,11 @@ func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) erro
 	var src, ext, cond string
 	var args []any
 	if daysAligned(p.Days) {
-		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false)
+		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false, true)
 		src, ext, cond = "license_daily", "external", "day >= toDate(?) AND day < toDate(?)"
 		args = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
-		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false)
+		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false, true)
 		src, ext = "usage_events ARRAY JOIN h_start AS piece", "ifNull(external, toUInt8(0))"
 		cond = "kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
 			" AND piece >= toDateTime(?) AND piece < toDateTime(?)"
