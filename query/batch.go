@@ -128,6 +128,11 @@ func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery
 	select {
 	case <-b.done:
 		stop()
+		if q.err == nil && ctx.Err() != nil {
+			// Left out of the batch (or the batch abandoned) for a
+			// context that ended before the select saw it: no rows.
+			return ctx.Err()
+		}
 		return q.err
 	case <-ctx.Done():
 		q.mu.Lock()
@@ -191,7 +196,8 @@ func waitSlot[R any](c *ClickHouse, slots chan struct{}, key string, b *batch, s
 	var deadline time.Time
 	forever := false
 	for _, q := range all {
-		if q.ctx.Err() != nil {
+		if err := q.ctx.Err(); err != nil {
+			q.err = err
 			continue
 		}
 		live = append(live, q)

@@ -189,6 +189,16 @@ func TestBatchCallersGiveUp(t *testing.T) {
 	if n := c.waitingQueries.Load(); n != 0 || len(c.waiting) != 0 {
 		t.Fatalf("after the abandoned batch: %d queries, %d batches waiting", n, len(c.waiting))
 	}
+	// A context already over when the query joins a batch: its batch is
+	// abandoned at once, and the caller gets the context's error, never an
+	// empty answer without one.
+	over, end := context.WithCancel(context.Background())
+	end()
+	for range 200 {
+		if sums, err := c.Usage(over, q); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Usage with a context already over: %d sums, error %v", len(sums), err)
+		}
+	}
 	<-c.slots
 
 	// Running: a query that takes three seconds in ClickHouse (a row to
