@@ -95,6 +95,9 @@ const (
 // ask answers q, alone when a slot is free (or slots are not bounded),
 // else in a batch with the queries of the same shape that wait.
 func ask[R any](ctx context.Context, c *ClickHouse, sh *shape[R], q *tenantQuery[R]) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	q.ctx = ctx
 	if c.slots == nil {
 		return runBatch(ctx, c, sh, []*tenantQuery[R]{q})

@@ -189,9 +189,10 @@ func TestBatchCallersGiveUp(t *testing.T) {
 	if n := c.waitingQueries.Load(); n != 0 || len(c.waiting) != 0 {
 		t.Fatalf("after the abandoned batch: %d queries, %d batches waiting", n, len(c.waiting))
 	}
-	// A context already over when the query joins a batch: its batch is
-	// abandoned at once, and the caller gets the context's error, never an
-	// empty answer without one.
+	// A context already over: the caller gets the context's error, never
+	// an empty answer without one. (One that ends while the query joins a
+	// batch abandons the batch at once; ask then returns the context's
+	// error whichever of the two the select sees first.)
 	over, end := context.WithCancel(context.Background())
 	end()
 	for range 200 {
