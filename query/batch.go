@@ -24,8 +24,9 @@ import (
 // per tenant flattens (3.3, 1.7 and 1.4 ms of ClickHouse CPU per tenant
 // alone, by four and by eight), while every query of a batch waits for the
 // whole batch: with batches of 4, sixteen clients of the benchmark saw p99
-// 40-60 ms where batches of 16 gave 70-92 ms, and more answers a second.
-const maxBatch = 4 // ClickHouse.maxBatch
+// 40-60 ms where batches of 16 gave 64-92 ms, and more answers a second.
+// (The default of ClickHouse.maxBatch, which tests raise.)
+const maxBatch = 4
 
 // shape is what the queries of a batch share; they differ in the tenant and
 // in a condition on the tenant's rows. A shape's query is
