@@ -269,16 +269,14 @@ const maxCompared = 8
 // buckets of bounds. Every grain lies inside one bucket (bounds are whole
 // grains), so when there is one bucket per grain, or the sums are additive
 // and the buckets many, ClickHouse returns the grain and index finds its
-// bucket. A few buckets of additive sums (an invoice's rate periods) are
-// found by comparing their starts, as cheap for ClickHouse as the grain and
-// a few rows to decode instead of one per grain; but for a query that may
-// be batched (batched) over the daily rollup, the grain it is, so that the
-// queries of different months batch together (batch.go). Only sums that do
-// not add up over grains (distinct servers) make ClickHouse count the bucket
-// starts at or before ts with a lambda, which costs ClickHouse 18.16 about a
-// millisecond a query. (18.16 sees a column inside a lambda only when the
-// query also uses it outside one: the range conditions do.)
-func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive, batched bool) bucketing {
+// bucket (byGrain). A few buckets of additive sums (an invoice's rate
+// periods) are found by comparing their starts, as cheap for ClickHouse as
+// the grain and a few rows to decode instead of one per grain. Only sums
+// that do not add up over grains (distinct servers) make ClickHouse count
+// the bucket starts at or before ts with a lambda, which costs ClickHouse
+// 18.16 about a millisecond a query. (18.16 sees a column inside a lambda
+// only when the query also uses it outside one: the range conditions do.)
+func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive bool) bucketing {
 	one := true
 	for i := 0; i+1 < len(bounds); i++ {
 		if bounds[i+1].Unix()-bounds[i].Unix() != step || bounds[i].Unix()%step != 0 {
@@ -286,8 +284,8 @@ func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive, 
 			break
 		}
 	}
-	if one || (additive && (batched && step >= 86400 || len(bounds) > maxCompared+1)) {
-		return bucketing{expr: exact, bounds: bounds, unit: unit}
+	if one || (additive && len(bounds) > maxCompared+1) {
+		return byGrain(bounds, exact, unit)
 	}
 	if additive {
 		var b strings.Builder
@@ -301,6 +299,12 @@ func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive, 
 		return bucketing{expr: b.String(), args: args, bounds: bounds}
 	}
 	return bucketing{expr: "toUInt32(arrayCount(x -> x <= " + ts + ", ?))", args: []any{starts(bounds)}, bounds: bounds}
+}
+
+// byGrain buckets additive sums that ClickHouse returns by the grain
+// (exact, in units of unit seconds).
+func byGrain(bounds []time.Time, exact string, unit int64) bucketing {
+	return bucketing{expr: exact, bounds: bounds, unit: unit}
 }
 
 // index maps what the bucket expression returned to a bucket index, or -1.
@@ -333,7 +337,7 @@ func groupCols(groupBy []string) string {
 // conditional distinct count and a bucket lambda; 2.5-3 ms without): it
 // reads every kind (the rows of other kinds are dropped here), counts
 // distinct servers only when licences are asked for, and, in a batch,
-// leaves additive sums by the grain for index to put in buckets (bucketOf).
+// leaves additive sums by the day for index to put in buckets.
 // (PREWHERE on the tenant:
 // 10-20 % less time per query than WHERE, measured on the benchmark's 106
 // million events.)
@@ -350,8 +354,14 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		s       UsageSum
 		qty, bs string
 	}
-	batchedBk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers, true)
-	aloneBk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers, false)
+	aloneBk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers)
+	batchedBk := aloneBk
+	if !servers && r.step >= 86400 {
+		// In a batch, by the day: the query is then the same for every
+		// range, so the queries of different months batch together
+		// (batch.go). (By the hour a month would be 720 rows a kind.)
+		batchedBk = byGrain(q.Bounds, r.exact, r.unit)
+	}
 	query := func(bk bucketing, alone bool) *shape[row] {
 		sh := &shape[row]{
 			sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events)",
@@ -460,8 +470,8 @@ func decimalBytes(le string) (*big.Int, error) {
 func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, error) {
 	// The table must answer the days too; days refine the buckets.
 	r := rollupFor(q.Days)
-	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, false, false)
-	dk := bucketOf(q.Days, r.ts, r.exact, r.unit, r.step, false, false)
+	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, false)
+	dk := bucketOf(q.Days, r.ts, r.exact, r.unit, r.step, false)
 	g := groupCols(q.GroupBy)
 	sql := "SELECT b" + g + ", count(), uniqExact(server), sum(ev) FROM (" +
 		"SELECT " + bk.expr + " AS b, " + dk.expr + " AS d" + g + ", server, sum(events) AS ev FROM " + r.table +
@@ -542,11 +552,11 @@ func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) erro
 	var src, ext, cond string
 	var args []any
 	if daysAligned(p.Days) {
-		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false, true)
+		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false)
 		src, ext, cond = "license_daily", "external", "day >= toDate(?) AND day < toDate(?)"
 		args = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
-		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false, true)
+		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false)
 		src, ext = "usage_events ARRAY JOIN h_start AS piece", "ifNull(external, toUInt8(0))"
 		cond = "kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
 			" AND piece >= toDateTime(?) AND piece < toDateTime(?)"
