@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -299,21 +300,19 @@ func batchSQL[R any](sh *shape[R], qs []*tenantQuery[R]) (string, []any) {
 		var terms []*term
 		at := map[string]*term{}
 		var all []any
-		seen := map[string]bool{}
 		for _, q := range qs {
-			k := fmt.Sprintf("%s\x00%v", q.cond, q.args)
+			k := fmt.Sprintf("%s\x00%#v", q.cond, q.args)
 			t := at[k]
 			if t == nil {
 				t = &term{cond: q.cond, args: q.args}
 				at[k] = t
 				terms = append(terms, t)
 			}
-			if !seen[k+"\x00"+q.tenant] {
-				seen[k+"\x00"+q.tenant] = true
+			// A batch is a few queries: a tenant twice is found by looking.
+			if !slices.Contains(t.tenants, any(q.tenant)) {
 				t.tenants = append(t.tenants, q.tenant)
 			}
-			if !seen["\x00"+q.tenant] {
-				seen["\x00"+q.tenant] = true
+			if !slices.Contains(all, any(q.tenant)) {
 				all = append(all, q.tenant)
 			}
 		}
