@@ -77,7 +77,7 @@ write_config() {
     <!-- ClickHouse's own default (8 GiB, a bound, not an allocation): the
          query service reads with use_uncompressed_cache = 1, and a cache
          smaller than the rollups it reads thrashes (measured: 256 MiB against
-         the benchmark's 540 MiB of daily rollups). -->
+         the benchmark's 515 MiB of daily rollups). -->
     <uncompressed_cache_size>8589934592</uncompressed_cache_size>
     <mark_cache_size>268435456</mark_cache_size>
     <path>$dir/data/</path>
