@@ -324,7 +324,8 @@ func unavailable(err error) bool {
 	var ex *clickhouse.Exception
 	if errors.As(err, &ex) {
 		switch ex.Code {
-		case 159, // TIMEOUT_EXCEEDED
+		case 60, // UNKNOWN_TABLE: a rollup being rebuilt (schemas 0005), or no migrations yet
+			159, // TIMEOUT_EXCEEDED
 			160, // TOO_SLOW
 			202, // TOO_MANY_SIMULTANEOUS_QUERIES
 			209, // SOCKET_TIMEOUT

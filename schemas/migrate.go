@@ -83,13 +83,92 @@ var ErrChanged = errors.New("applied migration differs from the embedded one")
 // after all its statements succeeded. Every statement is idempotent (a
 // CREATE … IF NOT EXISTS, or an INSERT into a table of facts, where a row
 // written twice means what it meant once; see 0004), so a migration
-// interrupted half-way is simply run again. It
-// returns the migrations it ran; none when the schema is current.
+// interrupted half-way is simply run again; a REBUILD statement (rebuild.go)
+// finishes what a stopped run began. Migrations run under LockTable, one
+// Apply at a time. It returns the migrations it ran; none when the schema is
+// current.
 func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
+	done, err := recorded(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	pending := false
+	for _, m := range ms {
+		if sum, ok := done[m.Version]; ok && sum != m.Checksum {
+			return nil, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", m.Name, ErrChanged, sum, m.Checksum)
+		}
+		pending = pending || done[m.Version] == ""
+	}
+	if !pending {
+		return nil, nil
+	}
+	// One Apply at a time runs migrations (a REBUILD must not meet another
+	// run's CREATE … IF NOT EXISTS of the table it renamed away); what the
+	// other recorded meanwhile is read again under the lock.
+	release, err := lock(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if done, err = recorded(ctx, conn); err != nil {
+		return nil, err
+	}
+	var applied []Applied
+	for _, m := range ms {
+		if sum, ok := done[m.Version]; ok {
+			if sum != m.Checksum {
+				return applied, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", m.Name, ErrChanged, sum, m.Checksum)
+			}
+			continue
+		}
+		stmts := m.Statements()
+		var last time.Time // when the statement before finished
+		for i, s := range stmts {
+			if err := run(ctx, conn, s, last); err != nil {
+				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
+			}
+			last = time.Now()
+		}
+		if err := record(ctx, conn, m); err != nil {
+			return applied, fmt.Errorf("record migration %s: %w", m.Name, err)
+		}
+		applied = append(applied, Applied{Migration: m, Statements: len(stmts)})
+	}
+	return applied, nil
+}
+
+// run runs one statement of a migration; last is when the statement before
+// it finished (zero for the first).
+func run(ctx context.Context, conn driver.Conn, s string, last time.Time) error {
+	if strings.HasPrefix(s, rebuildPrefix) {
+		table, create, err := parseRebuild(s)
+		if err != nil {
+			return err
+		}
+		if _, err := rebuild(ctx, conn, table, create); err != nil {
+			return fmt.Errorf("rebuild %s: %w", table, err)
+		}
+		return nil
+	}
+	if strings.HasPrefix(s, "INSERT INTO ") && !last.IsZero() {
+		// A backfill after a new view: an INSERT that began before the view
+		// existed runs without it and may commit after the backfill's
+		// snapshot, and would reach neither. Wait it out.
+		if err := WaitInserts(ctx, conn, last); err != nil {
+			return err
+		}
+	}
+	return conn.Exec(ctx, s)
+}
+
+// recorded returns the checksum of every migration the migrations table
+// records, by version.
+// (It creates the table when there is none.)
+func recorded(ctx context.Context, conn driver.Conn) (map[uint32]string, error) {
 	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+MigrationsTable+` (
     version    UInt32 COMMENT 'number of the migration file',
     name       String COMMENT 'file name',
@@ -103,49 +182,19 @@ func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var v uint32
 		var sum string
 		if err := rows.Scan(&v, &sum); err != nil {
-			rows.Close()
 			return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
 		}
 		done[v] = sum
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
 	}
-	var applied []Applied
-	for _, m := range ms {
-		if sum, ok := done[m.Version]; ok {
-			if sum != m.Checksum {
-				return applied, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", m.Name, ErrChanged, sum, m.Checksum)
-			}
-			continue
-		}
-		stmts := m.Statements()
-		var last time.Time // when the statement before finished
-		for i, s := range stmts {
-			if strings.HasPrefix(s, "INSERT INTO ") && !last.IsZero() {
-				// A backfill after a new view: an INSERT that began before
-				// the view existed runs without it and may commit after the
-				// backfill's snapshot, and would reach neither. Wait it out.
-				if err := WaitInserts(ctx, conn, last); err != nil {
-					return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
-				}
-			}
-			if err := conn.Exec(ctx, s); err != nil {
-				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
-			}
-			last = time.Now()
-		}
-		if err := record(ctx, conn, m); err != nil {
-			return applied, fmt.Errorf("record migration %s: %w", m.Name, err)
-		}
-		applied = append(applied, Applied{Migration: m, Statements: len(stmts)})
-	}
-	return applied, nil
+	return done, nil
 }
 
 // WaitInserts waits until no INSERT that began before t (or up to half a
