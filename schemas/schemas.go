@@ -32,7 +32,10 @@
 //     sink takes an INSERT as done only when ClickHouse acknowledged it, and
 //     an acknowledged INSERT has written the table and both views. So each row
 //     in usage_events has been counted once in each rollup, and no rollup row
-//     exists without its usage_events row.
+//     exists without its usage_events row. While a migration rebuilds a rollup
+//     (REBUILD, rebuild.go) its name is absent, and an INSERT into
+//     usage_events fails before it writes anything; the rebuild copies the
+//     old table only after the inserts that could still write it are over.
 //  2. A key is inserted into usage_events only when it is absent: before each
 //     insert the sink drops the batch's keys that usage_events holds, and
 //     duplicates within the batch, keeping the first. It finds them through a
