@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -88,9 +89,21 @@ var ErrChanged = errors.New("applied migration differs from the embedded one")
 // Apply at a time. It returns the migrations it ran; none when the schema is
 // current.
 func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
-	ms, err := Migrations()
+	return ApplyUpTo(ctx, conn, math.MaxUint32)
+}
+
+// ApplyUpTo is Apply of the migrations numbered up to last: the schema as an
+// older release left it (tests upgrade from it).
+func ApplyUpTo(ctx context.Context, conn driver.Conn, last uint32) ([]Applied, error) {
+	all, err := Migrations()
 	if err != nil {
 		return nil, err
+	}
+	var ms []Migration
+	for _, m := range all {
+		if m.Version <= last {
+			ms = append(ms, m)
+		}
 	}
 	done, err := recorded(ctx, conn)
 	if err != nil {

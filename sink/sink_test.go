@@ -1,11 +1,13 @@
 package sink
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/feedmeter/feedmeter/schemas"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
@@ -56,5 +58,50 @@ func TestSinkDuplicatesAndReplay(t *testing.T) {
 				t.Errorf("%v cache hits, want at least the %d distinct events replayed", hits, len(w.events))
 			}
 		})
+	}
+}
+
+// TestSinkThroughRebuild: migration 0005 rebuilds the day rollups while the
+// sink writes (small batches, so that it is writing when the rollups lose
+// their names); its inserts fail for those moments and are retried, and every
+// rollup ends equal to the sums of the distinct events.
+func TestSinkThroughRebuild(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	ctx := context.Background()
+	if _, err := schemas.ApplyUpTo(ctx, db.Conn, 4); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t)
+	brokers := cl.ListenAddrs()
+	w := genWorkload(5, 6000)
+	produce(t, brokers, w.records)
+	cfg := testConfig(t, brokers, db.Addr, db.Name)
+	cfg.SkipMigrate = true
+	cfg.BatchRows, cfg.BatchAge = 60, 10*time.Millisecond
+	s, stop := runSink(t, cfg)
+	var n uint64
+	for n == 0 {
+		if err := db.Conn.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	applied, err := schemas.Apply(ctx, db.Conn)
+	if err != nil || len(applied) != 1 {
+		t.Fatalf("Apply while the sink writes: %v, %v", applied, err)
+	}
+	var after uint64
+	if err := db.Conn.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stop()
+	verify(t, db.Conn, w)
+	if got := chtest.QueryStrings(t, db.Conn, "SELECT extract(create_table_query, 'index_granularity = [0-9]+') FROM system.tables WHERE database = currentDatabase() AND name = 'usage_daily'"); got[0] != "index_granularity = 256" {
+		t.Errorf("usage_daily after 0005: %q", got)
+	}
+	t.Logf("%d events before the rebuild, %d when it ended, %d distinct in all; %v failed writes retried",
+		n, after, len(w.events), testutil.ToFloat64(s.m.errors))
+	if after >= uint64(len(w.events)) {
+		t.Errorf("the sink had written everything (%d events) before the rebuild ended: nothing written through it", after)
 	}
 }
