@@ -1,6 +1,7 @@
 package query
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"math/big"
@@ -877,5 +878,42 @@ func TestUnavailable(t *testing.T) {
 	}
 	if code, _, _ := c.get("/healthz"); code != 200 {
 		t.Errorf("healthz: %d", code)
+	}
+}
+
+// TestRebuildingRollup: while a migration rebuilds a day rollup (schemas
+// 0005) the table has no name; the endpoints that read it answer 503 with
+// Retry-After, not 500, and answer again once it is back.
+func TestRebuildingRollup(t *testing.T) {
+	db := chtest.NewDB(t, true)
+	tokens, toks := testTokens(t, "1001")
+	conn, err := OpenClickHouse(db.Addr, db.Name, "default", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	srv := newTestServer(t, NewClickHouse(conn), mustCard(t, apiRates), tokens)
+	c := apiClient{t: t, base: srv.URL, token: toks["admin"]}
+	paths := []string{"/v1/tenants/1001/usage?period=2026-03&granularity=day", "/v1/tenants/1001/invoice?period=2026-03"}
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql  string
+		want int
+	}{
+		{"RENAME TABLE usage_daily TO usage_daily_rebuild_old", http.StatusServiceUnavailable},
+		{"RENAME TABLE usage_daily_rebuild_old TO usage_daily", http.StatusOK},
+	} {
+		if err := db.Conn.Exec(ctx, step.sql); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range paths {
+			code, body, hdr := c.get(p)
+			if code != step.want {
+				t.Errorf("after %s: %s: %d, want %d (%s)", step.sql, p, code, step.want, body)
+			}
+			if code == http.StatusServiceUnavailable && hdr.Get("Retry-After") == "" {
+				t.Errorf("%s: 503 without Retry-After", p)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ var (
 	// RunStatement runs one statement of a migration as Apply does.
 	RunStatement = run
 	ParseRebuild = parseRebuild
+	Holder       = holder
 )
 
 // SetLockWait sets how long Apply waits for the migrations lock and returns

@@ -122,12 +122,21 @@ func ApplyUpTo(ctx context.Context, conn driver.Conn, last uint32) ([]Applied, e
 	// One Apply at a time runs migrations (a REBUILD must not meet another
 	// run's CREATE … IF NOT EXISTS of the table it renamed away); what the
 	// other recorded meanwhile is read again under the lock.
+	applyMu.Lock()
+	defer applyMu.Unlock()
 	release, err := lock(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	if done, err = recorded(ctx, conn); err != nil {
+	applied, err := applyLocked(ctx, conn, ms)
+	return applied, errors.Join(err, release())
+}
+
+// applyLocked runs the migrations of ms that the migrations table does not
+// record; the caller holds the lock.
+func applyLocked(ctx context.Context, conn driver.Conn, ms []Migration) ([]Applied, error) {
+	done, err := recorded(ctx, conn)
+	if err != nil {
 		return nil, err
 	}
 	var applied []Applied

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -25,38 +26,64 @@ var lockWait = 30 * time.Second
 // LockTable for longer than Apply waits.
 var ErrLocked = errors.New("another process is applying migrations")
 
-// lock takes LockTable, waiting up to lockWait, and returns its release. A
-// process that dies holding it leaves it behind: the error says how to drop
-// it by hand once that process is known to be gone.
-func lock(ctx context.Context, conn driver.Conn) (func(), error) {
+// applyMu serializes the migration runs of this process. So a lock whose
+// holder is this process's host name and process id is this process's own:
+// a release that failed (ClickHouse was down), or a former life of it (a
+// container restarted under the same name, where the process id is 1 again).
+// lock takes such a lock over. (Host names must differ between processes
+// that migrate one database, as containers' and hosts' do.)
+var applyMu sync.Mutex
+
+// holder names this process in LockTable.
+func holder() string {
 	host, _ := os.Hostname()
-	holder := strings.Map(func(r rune) rune {
+	return strings.Map(func(r rune) rune {
 		if r == '\'' || r == '\\' || r < ' ' {
 			return '_'
 		}
 		return r
-	}, fmt.Sprintf("%s pid %d at %s", host, os.Getpid(), time.Now().UTC().Format(time.RFC3339)))
-	create := "CREATE TABLE " + LockTable + " (holder String DEFAULT '" + holder + "') ENGINE = Memory"
+	}, fmt.Sprintf("%s pid %d", host, os.Getpid()))
+}
+
+// lock takes LockTable, waiting up to lockWait, and returns its release;
+// the caller holds applyMu. Another process that dies holding it leaves it
+// behind: the error names it and says how to drop it.
+func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
+	me := holder()
+	create := "CREATE TABLE " + LockTable + " (holder String DEFAULT '" + me + " since " +
+		time.Now().UTC().Format(time.RFC3339) + "') ENGINE = Memory"
+	release := func() error {
+		// Dropped even when ctx is over: a lock left behind stops every
+		// later migration of other processes.
+		var err error
+		for try := 0; try < 3; try++ {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			err = conn.Exec(rctx, "DROP TABLE IF EXISTS "+LockTable)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			time.Sleep(time.Second)
+		}
+		return fmt.Errorf("release %s: %w", LockTable, err)
+	}
 	give := time.Now().Add(lockWait)
 	for {
 		err := conn.Exec(ctx, create)
 		if err == nil {
-			return func() {
-				// Dropped even when ctx is over: a lock left behind stops
-				// every later migration.
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				_ = conn.Exec(rctx, "DROP TABLE IF EXISTS "+LockTable)
-			}, nil
+			return release, nil
 		}
 		var ex *clickhouse.Exception
 		if !errors.As(err, &ex) || ex.Code != 57 { // TABLE_ALREADY_EXISTS
 			return nil, fmt.Errorf("take %s: %w", LockTable, err)
 		}
+		var by string
+		if err := conn.QueryRow(ctx, "SELECT default_expression FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = 'holder'", LockTable).Scan(&by); err == nil &&
+			strings.HasPrefix(strings.Trim(by, "'"), me+" since ") {
+			return release, nil // this process's own (see applyMu)
+		}
 		if time.Now().After(give) {
-			var by string
-			_ = conn.QueryRow(ctx, "SELECT default_expression FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = 'holder'", LockTable).Scan(&by)
-			return nil, fmt.Errorf("%w: %s holds %s (if that process is gone, DROP TABLE %s and run again)", ErrLocked, by, LockTable, LockTable)
+			return nil, fmt.Errorf("%w: %s holds %s (if that process is gone, DROP TABLE %s and run again)", ErrLocked, strings.Trim(by, "'"), LockTable, LockTable)
 		}
 		select {
 		case <-ctx.Done():
@@ -92,27 +119,34 @@ func parseRebuild(stmt string) (table, create string, err error) {
 
 // rebuild gives table the definition create (a CREATE TABLE of table) and
 // keeps its rows, exactly, while sinks write and the query service reads.
-// It runs under the migrations lock, so no other rebuild or migration runs.
+// It runs under the migrations lock (Apply), so no other run of a current
+// release migrates meanwhile.
 //
 //  1. The new table is created as table_rebuild_new.
 //  2. table is renamed table_rebuild_old. From then on no table has the
 //     name: an INSERT into usage_events whose views write table fails before
 //     it writes anything (ClickHouse opens every view's target before it
-//     writes a block: checked on 18.16; the current release fails it with
-//     UNKNOWN_TABLE too, unless ignore_materialized_views_with_dropped_target_table
-//     is set, which feedmeter never sets), and the sink retries it; queries
-//     answer 503.
-//  3. Inserts that began before the rename write the old table; they are
-//     waited out (WaitInserts), after which the old table no longer changes.
+//     writes a block: checked on 18.16, whose RENAME also waits for running
+//     inserts; the current release fails it with UNKNOWN_TABLE too, unless
+//     ignore_materialized_views_with_dropped_target_table is set, which
+//     feedmeter never sets), and the sink retries it; queries answer 503.
+//  3. Inserts that began before the rename and still write the old table
+//     are waited out (WaitInserts); then the old table no longer changes.
 //  4. Its rows are copied into the new table, which is renamed table, and
 //     the old table is dropped.
 //
-// Every row is thus in exactly one of the two tables when the copy starts,
-// and no reader ever sees a part of them. A run that stops anywhere is
-// finished by the next: a half-filled new table is dropped and made again; an
-// old table without a table is copied again; an old table beside a table is
-// the end of a run that did not drop it yet. A table whose definition is
-// already create is left alone. It reports whether it moved rows.
+// Every row is thus in exactly one old table when the copy starts, and no
+// reader ever sees a part of them. From step 2 on the work goes on when ctx
+// ends (the rollup has no name until it is over), and a failed copy puts the
+// old table back. A run that stopped anyway (a killed process) is finished by
+// the next: a half-filled new table is made again; old tables without a
+// table are copied again; a table of the new definition beside them is the
+// end of a run that did not drop them yet. A table of another definition
+// beside them was created since (by a release without the lock, running an
+// earlier migration's CREATE … IF NOT EXISTS) and holds only rows written
+// since: it becomes one more old table, table_rebuild_old_2, …, copied with
+// the others. A table of the new definition alone is left as it is. rebuild
+// reports whether it copied rows.
 func rebuild(ctx context.Context, conn driver.Conn, table, create string) (bool, error) {
 	old, fresh := table+"_rebuild_old", table+"_rebuild_new"
 	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+fresh); err != nil {
@@ -121,64 +155,110 @@ func rebuild(ctx context.Context, conn driver.Conn, table, create string) (bool,
 	if err := conn.Exec(ctx, strings.Replace(create, "CREATE TABLE "+table+" (", "CREATE TABLE "+fresh+" (", 1)); err != nil {
 		return false, fmt.Errorf("create %s: %w", fresh, err)
 	}
-	defs, err := definitions(ctx, conn, table, old, fresh)
+	defs, err := definitions(ctx, conn, table)
 	if err != nil {
 		return false, err
 	}
-	hasTable, hasOld := defs[table] != "", defs[old] != ""
-	switch {
-	case hasTable && hasOld:
-		// A run renamed the new table and stopped before dropping the old.
-		if err := conn.Exec(ctx, "DROP TABLE "+fresh); err != nil {
-			return false, err
+	want := strings.Replace(defs[fresh], fresh, table, 1)
+	var olds []string // the old tables, in the order they were renamed
+	for i := 1; ; i++ {
+		name := old
+		if i > 1 {
+			name = fmt.Sprintf("%s_%d", old, i)
 		}
-		return true, conn.Exec(ctx, "DROP TABLE "+old)
-	case hasTable:
-		if defs[table] == strings.Replace(defs[fresh], fresh, table, 1) {
-			return false, conn.Exec(ctx, "DROP TABLE "+fresh) // rebuilt already
+		if _, ok := defs[name]; !ok {
+			break
 		}
-		if err := conn.Exec(ctx, "RENAME TABLE "+table+" TO "+old); err != nil {
-			return false, fmt.Errorf("rename %s to %s: %w", table, old, err)
-		}
-	case hasOld:
-		// A run stopped between its renames: the rows are all in old.
-	default:
-		return false, fmt.Errorf("rebuild %s: neither %s nor %s exists", table, table, old)
+		olds = append(olds, name)
 	}
-	if err := WaitInserts(ctx, conn, time.Now()); err != nil {
+	if defs[table] == want {
+		// Rebuilt already; any old tables are copied in it.
+		for _, t := range append(olds, fresh) {
+			if err := conn.Exec(ctx, "DROP TABLE "+t); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	}
+	if len(olds) == 0 && defs[table] == "" {
+		return false, fmt.Errorf("neither %s nor %s exists", table, old)
+	}
+	// From here on the rollup has no name: finish whatever ctx says.
+	ctx = context.WithoutCancel(ctx)
+	if defs[table] != "" {
+		next := old
+		if len(olds) > 0 {
+			next = fmt.Sprintf("%s_%d", old, len(olds)+1)
+		}
+		if err := conn.Exec(ctx, "RENAME TABLE "+table+" TO "+next); err != nil {
+			return false, fmt.Errorf("rename %s to %s: %w", table, next, err)
+		}
+		olds = append(olds, next)
+	}
+	err = moveRows(ctx, conn, olds, fresh)
+	if err == nil {
+		if err = conn.Exec(ctx, "RENAME TABLE "+fresh+" TO "+table); err != nil {
+			err = fmt.Errorf("rename %s to %s: %w", fresh, table, err)
+		}
+	}
+	if err != nil {
+		if len(olds) == 1 {
+			// Put the old table back: the sink and the query service go on
+			// as before, and the next run tries again.
+			if rerr := conn.Exec(ctx, "RENAME TABLE "+olds[0]+" TO "+table); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("put %s back: %w", olds[0], rerr))
+			}
+		}
 		return false, err
+	}
+	for _, t := range olds {
+		if err := conn.Exec(ctx, "DROP TABLE "+t); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// moveRows waits until no insert can still write the old tables and copies
+// their rows into fresh.
+func moveRows(ctx context.Context, conn driver.Conn, olds []string, fresh string) error {
+	if err := WaitInserts(ctx, conn, time.Now()); err != nil {
+		return err
 	}
 	var cols []string
 	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?", fresh)
 	if err != nil {
-		return false, fmt.Errorf("columns of %s: %w", fresh, err)
+		return fmt.Errorf("columns of %s: %w", fresh, err)
 	}
 	for rows.Next() {
 		var c string
 		if err := rows.Scan(&c); err != nil {
 			rows.Close()
-			return false, err
+			return err
 		}
 		cols = append(cols, c)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return false, fmt.Errorf("columns of %s: %w", fresh, err)
+		return fmt.Errorf("columns of %s: %w", fresh, err)
+	}
+	if len(cols) == 0 {
+		return fmt.Errorf("columns of %s: none found", fresh)
 	}
 	list := strings.Join(cols, ", ")
-	if err := conn.Exec(ctx, "INSERT INTO "+fresh+" ("+list+") SELECT "+list+" FROM "+old); err != nil {
-		return false, fmt.Errorf("copy %s into %s: %w", old, fresh, err)
+	for _, t := range olds {
+		if err := conn.Exec(ctx, "INSERT INTO "+fresh+" ("+list+") SELECT "+list+" FROM "+t); err != nil {
+			return fmt.Errorf("copy %s into %s: %w", t, fresh, err)
+		}
 	}
-	if err := conn.Exec(ctx, "RENAME TABLE "+fresh+" TO "+table); err != nil {
-		return false, fmt.Errorf("rename %s to %s: %w", fresh, table, err)
-	}
-	return true, conn.Exec(ctx, "DROP TABLE "+old)
+	return nil
 }
 
-// definitions returns the CREATE statement of each of names that exists in
-// the current database, without the database's name.
-func definitions(ctx context.Context, conn driver.Conn, names ...string) (map[string]string, error) {
-	rows, err := conn.Query(ctx, "SELECT name, replaceOne(create_table_query, concat(currentDatabase(), '.'), '') FROM system.tables WHERE database = currentDatabase() AND has(?, name)", names)
+// definitions returns the CREATE statement, without the database's name,
+// of table and of every table_rebuild_… of the current database, by name.
+func definitions(ctx context.Context, conn driver.Conn, table string) (map[string]string, error) {
+	rows, err := conn.Query(ctx, "SELECT name, replaceOne(create_table_query, concat(currentDatabase(), '.'), '') FROM system.tables"+
+		" WHERE database = currentDatabase() AND (name = ? OR startsWith(name, ?))", table, table+"_rebuild_")
 	if err != nil {
 		return nil, fmt.Errorf("read table definitions: %w", err)
 	}
