@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -18,9 +19,9 @@ import (
 // column's default names the holder.
 const LockTable = "schema_migrations_lock"
 
-// lockWait is how long Apply waits for another Apply's lock before it gives
-// up with an error that names the holder (the sink then retries).
-var lockWait = 30 * time.Second
+// LockWait is how long Apply waits for another process's lock before it
+// gives up with an error that names the holder (the sink then retries).
+var LockWait = 30 * time.Second
 
 // ErrLocked is returned (wrapped, with the holder) when another process holds
 // LockTable for longer than Apply waits.
@@ -45,7 +46,7 @@ func holder() string {
 	}, fmt.Sprintf("%s pid %d", host, os.Getpid()))
 }
 
-// lock takes LockTable, waiting up to lockWait, and returns its release;
+// lock takes LockTable, waiting up to LockWait, and returns its release;
 // the caller holds applyMu. Another process that dies holding it leaves it
 // behind: the error names it and says how to drop it.
 func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
@@ -67,7 +68,7 @@ func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
 		}
 		return fmt.Errorf("release %s: %w", LockTable, err)
 	}
-	give := time.Now().Add(lockWait)
+	give := time.Now().Add(LockWait)
 	for {
 		err := conn.Exec(ctx, create)
 		if err == nil {
@@ -83,7 +84,7 @@ func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
 			return release, nil // this process's own (see applyMu)
 		}
 		if time.Now().After(give) {
-			return nil, fmt.Errorf("%w: %s holds %s (if that process is gone, DROP TABLE %s and run again)", ErrLocked, strings.Trim(by, "'"), LockTable, LockTable)
+			return nil, fmt.Errorf("%w: %s holds %s (if that process is gone, release it with %s and run again)", ErrLocked, strings.Trim(by, "'"), LockTable, "`feedmeter migrate --release-lock`")
 		}
 		select {
 		case <-ctx.Done():
@@ -91,6 +92,24 @@ func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// ReleaseLock drops LockTable, left behind by a process that died holding
+// it, and returns who held it ("" when nobody did). Run it only when that
+// process is known to be gone: a live holder goes on migrating unlocked.
+func ReleaseLock(ctx context.Context, conn driver.Conn) (string, error) {
+	var by string
+	err := conn.QueryRow(ctx, "SELECT default_expression FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = 'holder'", LockTable).Scan(&by)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", LockTable, err)
+	}
+	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+LockTable); err != nil {
+		return "", fmt.Errorf("drop %s: %w", LockTable, err)
+	}
+	return strings.Trim(by, "'"), nil
 }
 
 // rebuildPrefix starts a migration statement that rebuilds a table:

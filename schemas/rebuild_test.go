@@ -214,7 +214,9 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 func TestApplyLock(t *testing.T) {
 	conn := chtest.NewDB(t, false).Conn
 	ctx := context.Background()
-	t.Cleanup(schemas.SetLockWait(300 * time.Millisecond))
+	saved := schemas.LockWait
+	schemas.LockWait = 300 * time.Millisecond
+	t.Cleanup(func() { schemas.LockWait = saved })
 	if err := conn.Exec(ctx, "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT 'other-host pid 7') ENGINE = Memory"); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +240,7 @@ func TestApplyLock(t *testing.T) {
 	if n := chtest.QueryStrings(t, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.LockTable+"'"); len(n) != 0 {
 		t.Fatalf("the lock is still there after Apply")
 	}
-	schemas.SetLockWait(time.Minute)
+	schemas.LockWait = time.Minute
 	errs := make(chan error, 2)
 	ran := make(chan int, 2)
 	for range 2 {

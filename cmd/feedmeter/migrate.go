@@ -27,9 +27,10 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	database := fs.String("database", "feedmeter", "database to create and migrate")
 	list := fs.Bool("list", false, "print the embedded migrations and exit")
 	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly, with a --timeout to match the tables)")
-	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long (a table rebuild, once begun, runs to its end)")
+	releaseLock := fs.Bool("release-lock", false, "drop the migrations lock left by a process that died holding it, and exit (only when that process is gone)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--compact]")
+		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--compact] [--release-lock]")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, 0); !ok {
@@ -58,6 +59,19 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		return 1
 	}
 	defer conn.Close()
+	if *releaseLock {
+		by, err := schemas.ReleaseLock(ctx, conn)
+		switch {
+		case err != nil:
+			fmt.Fprintf(stderr, "feedmeter migrate: %v\n", err)
+			return 1
+		case by == "":
+			fmt.Fprintf(stdout, "database %s: no migrations lock\n", *database)
+		default:
+			fmt.Fprintf(stdout, "database %s: released the migrations lock of %s\n", *database, by)
+		}
+		return 0
+	}
 	applied, err := schemas.Apply(ctx, conn)
 	for _, a := range applied {
 		fmt.Fprintf(stdout, "applied %s (%d statements)\n", a.Name, a.Statements)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/feedmeter/feedmeter/schemas"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
@@ -43,5 +45,34 @@ func TestSinkFlags(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"migrate", "--list"}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "0002_rollups.sql") {
 		t.Fatalf("migrate --list: exit %d, stdout %q", code, out.String())
+	}
+}
+
+// TestMigrateReleaseLock: a lock left by a dead process stops migrate, which
+// names its holder; --release-lock drops it, and migrate then runs.
+func TestMigrateReleaseLock(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	saved := schemas.LockWait
+	schemas.LockWait = 200 * time.Millisecond
+	t.Cleanup(func() { schemas.LockWait = saved })
+	if err := db.Conn.Exec(context.Background(), "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT 'gone-host pid 9 since 2026-01-01T00:00:00Z') ENGINE = Memory"); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"migrate", "--clickhouse", db.Addr, "--database", db.Name}
+	for _, step := range []struct {
+		args      []string
+		code      int
+		out, errs string
+	}{
+		{args, 1, "", "gone-host pid 9 since 2026-01-01T00:00:00Z holds"},
+		{append(args, "--release-lock"), 0, "released the migrations lock of gone-host pid 9", ""},
+		{append(args, "--release-lock"), 0, "no migrations lock", ""},
+		{args, 0, "applied 0005_day_rollups_granularity.sql", ""},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), step.args, nil, &out, &errb)
+		if code != step.code || !strings.Contains(out.String(), step.out) || !strings.Contains(errb.String(), step.errs) {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit %d, %q, %q", step.args[4:], code, out.String(), errb.String(), step.code, step.out, step.errs)
+		}
 	}
 }
