@@ -1,21 +1,18 @@
 package sink
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/feedmeter/feedmeter/internal/cputime"
 	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
@@ -152,37 +149,10 @@ func rawInsert(b *testing.B, rows []eventRow, order func([]eventRow) []eventRow)
 	return float64(len(rows)) / time.Since(start).Seconds()
 }
 
-// serverCPU is the user and system CPU time of the ClickHouse server that
-// scripts/clickhouse.sh started (its pid file in CLICKHOUSE_DIR), merges
-// and all; false when there is none to read.
-func serverCPU() (time.Duration, bool) {
-	pid, err := os.ReadFile(filepath.Join(os.Getenv("CLICKHOUSE_DIR"), "pid"))
-	if err != nil || os.Getenv("CLICKHOUSE_DIR") == "" {
-		return 0, false
-	}
-	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// Fields after the command (which may hold spaces): utime and stime
-	// are the 12th and 13th, in clock ticks of 10 ms.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(f) < 13 {
-		return 0, false
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return time.Duration(u+st) * 10 * time.Millisecond, true
-}
+// serverCPU is the CPU time of the ClickHouse server that
+// scripts/clickhouse.sh started, merges and all; false when there is none
+// to read.
+func serverCPU() (time.Duration, bool) { return cputime.Process(cputime.ScriptServer()) }
 
 // cpuTime is the user and system CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuTime() time.Duration { return cputime.Self() }

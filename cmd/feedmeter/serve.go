@@ -17,6 +17,7 @@ import (
 	"time"
 	_ "time/tzdata" // any IANA zone, even where the system has no tz database
 
+	"github.com/feedmeter/feedmeter/internal/cputime"
 	"github.com/feedmeter/feedmeter/query"
 	"github.com/feedmeter/feedmeter/query/querybench"
 	"github.com/feedmeter/feedmeter/schemas"
@@ -175,6 +176,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	compact := fs.Bool("compact", false, "compact the day rollups before measuring, as `feedmeter migrate --compact` does")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds (server and clients) to this file")
 	fs.IntVar(&c.Slots, "clickhouse-slots", 0, "per-tenant ClickHouse queries the server runs at once, as serve --clickhouse-slots (0: no bound)")
+	fs.IntVar(&c.ClickHousePID, "clickhouse-pid", cputime.ScriptServer(), "process id of ClickHouse on this machine, to report its CPU per request (default: the server scripts/clickhouse.sh started, from $CLICKHOUSE_DIR/pid; 0: none)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter bench query [flags]\n\nDefaults load 106,580,000 events (2000 tenants x 2 agents x 12 months).")
 		fs.PrintDefaults()

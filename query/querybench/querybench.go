@@ -29,6 +29,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/feedmeter/feedmeter/internal/cputime"
 	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/query"
 	"github.com/feedmeter/feedmeter/schemas"
@@ -53,6 +54,10 @@ type Config struct {
 	Duration time.Duration // per round; default 20 s
 	Reload   bool          // drop and load the data again even when it is there
 	Logger   *slog.Logger  // progress; default discards
+
+	// ClickHousePID, when the server runs on this machine, makes each
+	// result carry ClickHouse's CPU time over its round; 0: not measured.
+	ClickHousePID int
 }
 
 func (c *Config) defaults() {
@@ -344,6 +349,9 @@ type Result struct {
 	Elapsed  time.Duration
 	P50, P90 time.Duration
 	P99, Max time.Duration
+	// CPU time over the round: this process (the server, its ClickHouse
+	// client and the load generator) and ClickHouse (0: not measured).
+	GoCPU, ClickHouseCPU time.Duration
 }
 
 // Measure runs, for each concurrency of c.Clients and for the invoice and
@@ -412,7 +420,8 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 			errs := 0
 			var firstErr error
 			deadline := time.Now().Add(c.Duration)
-			began := time.Now()
+			began, cpu0 := time.Now(), cputime.Self()
+			ch0, chOK := cputime.Process(c.ClickHousePID)
 			var wg sync.WaitGroup
 			for w := 0; w < clients; w++ {
 				wg.Add(1)
@@ -449,7 +458,10 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 			if firstErr != nil {
 				c.Logger.Warn("requests failed", "endpoint", ep.name, "errors", errs, "first", firstErr)
 			}
-			res := Result{Endpoint: ep.name, Clients: clients, Requests: len(lat), Errors: errs, Elapsed: time.Since(began)}
+			res := Result{Endpoint: ep.name, Clients: clients, Requests: len(lat), Errors: errs, Elapsed: time.Since(began), GoCPU: cputime.Self() - cpu0}
+			if ch1, ok := cputime.Process(c.ClickHousePID); ok && chOK {
+				res.ClickHouseCPU = ch1 - ch0
+			}
 			if len(lat) > 0 {
 				slices.Sort(lat)
 				q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
@@ -474,11 +486,23 @@ func Report(w io.Writer, c Config, serverVersion string, loaded int64, took time
 			group(loaded), took.Round(time.Second), group(int64(float64(loaded)/took.Seconds())))
 	}
 	fmt.Fprintf(w, "each round: %s; every request a random tenant and month, over HTTP on loopback\n\n", c.Duration)
-	fmt.Fprintf(w, "%-22s %7s %9s %8s %9s %9s %9s %9s %6s\n", "endpoint", "clients", "requests", "req/s", "p50", "p90", "p99", "max", "errors")
+	fmt.Fprintf(w, "%-22s %7s %9s %8s %9s %9s %9s %9s %6s %13s\n", "endpoint", "clients", "requests", "req/s", "p50", "p90", "p99", "max", "errors", "cpu/req go+ch")
 	for _, r := range results {
-		fmt.Fprintf(w, "%-22s %7d %9d %8.0f %9s %9s %9s %9s %6d\n", r.Endpoint, r.Clients, r.Requests,
-			float64(r.Requests)/r.Elapsed.Seconds(), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), r.Errors)
+		cpu := "-"
+		if r.Requests > 0 {
+			per := func(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()*1000/float64(r.Requests)) }
+			cpu = per(r.GoCPU) + "+"
+			if r.ClickHouseCPU > 0 {
+				cpu += per(r.ClickHouseCPU)
+			} else {
+				cpu += "?"
+			}
+			cpu += " ms"
+		}
+		fmt.Fprintf(w, "%-22s %7d %9d %8.0f %9s %9s %9s %9s %6d %13s\n", r.Endpoint, r.Clients, r.Requests,
+			float64(r.Requests)/r.Elapsed.Seconds(), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), r.Errors, cpu)
 	}
+	fmt.Fprintln(w, "\ncpu/req: CPU time per answered request over the round, of this process (server and load generator) and of ClickHouse (--clickhouse-pid; ? when not given)")
 }
 
 func ms(d time.Duration) string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/feedmeter/feedmeter/internal/cputime"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
@@ -13,7 +14,8 @@ import (
 // rule, measures a short round and reports: the command's whole path.
 func TestSmallRun(t *testing.T) {
 	db := chtest.NewDB(t, false)
-	c := Config{ClickHouse: db.Addr, Database: db.Name, Tenants: 3, Agents: 2, Months: 1, Clients: []int{2}, Duration: 300 * time.Millisecond}
+	c := Config{ClickHouse: db.Addr, Database: db.Name, Tenants: 3, Agents: 2, Months: 1, Clients: []int{2}, Duration: 300 * time.Millisecond,
+		ClickHousePID: cputime.ScriptServer()}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,13 +50,16 @@ func TestSmallRun(t *testing.T) {
 		t.Fatalf("%d results", len(res))
 	}
 	for _, r := range res {
-		if r.Requests == 0 || r.Errors != 0 || r.P99 < r.P50 {
+		if r.Requests == 0 || r.Errors != 0 || r.P99 < r.P50 || r.GoCPU <= 0 {
 			t.Errorf("%+v", r)
+		}
+		if c.ClickHousePID != 0 && r.ClickHouseCPU <= 0 {
+			t.Errorf("%s: ClickHouse (pid %d) used no CPU", r.Endpoint, c.ClickHousePID)
 		}
 	}
 	var b strings.Builder
 	Report(&b, c, "test", c.Events(), took, res)
-	if !strings.Contains(b.String(), "invoice (month)") {
+	if !strings.Contains(b.String(), "invoice (month)") || !strings.Contains(b.String(), " ms\n") {
 		t.Errorf("report:\n%s", b.String())
 	}
 }
