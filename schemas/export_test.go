@@ -6,5 +6,5 @@ var (
 	// RunStatement runs one statement of a migration as Apply does.
 	RunStatement = run
 	ParseRebuild = parseRebuild
-	Holder       = holder
+	Self         = self
 )

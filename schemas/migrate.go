@@ -117,7 +117,9 @@ func ApplyUpTo(ctx context.Context, conn driver.Conn, last uint32) ([]Applied, e
 		pending = pending || done[m.Version] == ""
 	}
 	if !pending {
-		return nil, nil
+		// A lock of this process whose release failed would stop the
+		// migrations of others.
+		return nil, dropOwnLock(ctx, conn)
 	}
 	// One Apply at a time runs migrations (a REBUILD must not meet another
 	// run's CREATE … IF NOT EXISTS of the table it renamed away); what the
@@ -220,12 +222,19 @@ func recorded(ctx context.Context, conn driver.Conn) (map[uint32]string, error) 
 }
 
 // WaitInserts waits until no INSERT that began before t (or up to half a
-// second after it, for the clocks and the round trip) runs on the server.
-func WaitInserts(ctx context.Context, conn driver.Conn, t time.Time) error {
+// second after it, for the clocks and the round trip) runs on the server;
+// with tables, only those whose text names one of them.
+func WaitInserts(ctx context.Context, conn driver.Conn, t time.Time, tables ...string) error {
+	q := "SELECT count() FROM system.processes WHERE lower(query) LIKE 'insert%' AND elapsed >= ?"
+	args := []any{0.0}
+	if len(tables) > 0 {
+		q += " AND arrayExists(x -> positionCaseInsensitive(query, x) > 0, ?)"
+		args = append(args, tables)
+	}
 	for {
 		var n uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE lower(query) LIKE 'insert%' AND elapsed >= ?",
-			(time.Since(t) - 500*time.Millisecond).Seconds()).Scan(&n); err != nil {
+		args[0] = (time.Since(t) - 500*time.Millisecond).Seconds()
+		if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
 			return fmt.Errorf("wait for running inserts: %w", err)
 		}
 		if n == 0 {

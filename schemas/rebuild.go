@@ -2,115 +2,15 @@ package schemas
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"os"
+	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
-
-// LockTable exists while one Apply runs migrations in its database: CREATE
-// TABLE of a name that exists fails, so at most one creator holds it. Its
-// column's default names the holder.
-const LockTable = "schema_migrations_lock"
-
-// LockWait is how long Apply waits for another process's lock before it
-// gives up with an error that names the holder (the sink then retries).
-var LockWait = 30 * time.Second
-
-// ErrLocked is returned (wrapped, with the holder) when another process holds
-// LockTable for longer than Apply waits.
-var ErrLocked = errors.New("another process is applying migrations")
-
-// applyMu serializes the migration runs of this process. So a lock whose
-// holder is this process's host name and process id is this process's own:
-// a release that failed (ClickHouse was down), or a former life of it (a
-// container restarted under the same name, where the process id is 1 again).
-// lock takes such a lock over. (Host names must differ between processes
-// that migrate one database, as containers' and hosts' do.)
-var applyMu sync.Mutex
-
-// holder names this process in LockTable.
-func holder() string {
-	host, _ := os.Hostname()
-	return strings.Map(func(r rune) rune {
-		if r == '\'' || r == '\\' || r < ' ' {
-			return '_'
-		}
-		return r
-	}, fmt.Sprintf("%s pid %d", host, os.Getpid()))
-}
-
-// lock takes LockTable, waiting up to LockWait, and returns its release;
-// the caller holds applyMu. Another process that dies holding it leaves it
-// behind: the error names it and says how to drop it.
-func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
-	me := holder()
-	create := "CREATE TABLE " + LockTable + " (holder String DEFAULT '" + me + " since " +
-		time.Now().UTC().Format(time.RFC3339) + "') ENGINE = Memory"
-	release := func() error {
-		// Dropped even when ctx is over: a lock left behind stops every
-		// later migration of other processes.
-		var err error
-		for try := 0; try < 3; try++ {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			err = conn.Exec(rctx, "DROP TABLE IF EXISTS "+LockTable)
-			cancel()
-			if err == nil {
-				return nil
-			}
-			time.Sleep(time.Second)
-		}
-		return fmt.Errorf("release %s: %w", LockTable, err)
-	}
-	give := time.Now().Add(LockWait)
-	for {
-		err := conn.Exec(ctx, create)
-		if err == nil {
-			return release, nil
-		}
-		var ex *clickhouse.Exception
-		if !errors.As(err, &ex) || ex.Code != 57 { // TABLE_ALREADY_EXISTS
-			return nil, fmt.Errorf("take %s: %w", LockTable, err)
-		}
-		var by string
-		if err := conn.QueryRow(ctx, "SELECT default_expression FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = 'holder'", LockTable).Scan(&by); err == nil &&
-			strings.HasPrefix(strings.Trim(by, "'"), me+" since ") {
-			return release, nil // this process's own (see applyMu)
-		}
-		if time.Now().After(give) {
-			return nil, fmt.Errorf("%w: %s holds %s (if that process is gone, release it with %s and run again)", ErrLocked, strings.Trim(by, "'"), LockTable, "`feedmeter migrate --release-lock`")
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for %s: %w", LockTable, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// ReleaseLock drops LockTable, left behind by a process that died holding
-// it, and returns who held it ("" when nobody did). Run it only when that
-// process is known to be gone: a live holder goes on migrating unlocked.
-func ReleaseLock(ctx context.Context, conn driver.Conn) (string, error) {
-	var by string
-	err := conn.QueryRow(ctx, "SELECT default_expression FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = 'holder'", LockTable).Scan(&by)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", LockTable, err)
-	}
-	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+LockTable); err != nil {
-		return "", fmt.Errorf("drop %s: %w", LockTable, err)
-	}
-	return strings.Trim(by, "'"), nil
-}
 
 // rebuildPrefix starts a migration statement that rebuilds a table:
 //
@@ -136,6 +36,10 @@ func parseRebuild(stmt string) (table, create string, err error) {
 	return table, create, nil
 }
 
+// AfterRenameAway, when set, runs right after a rebuild renamed its table
+// away: tests cancel there, or hold the window open.
+var AfterRenameAway func()
+
 // rebuild gives table the definition create (a CREATE TABLE of table) and
 // keeps its rows, exactly, while sinks write and the query service reads.
 // It runs under the migrations lock (Apply), so no other run of a current
@@ -149,103 +53,180 @@ func parseRebuild(stmt string) (table, create string, err error) {
 //     inserts; the current release fails it with UNKNOWN_TABLE too, unless
 //     ignore_materialized_views_with_dropped_target_table is set, which
 //     feedmeter never sets), and the sink retries it; queries answer 503.
-//  3. Inserts that began before the rename and still write the old table
-//     are waited out (WaitInserts); then the old table no longer changes.
-//  4. Its rows are copied into the new table, which is renamed table, and
-//     the old table is dropped.
+//  3. Inserts that began before the rename and may still write the old
+//     table (inserts naming it or a table whose views write it) are waited
+//     out; then the old table no longer changes.
+//  4. Its rows are copied into the new table. A marker table,
+//     table_rebuild_copied, then says so; the new table is renamed table,
+//     the old one dropped, the marker last.
 //
 // Every row is thus in exactly one old table when the copy starts, and no
-// reader ever sees a part of them. From step 2 on the work goes on when ctx
-// ends (the rollup has no name until it is over), and a failed copy puts the
-// old table back. A run that stopped anyway (a killed process) is finished by
-// the next: a half-filled new table is made again; old tables without a
-// table are copied again; a table of the new definition beside them is the
-// end of a run that did not drop them yet. A table of another definition
-// beside them was created since (by a release without the lock, running an
-// earlier migration's CREATE … IF NOT EXISTS) and holds only rows written
-// since: it becomes one more old table, table_rebuild_old_2, …, copied with
-// the others. A table of the new definition alone is left as it is. rebuild
-// reports whether it copied rows.
+// reader sees a part of them. Until the copy begins, a failure or the end of
+// ctx puts the old table back; from then on the work goes on whatever ctx
+// says, and a failed copy puts the old table back too. A run that stopped
+// anyway (a killed process, ClickHouse restarting) is finished by the next,
+// from the tables' names alone: with the marker, the old tables are copied
+// and the rest of step 4 is done; without it, a new table is made again and
+// filled from every old table. A table beside old tables and no marker was
+// created while the rollup had no name (by a release without the lock,
+// running an earlier migration's CREATE … IF NOT EXISTS) and holds only
+// rows written since: it becomes one more old table, table_rebuild_old_2,
+// …. A table alone whose definition is already create is left as it is
+// (the comparison only spares work: a rebuild of a rebuilt table is exact).
+// rebuild reports whether it copied rows.
 func rebuild(ctx context.Context, conn driver.Conn, table, create string) (bool, error) {
-	old, fresh := table+"_rebuild_old", table+"_rebuild_new"
+	fresh, marker := table+"_rebuild_new", table+"_rebuild_copied"
+	defs, err := definitions(ctx, conn, table)
+	if err != nil {
+		return false, err
+	}
+	olds := oldTables(defs, table)
+	_, hasTable := defs[table]
+	_, hasFresh := defs[fresh]
+	if _, copied := defs[marker]; copied {
+		if hasTable && hasFresh {
+			return false, fmt.Errorf("%s, %s and %s all exist: a table %s was created while a rebuild was stopped; "+
+				"%s holds every row from before it, %s those written since; merge them by hand", table, fresh, marker, table, fresh, table)
+		}
+		return true, finish(context.WithoutCancel(ctx), conn, table, fresh, marker, olds, !hasTable)
+	}
 	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+fresh); err != nil {
 		return false, err
 	}
 	if err := conn.Exec(ctx, strings.Replace(create, "CREATE TABLE "+table+" (", "CREATE TABLE "+fresh+" (", 1)); err != nil {
 		return false, fmt.Errorf("create %s: %w", fresh, err)
 	}
-	defs, err := definitions(ctx, conn, table)
-	if err != nil {
-		return false, err
-	}
-	want := strings.Replace(defs[fresh], fresh, table, 1)
-	var olds []string // the old tables, in the order they were renamed
-	for i := 1; ; i++ {
-		name := old
-		if i > 1 {
-			name = fmt.Sprintf("%s_%d", old, i)
+	switch {
+	case hasTable && len(olds) == 0:
+		now, err := definitions(ctx, conn, table)
+		if err != nil {
+			return false, err
 		}
-		if _, ok := defs[name]; !ok {
-			break
+		if now[table] == strings.Replace(now[fresh], fresh, table, 1) {
+			return false, conn.Exec(ctx, "DROP TABLE "+fresh) // rebuilt already
 		}
-		olds = append(olds, name)
+	case !hasTable && len(olds) == 0:
+		return false, fmt.Errorf("neither %s nor %s exists", table, table+"_rebuild_old")
 	}
-	if defs[table] == want {
-		// Rebuilt already; any old tables are copied in it.
-		for _, t := range append(olds, fresh) {
-			if err := conn.Exec(ctx, "DROP TABLE "+t); err != nil {
-				return false, err
-			}
-		}
-		return false, nil
-	}
-	if len(olds) == 0 && defs[table] == "" {
-		return false, fmt.Errorf("neither %s nor %s exists", table, old)
-	}
-	// From here on the rollup has no name: finish whatever ctx says.
-	ctx = context.WithoutCancel(ctx)
-	if defs[table] != "" {
-		next := old
+	if hasTable {
+		next := table + "_rebuild_old"
 		if len(olds) > 0 {
-			next = fmt.Sprintf("%s_%d", old, len(olds)+1)
+			n, _ := oldNumber(olds[len(olds)-1], table)
+			next += "_" + strconv.Itoa(n+1)
 		}
 		if err := conn.Exec(ctx, "RENAME TABLE "+table+" TO "+next); err != nil {
 			return false, fmt.Errorf("rename %s to %s: %w", table, next, err)
 		}
 		olds = append(olds, next)
-	}
-	err = moveRows(ctx, conn, olds, fresh)
-	if err == nil {
-		if err = conn.Exec(ctx, "RENAME TABLE "+fresh+" TO "+table); err != nil {
-			err = fmt.Errorf("rename %s to %s: %w", fresh, table, err)
+		if AfterRenameAway != nil {
+			AfterRenameAway()
 		}
 	}
-	if err != nil {
+	// putBack undoes the rename when there is one old table (with more, the
+	// newest holds only rows written since the rebuild stopped, and the
+	// rollup stays without a name until a run finishes it).
+	putBack := func(err error) error {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
 		if len(olds) == 1 {
-			// Put the old table back: the sink and the query service go on
-			// as before, and the next run tries again.
-			if rerr := conn.Exec(ctx, "RENAME TABLE "+olds[0]+" TO "+table); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("put %s back: %w", olds[0], rerr))
+			rerr := conn.Exec(pctx, "RENAME TABLE "+olds[0]+" TO "+table)
+			if rerr == nil {
+				return fmt.Errorf("%w (%s put back)", err, table)
 			}
+			err = errors.Join(err, fmt.Errorf("put %s back: %w", olds[0], rerr))
 		}
-		return false, err
+		return fmt.Errorf("%w; %s has no table of that name until `feedmeter migrate` runs again", err, table)
 	}
-	for _, t := range olds {
-		if err := conn.Exec(ctx, "DROP TABLE "+t); err != nil {
-			return true, err
-		}
+	writers, err := writersOf(ctx, conn, table)
+	if err != nil {
+		return false, putBack(err)
 	}
-	return true, nil
+	if err := WaitInserts(ctx, conn, time.Now(), append(writers, olds...)...); err != nil {
+		return false, putBack(err)
+	}
+	dctx := context.WithoutCancel(ctx)
+	if err := copyRows(dctx, conn, olds, fresh); err != nil {
+		return false, putBack(err)
+	}
+	if err := conn.Exec(dctx, "CREATE TABLE "+marker+" (copied UInt8) ENGINE = Memory"); err != nil {
+		return false, putBack(fmt.Errorf("create %s: %w", marker, err))
+	}
+	return true, finish(dctx, conn, table, fresh, marker, olds, true)
 }
 
-// moveRows waits until no insert can still write the old tables and copies
-// their rows into fresh.
-func moveRows(ctx context.Context, conn driver.Conn, olds []string, fresh string) error {
-	if err := WaitInserts(ctx, conn, time.Now()); err != nil {
-		return err
+// finish ends a rebuild whose old tables are copied into fresh: fresh
+// becomes table (unless it is already, rename false), the old tables and the
+// marker go.
+func finish(ctx context.Context, conn driver.Conn, table, fresh, marker string, olds []string, rename bool) error {
+	if rename {
+		if err := conn.Exec(ctx, "RENAME TABLE "+fresh+" TO "+table); err != nil {
+			return fmt.Errorf("rename %s to %s (every row is in %s; run `feedmeter migrate` again): %w", fresh, table, fresh, err)
+		}
 	}
+	for _, t := range append(olds, marker) {
+		if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+			return fmt.Errorf("drop %s (copied already): %w", t, err)
+		}
+	}
+	return nil
+}
+
+// oldTables returns the old tables among defs, table_rebuild_old and
+// table_rebuild_old_N, oldest first.
+func oldTables(defs map[string]string, table string) []string {
+	var olds []string
+	for name := range defs {
+		if _, ok := oldNumber(name, table); ok {
+			olds = append(olds, name)
+		}
+	}
+	slices.SortFunc(olds, func(a, b string) int {
+		x, _ := oldNumber(a, table)
+		y, _ := oldNumber(b, table)
+		return x - y
+	})
+	return olds
+}
+
+// oldNumber returns N of table_rebuild_old_N (1 for table_rebuild_old).
+func oldNumber(name, table string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, table+"_rebuild_old")
+	if !ok {
+		return 0, false
+	}
+	if rest == "" {
+		return 1, true
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(rest, "_"))
+	return n, err == nil && strings.HasPrefix(rest, "_") && n > 1
+}
+
+// writersOf returns the tables whose materialized views write table: an
+// INSERT into one of them writes table too.
+func writersOf(ctx context.Context, conn driver.Conn, table string) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = currentDatabase() AND hasAny(dependencies_table, "+
+		"(SELECT groupArray(name) FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView'"+
+		" AND position(create_table_query, concat(' TO ', currentDatabase(), '.', ?, ' ')) > 0))", table)
+	if err != nil {
+		return nil, fmt.Errorf("tables whose views write %s: %w", table, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// copyRows copies the rows of the old tables into fresh (its ordinary
+// columns: MATERIALIZED and ALIAS ones are computed).
+func copyRows(ctx context.Context, conn driver.Conn, olds []string, fresh string) error {
 	var cols []string
-	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?", fresh)
+	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')", fresh)
 	if err != nil {
 		return fmt.Errorf("columns of %s: %w", fresh, err)
 	}

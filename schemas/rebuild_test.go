@@ -89,6 +89,9 @@ func TestRebuildWhileInserting(t *testing.T) {
 	for batches.Load() < 3 {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Hold each rollup without a name a little, so that inserts meet it.
+	schemas.AfterRenameAway = func() { time.Sleep(200 * time.Millisecond) }
+	t.Cleanup(func() { schemas.AfterRenameAway = nil })
 	applied, err := schemas.Apply(ctx, conn)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
@@ -167,6 +170,8 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 		}
 	}
 
+	marker := func() { exec("CREATE TABLE r_rebuild_copied (copied UInt8) ENGINE = Memory") }
+
 	// The plain case: a table of another granularity.
 	exec("CREATE TABLE r " + before)
 	fill("r", 10)
@@ -177,10 +182,18 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	check("rebuilt already", false, 10)
 
 	// A run that renamed the new table and stopped before dropping the old:
-	// its rows are in r already.
+	// its rows are in r already, whatever r's definition says.
 	exec("CREATE TABLE r_rebuild_old " + before)
 	fill("r_rebuild_old", 10)
-	check("stopped before dropping the old table", false, 10)
+	marker()
+	check("stopped before dropping the old table", true, 10)
+
+	// A run that copied and stopped before renaming the new table.
+	exec("RENAME TABLE r TO r_rebuild_new")
+	exec("CREATE TABLE r_rebuild_old " + before)
+	fill("r_rebuild_old", 10)
+	marker()
+	check("stopped before renaming the new table", true, 10)
 
 	// A run that renamed the table and stopped while copying.
 	exec("RENAME TABLE r TO r_rebuild_old")
@@ -196,6 +209,10 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	fill("r", 3)
 	check("a table created since", true, 13)
 
+	// Old tables are found by name, even with a gap in their numbers.
+	exec("RENAME TABLE r TO r_rebuild_old_3")
+	check("an old table numbered 3", true, 13)
+
 	// A copy that fails puts the old table back as it was.
 	bad := strings.Replace(create, "v UInt64", "v UInt64, w UInt8 MATERIALIZED 0, x UInt8", 1)
 	if _, err := schemas.Rebuild(ctx, conn, "r", bad); err == nil {
@@ -207,6 +224,31 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	if left := chtest.QueryStrings(t, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'r_rebuild_old%'"); len(left) != 0 {
 		t.Errorf("after a failed copy: %q left", left)
 	}
+
+	// A MATERIALIZED column is computed, not copied.
+	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 2", 1)); err != nil {
+		t.Fatalf("rebuild with a MATERIALIZED column: %v", err)
+	}
+	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 3", 1)); err != nil {
+		t.Fatalf("rebuild of a table with a MATERIALIZED column: %v", err)
+	}
+	if got := chtest.QueryStrings(t, conn, "SELECT toString(sum(w)) FROM r"); got[0] != "3900" {
+		t.Errorf("MATERIALIZED w after two rebuilds: sum %s, want 3 x 1300", got[0])
+	}
+
+	// A context that ends right after the rename (before the copy): the
+	// table is put back as it was.
+	cctx, cancel := context.WithCancel(ctx)
+	schemas.AfterRenameAway = cancel
+	t.Cleanup(func() { schemas.AfterRenameAway = nil })
+	_, err := schemas.Rebuild(cctx, conn, "r", strings.Replace(create, "256", "512", 1))
+	schemas.AfterRenameAway = nil
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("rebuild cancelled after the rename: %v, want context.Canceled", err)
+	}
+	if got := chtest.QueryStrings(t, conn, "SELECT concat(extract(create_table_query, 'index_granularity = [0-9]+'), ' ', toString((SELECT sum(v) FROM r))) FROM system.tables WHERE database = currentDatabase() AND name = 'r'"); len(got) != 1 || got[0] != "index_granularity = 256 1300" {
+		t.Errorf("after a cancel: r is %q, want it back as it was (256, 1300)", got)
+	}
 }
 
 // TestApplyLock: while another process holds the lock, Apply waits and then
@@ -217,12 +259,17 @@ func TestApplyLock(t *testing.T) {
 	saved := schemas.LockWait
 	schemas.LockWait = 300 * time.Millisecond
 	t.Cleanup(func() { schemas.LockWait = saved })
-	if err := conn.Exec(ctx, "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT 'other-host pid 7') ENGINE = Memory"); err != nil {
+	// Another process of the same host name and process id (containers
+	// that share a host name are all pid 1): not this process's lock.
+	host, pid, _ := strings.Cut(schemas.Self, " pid ")
+	pid, _, _ = strings.Cut(pid, " ")
+	other := host + " pid " + pid + " 0123456789ab since 2026-01-01T00:00:00Z"
+	if err := conn.Exec(ctx, "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT '"+other+"') ENGINE = Memory"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := schemas.Apply(ctx, conn)
-	if !errors.Is(err, schemas.ErrLocked) || !strings.Contains(err.Error(), "other-host pid 7") {
-		t.Fatalf("Apply under another's lock: %v, want ErrLocked naming other-host pid 7", err)
+	if !errors.Is(err, schemas.ErrLocked) || !strings.Contains(err.Error(), other) {
+		t.Fatalf("Apply under another's lock: %v, want ErrLocked naming %s", err, other)
 	}
 	if n := chtest.QueryStrings(t, conn, "SELECT toString(count()) FROM system.tables WHERE database = currentDatabase() AND name = 'usage_events'"); n[0] != "0" {
 		t.Fatalf("Apply ran migrations without the lock")
@@ -230,8 +277,10 @@ func TestApplyLock(t *testing.T) {
 	if err := conn.Exec(ctx, "DROP TABLE "+schemas.LockTable); err != nil {
 		t.Fatal(err)
 	}
-	// A lock of this process (a release that failed) is taken over.
-	if err := conn.Exec(ctx, "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT '"+schemas.Holder()+" since 2026-01-01T00:00:00Z') ENGINE = Memory"); err != nil {
+	// A lock of this process (a release that failed) is taken over, and
+	// dropped by the next Apply even when nothing is pending.
+	ownLock := "CREATE TABLE " + schemas.LockTable + " (holder String DEFAULT '" + schemas.Self + " since 2026-01-01T00:00:00Z') ENGINE = Memory"
+	if err := conn.Exec(ctx, ownLock); err != nil {
 		t.Fatal(err)
 	}
 	if a, err := schemas.ApplyUpTo(ctx, conn, 1); err != nil || len(a) != 1 {
@@ -239,6 +288,15 @@ func TestApplyLock(t *testing.T) {
 	}
 	if n := chtest.QueryStrings(t, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.LockTable+"'"); len(n) != 0 {
 		t.Fatalf("the lock is still there after Apply")
+	}
+	if err := conn.Exec(ctx, ownLock); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := schemas.ApplyUpTo(ctx, conn, 1); err != nil || len(a) != 0 {
+		t.Fatalf("Apply with nothing pending: %v, %v", a, err)
+	}
+	if n := chtest.QueryStrings(t, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.LockTable+"'"); len(n) != 0 {
+		t.Fatalf("this process's lock is still there after an Apply with nothing pending")
 	}
 	schemas.LockWait = time.Minute
 	errs := make(chan error, 2)
