@@ -141,7 +141,7 @@ func rebuild(ctx context.Context, conn driver.Conn, table, create string) (bool,
 	if err != nil {
 		return false, putBack(err)
 	}
-	if err := WaitInserts(ctx, conn, time.Now(), append(writers, olds...)...); err != nil {
+	if err := WaitInserts(ctx, conn, time.Now(), append(writers, append(olds, table)...)...); err != nil {
 		return false, putBack(err)
 	}
 	dctx := context.WithoutCancel(ctx)

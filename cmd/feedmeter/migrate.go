@@ -27,8 +27,8 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	database := fs.String("database", "feedmeter", "database to create and migrate")
 	list := fs.Bool("list", false, "print the embedded migrations and exit")
 	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly, with a --timeout to match the tables)")
-	timeout := fs.Duration("timeout", time.Minute, "give up after this long (a table rebuild, once begun, runs to its end)")
-	releaseLock := fs.Bool("release-lock", false, "drop the migrations lock left by a process that died holding it, and exit (only when that process is gone)")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long (a table rebuild puts its table back if this ends before its copy begins, and ignores it after)")
+	releaseLock := fs.Bool("release-lock", false, "drop the migrations lock left by a process that died holding it, and exit (use only when that process is gone: it is not checked)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--compact] [--release-lock]")
 		fs.PrintDefaults()

@@ -261,7 +261,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 // runs the server in its process) unless GOGC is set. The server's live heap
 // is 2-3 MB, so at Go's default (100 %, a 4 MB goal) the collector ran every
 // 30 ms under 16 clients, with stop-the-world pauses of up to 6 ms on two
-// cores; at 400 % it runs a quarter as often for a 16 MB heap goal, and
+// cores; at 400 % it runs a fifth as often for a 16 MB heap goal, and
 // daily usage needed 10-25 % less Go CPU per request (BENCHMARKS.md).
 const serveGCPercent = 400
 

@@ -47,11 +47,12 @@ func Process(pid int) (time.Duration, bool) {
 }
 
 // ScriptServer is the pid of the ClickHouse server that
-// scripts/clickhouse.sh started (its pid file in $CLICKHOUSE_DIR), or 0.
+// scripts/clickhouse.sh started (its pid file in $CLICKHOUSE_DIR, by default
+// /tmp/feedmeter-clickhouse), or 0.
 func ScriptServer() int {
 	dir := os.Getenv("CLICKHOUSE_DIR")
 	if dir == "" {
-		return 0
+		dir = "/tmp/feedmeter-clickhouse"
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "pid"))
 	if err != nil {

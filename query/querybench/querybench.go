@@ -502,7 +502,7 @@ func Report(w io.Writer, c Config, serverVersion string, loaded int64, took time
 		fmt.Fprintf(w, "%-22s %7d %9d %8.0f %9s %9s %9s %9s %6d %13s\n", r.Endpoint, r.Clients, r.Requests,
 			float64(r.Requests)/r.Elapsed.Seconds(), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), r.Errors, cpu)
 	}
-	fmt.Fprintln(w, "\ncpu/req: CPU time per answered request over the round, of this process (server and load generator) and of ClickHouse (--clickhouse-pid; ? when not given)")
+	fmt.Fprintln(w, "\ncpu/req: CPU time per answered request over the round, of this process (server and load generator) and of ClickHouse (--clickhouse-pid; ? when not given or unreadable)")
 }
 
 func ms(d time.Duration) string {

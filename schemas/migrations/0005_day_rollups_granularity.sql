@@ -5,8 +5,9 @@
 -- servers) and license_daily (about 60). ClickHouse reads whole granules, so
 -- with 8192-row granules each such query decompressed and filtered 8,000 to
 -- 16,000 rows a column to keep 250. With 256-row granules, on the benchmark's
--- 106,580,000 events, ClickHouse 18.16 spent 15-25 % less CPU on a tenant's
--- month of daily usage and on a batch of four (BENCHMARKS.md, session 5). The
+-- 106,580,000 events, ClickHouse 18.16 spent about 9 % less CPU on one
+-- tenant's month of daily usage, 23 % less on a batch of four, and 6-17 %
+-- less per request of the query benchmark (BENCHMARKS.md, session 5). The
 -- primary index grows to one entry per 256 rows: 23,000 entries for the
 -- 5,840,000 rows of that year, kept in memory.
 --
