@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/feedmeter/feedmeter/schemas"
 )
 
@@ -28,9 +30,10 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	list := fs.Bool("list", false, "print the embedded migrations and exit")
 	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly, with a --timeout to match the tables)")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long (a table rebuild puts its table back if this ends before its copy begins, and ignores it after)")
+	status := fs.Bool("status", false, "print what is applied, pending or changed, the lock's holder and any stopped rebuild, and exit: 0 when nothing needs doing, 3 otherwise")
 	releaseLock := fs.Bool("release-lock", false, "drop the migrations lock left by a process that died holding it, and exit (use only when that process is gone: it is not checked)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--compact] [--release-lock]")
+		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--status] [--compact] [--release-lock]")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, 0); !ok {
@@ -59,6 +62,9 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		return 1
 	}
 	defer conn.Close()
+	if *status {
+		return printStatus(ctx, conn, *database, stdout, stderr)
+	}
 	if *releaseLock {
 		by, err := schemas.ReleaseLock(ctx, conn)
 		switch {
@@ -94,4 +100,31 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 	}
 	return 0
+}
+
+// printStatus prints schemas.Status of the database: exit 0 when it needs
+// nothing, 3 when something is pending, changed, locked or stopped.
+func printStatus(ctx context.Context, conn driver.Conn, database string, stdout, stderr io.Writer) int {
+	st, err := schemas.Status(ctx, conn)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedmeter migrate: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "database %s: %d migrations applied, %d pending\n", database, st.Applied, len(st.Pending))
+	for _, m := range st.Pending {
+		fmt.Fprintf(stdout, "pending %s\n", m.Name)
+	}
+	for _, m := range st.Changed {
+		fmt.Fprintf(stdout, "changed %s: applied with another checksum; migrations are append-only\n", m.Name)
+	}
+	if st.LockHolder != "" {
+		fmt.Fprintf(stdout, "locked by %s (%s)\n", st.LockHolder, schemas.LockTable)
+	}
+	for _, t := range st.Stopped {
+		fmt.Fprintf(stdout, "stopped rebuild: %s exists; `feedmeter migrate` finishes the rebuild\n", t)
+	}
+	if st.Current() {
+		return 0
+	}
+	return 3
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -75,4 +76,50 @@ func TestMigrateReleaseLock(t *testing.T) {
 			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit %d, %q, %q", step.args[4:], code, out.String(), errb.String(), step.code, step.out, step.errs)
 		}
 	}
+}
+
+// TestMigrateStatus: --status says what is pending, who holds the lock and
+// which rebuild stopped, and exits 3 until the database needs nothing.
+func TestMigrateStatus(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	ctx := context.Background()
+	if _, err := schemas.ApplyUpTo(ctx, db.Conn, 4); err != nil {
+		t.Fatal(err)
+	}
+	status := func(want int, lines ...string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(ctx, []string{"migrate", "--clickhouse", db.Addr, "--database", db.Name, "--status"}, nil, &out, &errb)
+		if code != want {
+			t.Errorf("exit %d, want %d; stdout %q, stderr %q", code, want, out.String(), errb.String())
+		}
+		for _, l := range lines {
+			if !strings.Contains(out.String(), l) {
+				t.Errorf("stdout %q lacks %q", out.String(), l)
+			}
+		}
+	}
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status(3, fmt.Sprintf("4 migrations applied, %d pending", len(ms)-4), "pending 0005_day_rollups_granularity.sql")
+	// A rebuild of 0005 that stopped after renaming usage_daily away, with
+	// its process's lock left behind.
+	for _, q := range []string{
+		"RENAME TABLE usage_daily TO usage_daily_rebuild_old",
+		"CREATE TABLE " + schemas.LockTable + " (holder String DEFAULT 'gone-host pid 9 since 2026-01-01T00:00:00Z') ENGINE = Memory",
+	} {
+		if err := db.Conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status(3, "locked by gone-host pid 9", "stopped rebuild: usage_daily_rebuild_old exists")
+	if _, err := schemas.ReleaseLock(ctx, db.Conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schemas.Apply(ctx, db.Conn); err != nil {
+		t.Fatal(err)
+	}
+	status(0, fmt.Sprintf("%d migrations applied, 0 pending", len(ms)))
 }
