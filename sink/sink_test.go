@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,40 @@ func TestSinkThroughRebuild(t *testing.T) {
 	}
 	if after >= uint64(len(w.events)) {
 		t.Errorf("the sink had written everything (%d events) before the rebuild ended: nothing written through it", after)
+	}
+}
+
+// TestSinkFinishesStoppedRebuild: a rebuild of migration 0005 stopped after
+// renaming usage_daily away (its process killed, its lock released by hand);
+// the next sink to start finishes it before it consumes, and the rollups
+// stay exact through a full replay afterwards.
+func TestSinkFinishesStoppedRebuild(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	ctx := context.Background()
+	if _, err := schemas.ApplyUpTo(ctx, db.Conn, 4); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t)
+	brokers := cl.ListenAddrs()
+	w := genWorkload(9, 3000)
+	produce(t, brokers, w.records)
+	cfg := testConfig(t, brokers, db.Addr, db.Name)
+	cfg.SkipMigrate = true
+	_, stop := runSink(t, cfg)
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stop()
+	if err := db.Conn.Exec(ctx, "RENAME TABLE usage_daily TO usage_daily_rebuild_old"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SkipMigrate = false
+	_, stop = runSink(t, cfg)
+	produce(t, brokers, w.records) // a full replay: changes nothing
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stop()
+	verify(t, db.Conn, w)
+	got := chtest.QueryStrings(t, db.Conn, "SELECT concat(name, ' ', extract(create_table_query, 'index_granularity = [0-9]+')) FROM system.tables"+
+		" WHERE database = currentDatabase() AND (name LIKE 'usage_daily%' OR name LIKE 'license_daily%') AND engine != 'MaterializedView' ORDER BY name")
+	if strings.Join(got, "|") != "license_daily index_granularity = 256|usage_daily index_granularity = 256" {
+		t.Errorf("after the sink started: %q, want both day rollups rebuilt and nothing left over", got)
 	}
 }
