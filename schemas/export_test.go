@@ -4,7 +4,7 @@ package schemas
 var (
 	Rebuild = rebuild
 	// RunStatement runs one statement of a migration as Apply does.
-	RunStatement = run
+	RunStatement = Migrator{}.run
 	ParseRebuild = parseRebuild
 	Self         = self
 )

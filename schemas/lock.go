@@ -21,9 +21,10 @@ import (
 // column's default names the holder.
 const LockTable = "schema_migrations_lock"
 
-// LockWait is how long Apply waits for another process's lock before it
-// gives up with an error that names the holder (the sink then retries).
-var LockWait = 30 * time.Second
+// defaultLockWait is how long Apply waits for another process's lock
+// before it gives up with an error that names the holder (the sink then
+// retries); Migrator.LockWait changes it.
+const defaultLockWait = 30 * time.Second
 
 // ErrLocked is returned (wrapped, with the holder) when another process holds
 // LockTable for longer than Apply waits.
@@ -64,11 +65,11 @@ func lockHolder(ctx context.Context, conn driver.Conn) (string, error) {
 // ours reports whether holder names this process.
 func ours(holder string) bool { return strings.HasPrefix(holder, self+" since ") }
 
-// lock takes LockTable, waiting up to LockWait, and returns its release; the
+// lock takes LockTable, waiting up to wait, and returns its release; the
 // caller holds applyMu. A lock of this process (a release that failed) is
 // taken over. Another process that dies holding it leaves it behind: the
 // error names it and says how to release it.
-func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
+func lock(ctx context.Context, conn driver.Conn, wait time.Duration) (func() error, error) {
 	create := "CREATE TABLE " + LockTable + " (holder String DEFAULT '" + self + " since " +
 		time.Now().UTC().Format(time.RFC3339) + "') ENGINE = Memory"
 	release := func() error {
@@ -85,7 +86,7 @@ func lock(ctx context.Context, conn driver.Conn) (func() error, error) {
 		}
 		return err
 	}
-	give := time.Now().Add(LockWait)
+	give := time.Now().Add(wait)
 	for {
 		err := conn.Exec(ctx, create)
 		if err == nil {

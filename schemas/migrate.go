@@ -89,12 +89,32 @@ var ErrChanged = errors.New("applied migration differs from the embedded one")
 // Apply at a time. It returns the migrations it ran; none when the schema is
 // current.
 func Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
-	return ApplyUpTo(ctx, conn, math.MaxUint32)
+	return Migrator{}.Apply(ctx, conn)
 }
 
-// ApplyUpTo is Apply of the migrations numbered up to last: the schema as an
-// older release left it (tests upgrade from it).
-func ApplyUpTo(ctx context.Context, conn driver.Conn, last uint32) ([]Applied, error) {
+// Migrator applies the embedded migrations; its zero value does what Apply
+// does.
+type Migrator struct {
+	// UpTo stops after the migration of this number: the schema an older
+	// release left (tests upgrade from it). 0: every migration.
+	UpTo uint32
+	// LockWait is how long to wait for another process's LockTable before
+	// failing with ErrLocked. 0: 30 s.
+	LockWait time.Duration
+	// OnRenameAway, when set, runs right after a REBUILD renamed its table
+	// away (tests hold the window open there, or cancel).
+	OnRenameAway func()
+}
+
+// Apply is Apply with m's settings.
+func (m Migrator) Apply(ctx context.Context, conn driver.Conn) ([]Applied, error) {
+	last, wait := m.UpTo, m.LockWait
+	if last == 0 {
+		last = math.MaxUint32
+	}
+	if wait == 0 {
+		wait = defaultLockWait
+	}
 	all, err := Migrations()
 	if err != nil {
 		return nil, err
@@ -126,54 +146,54 @@ func ApplyUpTo(ctx context.Context, conn driver.Conn, last uint32) ([]Applied, e
 	// other recorded meanwhile is read again under the lock.
 	applyMu.Lock()
 	defer applyMu.Unlock()
-	release, err := lock(ctx, conn)
+	release, err := lock(ctx, conn, wait)
 	if err != nil {
 		return nil, err
 	}
-	applied, err := applyLocked(ctx, conn, ms)
+	applied, err := m.applyLocked(ctx, conn, ms)
 	return applied, errors.Join(err, release())
 }
 
 // applyLocked runs the migrations of ms that the migrations table does not
 // record; the caller holds the lock.
-func applyLocked(ctx context.Context, conn driver.Conn, ms []Migration) ([]Applied, error) {
+func (m Migrator) applyLocked(ctx context.Context, conn driver.Conn, ms []Migration) ([]Applied, error) {
 	done, err := recorded(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
 	var applied []Applied
-	for _, m := range ms {
-		if sum, ok := done[m.Version]; ok {
-			if sum != m.Checksum {
-				return applied, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", m.Name, ErrChanged, sum, m.Checksum)
+	for _, mg := range ms {
+		if sum, ok := done[mg.Version]; ok {
+			if sum != mg.Checksum {
+				return applied, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", mg.Name, ErrChanged, sum, mg.Checksum)
 			}
 			continue
 		}
-		stmts := m.Statements()
+		stmts := mg.Statements()
 		var last time.Time // when the statement before finished
 		for i, s := range stmts {
-			if err := run(ctx, conn, s, last); err != nil {
-				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
+			if err := m.run(ctx, conn, s, last); err != nil {
+				return applied, fmt.Errorf("migration %s statement %d: %w", mg.Name, i+1, err)
 			}
 			last = time.Now()
 		}
-		if err := record(ctx, conn, m); err != nil {
-			return applied, fmt.Errorf("record migration %s: %w", m.Name, err)
+		if err := record(ctx, conn, mg); err != nil {
+			return applied, fmt.Errorf("record migration %s: %w", mg.Name, err)
 		}
-		applied = append(applied, Applied{Migration: m, Statements: len(stmts)})
+		applied = append(applied, Applied{Migration: mg, Statements: len(stmts)})
 	}
 	return applied, nil
 }
 
 // run runs one statement of a migration; last is when the statement before
 // it finished (zero for the first).
-func run(ctx context.Context, conn driver.Conn, s string, last time.Time) error {
+func (m Migrator) run(ctx context.Context, conn driver.Conn, s string, last time.Time) error {
 	if strings.HasPrefix(s, rebuildPrefix) {
 		table, create, err := parseRebuild(s)
 		if err != nil {
 			return err
 		}
-		if _, err := rebuild(ctx, conn, table, create); err != nil {
+		if _, err := rebuild(ctx, conn, table, create, m.OnRenameAway); err != nil {
 			return fmt.Errorf("rebuild %s: %w", table, err)
 		}
 		return nil

@@ -36,10 +36,6 @@ func parseRebuild(stmt string) (table, create string, err error) {
 	return table, create, nil
 }
 
-// AfterRenameAway, when set, runs right after a rebuild renamed its table
-// away: tests cancel there, or hold the window open.
-var AfterRenameAway func()
-
 // rebuild gives table the definition create (a CREATE TABLE of table) and
 // keeps its rows, exactly, while sinks write and the query service reads.
 // It runs under the migrations lock (Apply), so no other run of a current
@@ -73,8 +69,9 @@ var AfterRenameAway func()
 // rows written since: it becomes one more old table, table_rebuild_old_2,
 // …. A table alone whose definition is already create is left as it is
 // (the comparison only spares work: a rebuild of a rebuilt table is exact).
-// rebuild reports whether it copied rows.
-func rebuild(ctx context.Context, conn driver.Conn, table, create string) (bool, error) {
+// rebuild reports whether it copied rows. onRenameAway, when not nil, runs
+// right after the rename (Migrator.OnRenameAway).
+func rebuild(ctx context.Context, conn driver.Conn, table, create string, onRenameAway func()) (bool, error) {
 	fresh, marker := table+"_rebuild_new", table+"_rebuild_copied"
 	defs, err := definitions(ctx, conn, table)
 	if err != nil {
@@ -118,8 +115,8 @@ func rebuild(ctx context.Context, conn driver.Conn, table, create string) (bool,
 			return false, fmt.Errorf("rename %s to %s: %w", table, next, err)
 		}
 		olds = append(olds, next)
-		if AfterRenameAway != nil {
-			AfterRenameAway()
+		if onRenameAway != nil {
+			onRenameAway()
 		}
 	}
 	// putBack undoes the rename when there is one old table (with more, the

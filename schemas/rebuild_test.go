@@ -51,7 +51,7 @@ func TestRebuildWhileInserting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := schemas.ApplyUpTo(ctx, conn, 4); err != nil {
+	if _, err := (schemas.Migrator{UpTo: 4}).Apply(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
 	for b := 0; b < 20; b++ {
@@ -90,9 +90,7 @@ func TestRebuildWhileInserting(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Hold each rollup without a name a little, so that inserts meet it.
-	schemas.AfterRenameAway = func() { time.Sleep(200 * time.Millisecond) }
-	t.Cleanup(func() { schemas.AfterRenameAway = nil })
-	applied, err := schemas.Apply(ctx, conn)
+	applied, err := schemas.Migrator{OnRenameAway: func() { time.Sleep(200 * time.Millisecond) }}.Apply(ctx, conn)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -151,7 +149,7 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	const sums = "SELECT concat(toString(k), ' ', toString(sum(v))) FROM r GROUP BY k ORDER BY k"
 	check := func(state string, wantMoved bool, each int) {
 		t.Helper()
-		moved, err := schemas.Rebuild(ctx, conn, "r", create)
+		moved, err := schemas.Rebuild(ctx, conn, "r", create, nil)
 		if err != nil {
 			t.Fatalf("%s: rebuild: %v", state, err)
 		}
@@ -215,7 +213,7 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 
 	// A copy that fails puts the old table back as it was.
 	bad := strings.Replace(create, "v UInt64", "v UInt64, w UInt8 MATERIALIZED 0, x UInt8", 1)
-	if _, err := schemas.Rebuild(ctx, conn, "r", bad); err == nil {
+	if _, err := schemas.Rebuild(ctx, conn, "r", bad, nil); err == nil {
 		t.Fatal("rebuild into a table with a column r lacks: no error")
 	}
 	if got := chtest.QueryStrings(t, conn, sums); len(got) != 100 || got[0] != "0 13" {
@@ -226,10 +224,10 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	}
 
 	// A MATERIALIZED column is computed, not copied.
-	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 2", 1)); err != nil {
+	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 2", 1), nil); err != nil {
 		t.Fatalf("rebuild with a MATERIALIZED column: %v", err)
 	}
-	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 3", 1)); err != nil {
+	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 3", 1), nil); err != nil {
 		t.Fatalf("rebuild of a table with a MATERIALIZED column: %v", err)
 	}
 	if got := chtest.QueryStrings(t, conn, "SELECT toString(sum(w)) FROM r"); got[0] != "3900" {
@@ -239,10 +237,7 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	// A context that ends right after the rename (before the copy): the
 	// table is put back as it was.
 	cctx, cancel := context.WithCancel(ctx)
-	schemas.AfterRenameAway = cancel
-	t.Cleanup(func() { schemas.AfterRenameAway = nil })
-	_, err := schemas.Rebuild(cctx, conn, "r", strings.Replace(create, "256", "512", 1))
-	schemas.AfterRenameAway = nil
+	_, err := schemas.Rebuild(cctx, conn, "r", strings.Replace(create, "256", "512", 1), cancel)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("rebuild cancelled after the rename: %v, want context.Canceled", err)
 	}
@@ -256,9 +251,7 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 func TestApplyLock(t *testing.T) {
 	conn := chtest.NewDB(t, false).Conn
 	ctx := context.Background()
-	saved := schemas.LockWait
-	schemas.LockWait = 300 * time.Millisecond
-	t.Cleanup(func() { schemas.LockWait = saved })
+	short := schemas.Migrator{LockWait: 300 * time.Millisecond}
 	// Another process of the same host name and process id (containers
 	// that share a host name are all pid 1): not this process's lock.
 	host, pid, _ := strings.Cut(schemas.Self, " pid ")
@@ -267,7 +260,7 @@ func TestApplyLock(t *testing.T) {
 	if err := conn.Exec(ctx, "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT '"+other+"') ENGINE = Memory"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := schemas.Apply(ctx, conn)
+	_, err := short.Apply(ctx, conn)
 	if !errors.Is(err, schemas.ErrLocked) || !strings.Contains(err.Error(), other) {
 		t.Fatalf("Apply under another's lock: %v, want ErrLocked naming %s", err, other)
 	}
@@ -283,7 +276,7 @@ func TestApplyLock(t *testing.T) {
 	if err := conn.Exec(ctx, ownLock); err != nil {
 		t.Fatal(err)
 	}
-	if a, err := schemas.ApplyUpTo(ctx, conn, 1); err != nil || len(a) != 1 {
+	if a, err := (schemas.Migrator{UpTo: 1}).Apply(ctx, conn); err != nil || len(a) != 1 {
 		t.Fatalf("Apply under this process's own lock: %v, %v", a, err)
 	}
 	if n := chtest.QueryStrings(t, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.LockTable+"'"); len(n) != 0 {
@@ -292,13 +285,12 @@ func TestApplyLock(t *testing.T) {
 	if err := conn.Exec(ctx, ownLock); err != nil {
 		t.Fatal(err)
 	}
-	if a, err := schemas.ApplyUpTo(ctx, conn, 1); err != nil || len(a) != 0 {
+	if a, err := (schemas.Migrator{UpTo: 1}).Apply(ctx, conn); err != nil || len(a) != 0 {
 		t.Fatalf("Apply with nothing pending: %v, %v", a, err)
 	}
 	if n := chtest.QueryStrings(t, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.LockTable+"'"); len(n) != 0 {
 		t.Fatalf("this process's lock is still there after an Apply with nothing pending")
 	}
-	schemas.LockWait = time.Minute
 	errs := make(chan error, 2)
 	ran := make(chan int, 2)
 	for range 2 {

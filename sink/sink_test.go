@@ -69,7 +69,7 @@ func TestSinkDuplicatesAndReplay(t *testing.T) {
 func TestSinkThroughRebuild(t *testing.T) {
 	db := chtest.NewDB(t, false)
 	ctx := context.Background()
-	if _, err := schemas.ApplyUpTo(ctx, db.Conn, 4); err != nil {
+	if _, err := (schemas.Migrator{UpTo: 4}).Apply(ctx, db.Conn); err != nil {
 		t.Fatal(err)
 	}
 	cl := newCluster(t)
@@ -87,9 +87,7 @@ func TestSinkThroughRebuild(t *testing.T) {
 		}
 	}
 	// Hold each rollup without a name a little, so that flushes meet it.
-	schemas.AfterRenameAway = func() { time.Sleep(300 * time.Millisecond) }
-	t.Cleanup(func() { schemas.AfterRenameAway = nil })
-	applied, err := schemas.Apply(ctx, db.Conn)
+	applied, err := schemas.Migrator{OnRenameAway: func() { time.Sleep(300 * time.Millisecond) }}.Apply(ctx, db.Conn)
 	if err != nil || len(applied) != 1 {
 		t.Fatalf("Apply while the sink writes: %v, %v", applied, err)
 	}
@@ -120,7 +118,7 @@ func TestSinkThroughRebuild(t *testing.T) {
 func TestSinkFinishesStoppedRebuild(t *testing.T) {
 	db := chtest.NewDB(t, false)
 	ctx := context.Background()
-	if _, err := schemas.ApplyUpTo(ctx, db.Conn, 4); err != nil {
+	if _, err := (schemas.Migrator{UpTo: 4}).Apply(ctx, db.Conn); err != nil {
 		t.Fatal(err)
 	}
 	cl := newCluster(t)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/feedmeter/feedmeter/schemas"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
@@ -53,13 +52,10 @@ func TestSinkFlags(t *testing.T) {
 // names its holder; --release-lock drops it, and migrate then runs.
 func TestMigrateReleaseLock(t *testing.T) {
 	db := chtest.NewDB(t, false)
-	saved := schemas.LockWait
-	schemas.LockWait = 200 * time.Millisecond
-	t.Cleanup(func() { schemas.LockWait = saved })
 	if err := db.Conn.Exec(context.Background(), "CREATE TABLE "+schemas.LockTable+" (holder String DEFAULT 'gone-host pid 9 since 2026-01-01T00:00:00Z') ENGINE = Memory"); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"migrate", "--clickhouse", db.Addr, "--database", db.Name}
+	args := []string{"migrate", "--clickhouse", db.Addr, "--database", db.Name, "--lock-wait", "200ms"}
 	for _, step := range []struct {
 		args      []string
 		code      int
@@ -73,7 +69,7 @@ func TestMigrateReleaseLock(t *testing.T) {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), step.args, nil, &out, &errb)
 		if code != step.code || !strings.Contains(out.String(), step.out) || !strings.Contains(errb.String(), step.errs) {
-			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit %d, %q, %q", step.args[4:], code, out.String(), errb.String(), step.code, step.out, step.errs)
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit %d, %q, %q", step.args[6:], code, out.String(), errb.String(), step.code, step.out, step.errs)
 		}
 	}
 }
@@ -83,7 +79,7 @@ func TestMigrateReleaseLock(t *testing.T) {
 func TestMigrateStatus(t *testing.T) {
 	db := chtest.NewDB(t, false)
 	ctx := context.Background()
-	if _, err := schemas.ApplyUpTo(ctx, db.Conn, 4); err != nil {
+	if _, err := (schemas.Migrator{UpTo: 4}).Apply(ctx, db.Conn); err != nil {
 		t.Fatal(err)
 	}
 	status := func(want int, lines ...string) {
