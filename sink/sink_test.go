@@ -67,17 +67,8 @@ func TestSinkDuplicatesAndReplay(t *testing.T) {
 // their names); its inserts fail for those moments and are retried, and every
 // rollup ends equal to the sums of the distinct events.
 func TestSinkThroughRebuild(t *testing.T) {
-	db := chtest.NewDB(t, false)
 	ctx := context.Background()
-	if _, err := (schemas.Migrator{UpTo: 4}).Apply(ctx, db.Conn); err != nil {
-		t.Fatal(err)
-	}
-	cl := newCluster(t)
-	brokers := cl.ListenAddrs()
-	w := genWorkload(5, 6000)
-	produce(t, brokers, w.records)
-	cfg := testConfig(t, brokers, db.Addr, db.Name)
-	cfg.SkipMigrate = true
+	db, brokers, w, cfg := beforeRebuild(t, 5, 6000)
 	cfg.BatchRows, cfg.BatchAge = 60, 10*time.Millisecond
 	s, stop := runSink(t, cfg)
 	var n uint64
@@ -116,17 +107,8 @@ func TestSinkThroughRebuild(t *testing.T) {
 // the next sink to start finishes it before it consumes, and the rollups
 // stay exact through a full replay afterwards.
 func TestSinkFinishesStoppedRebuild(t *testing.T) {
-	db := chtest.NewDB(t, false)
 	ctx := context.Background()
-	if _, err := (schemas.Migrator{UpTo: 4}).Apply(ctx, db.Conn); err != nil {
-		t.Fatal(err)
-	}
-	cl := newCluster(t)
-	brokers := cl.ListenAddrs()
-	w := genWorkload(9, 3000)
-	produce(t, brokers, w.records)
-	cfg := testConfig(t, brokers, db.Addr, db.Name)
-	cfg.SkipMigrate = true
+	db, brokers, w, cfg := beforeRebuild(t, 9, 3000)
 	_, stop := runSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
@@ -144,4 +126,21 @@ func TestSinkFinishesStoppedRebuild(t *testing.T) {
 	if strings.Join(got, "|") != "license_daily index_granularity = 256|usage_daily index_granularity = 256" {
 		t.Errorf("after the sink started: %q, want both day rollups rebuilt and nothing left over", got)
 	}
+}
+
+// beforeRebuild is a database migrated up to 0004 (before the rebuild of
+// 0005), a kfake cluster holding a workload of n records, and a sink
+// configuration for them that does not migrate.
+func beforeRebuild(t *testing.T, seed uint64, n int) (*chtest.DB, []string, *workload, Config) {
+	t.Helper()
+	db := chtest.NewDB(t, false)
+	if _, err := (schemas.Migrator{UpTo: 4}).Apply(context.Background(), db.Conn); err != nil {
+		t.Fatal(err)
+	}
+	brokers := newCluster(t).ListenAddrs()
+	w := genWorkload(seed, n)
+	produce(t, brokers, w.records)
+	cfg := testConfig(t, brokers, db.Addr, db.Name)
+	cfg.SkipMigrate = true
+	return db, brokers, w, cfg
 }
