@@ -116,22 +116,22 @@ func lock(ctx context.Context, conn driver.Conn, wait time.Duration) (func() err
 
 // dropOwnLock drops LockTable if it names this process.
 func dropOwnLock(ctx context.Context, conn driver.Conn) error {
-	by, err := lockHolder(ctx, conn)
-	if err != nil || !ours(by) {
-		return err
-	}
-	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+LockTable); err != nil {
-		return fmt.Errorf("release %s: %w", LockTable, err)
-	}
-	return nil
+	_, err := dropLock(ctx, conn, ours)
+	return err
 }
 
 // ReleaseLock drops LockTable, left behind by a process that died holding
 // it, and returns who held it ("" when nobody did). Run it only when that
 // process is known to be gone: a live holder would go on migrating unlocked.
 func ReleaseLock(ctx context.Context, conn driver.Conn) (string, error) {
+	return dropLock(ctx, conn, func(by string) bool { return by != "" })
+}
+
+// dropLock drops LockTable when drop says so of its holder, and returns the
+// holder it dropped ("" when none).
+func dropLock(ctx context.Context, conn driver.Conn, drop func(holder string) bool) (string, error) {
 	by, err := lockHolder(ctx, conn)
-	if err != nil || by == "" {
+	if err != nil || !drop(by) {
 		return "", err
 	}
 	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+LockTable); err != nil {

@@ -125,18 +125,11 @@ func (m Migrator) Apply(ctx context.Context, conn driver.Conn) ([]Applied, error
 			ms = append(ms, m)
 		}
 	}
-	done, err := recorded(ctx, conn)
+	pending, err := pendingOf(ctx, conn, ms)
 	if err != nil {
 		return nil, err
 	}
-	pending := false
-	for _, m := range ms {
-		if sum, ok := done[m.Version]; ok && sum != m.Checksum {
-			return nil, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", m.Name, ErrChanged, sum, m.Checksum)
-		}
-		pending = pending || done[m.Version] == ""
-	}
-	if !pending {
+	if len(pending) == 0 {
 		// A lock of this process whose release failed would stop the
 		// migrations of others.
 		return nil, dropOwnLock(ctx, conn)
@@ -155,20 +148,15 @@ func (m Migrator) Apply(ctx context.Context, conn driver.Conn) ([]Applied, error
 }
 
 // applyLocked runs the migrations of ms that the migrations table does not
-// record; the caller holds the lock.
+// record (read again: another process may have run some meanwhile); the
+// caller holds the lock.
 func (m Migrator) applyLocked(ctx context.Context, conn driver.Conn, ms []Migration) ([]Applied, error) {
-	done, err := recorded(ctx, conn)
+	pending, err := pendingOf(ctx, conn, ms)
 	if err != nil {
 		return nil, err
 	}
 	var applied []Applied
-	for _, mg := range ms {
-		if sum, ok := done[mg.Version]; ok {
-			if sum != mg.Checksum {
-				return applied, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", mg.Name, ErrChanged, sum, mg.Checksum)
-			}
-			continue
-		}
+	for _, mg := range pending {
 		stmts := mg.Statements()
 		var last time.Time // when the statement before finished
 		for i, s := range stmts {
@@ -207,6 +195,35 @@ func (m Migrator) run(ctx context.Context, conn driver.Conn, s string, last time
 		}
 	}
 	return conn.Exec(ctx, s)
+}
+
+// pendingOf returns the migrations of ms that the migrations table does not
+// record, or ErrChanged for one it records with another checksum.
+func pendingOf(ctx context.Context, conn driver.Conn, ms []Migration) ([]Migration, error) {
+	done, err := recorded(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	pending, changed := classify(ms, done)
+	if len(changed) > 0 {
+		c := changed[0]
+		return nil, fmt.Errorf("migration %s: %w (recorded %.12s…, embedded %.12s…)", c.Name, ErrChanged, done[c.Version], c.Checksum)
+	}
+	return pending, nil
+}
+
+// classify splits ms into those done does not record and those it records
+// with another checksum.
+func classify(ms []Migration, done map[uint32]string) (pending, changed []Migration) {
+	for _, m := range ms {
+		switch sum, ok := done[m.Version]; {
+		case !ok:
+			pending = append(pending, m)
+		case sum != m.Checksum:
+			changed = append(changed, m)
+		}
+	}
+	return pending, changed
 }
 
 // recorded returns the checksum of every migration the migrations table

@@ -22,6 +22,10 @@ import (
 // never), so its rows move into a new table.
 const rebuildPrefix = "REBUILD TABLE "
 
+// rebuildSuffix starts the suffix of the tables a rebuild of t works with:
+// t_rebuild_new, t_rebuild_old (and _old_2, …) and t_rebuild_copied.
+const rebuildSuffix = "_rebuild_"
+
 // parseRebuild splits a REBUILD statement into the table and its new CREATE.
 func parseRebuild(stmt string) (table, create string, err error) {
 	head, create, ok := strings.Cut(strings.TrimPrefix(stmt, rebuildPrefix), "\n")
@@ -72,7 +76,7 @@ func parseRebuild(stmt string) (table, create string, err error) {
 // rebuild reports whether it copied rows. onRenameAway, when not nil, runs
 // right after the rename (Migrator.OnRenameAway).
 func rebuild(ctx context.Context, conn driver.Conn, table, create string, onRenameAway func()) (bool, error) {
-	fresh, marker := table+"_rebuild_new", table+"_rebuild_copied"
+	fresh, marker := table+rebuildSuffix+"new", table+rebuildSuffix+"copied"
 	defs, err := definitions(ctx, conn, table)
 	if err != nil {
 		return false, err
@@ -103,10 +107,10 @@ func rebuild(ctx context.Context, conn driver.Conn, table, create string, onRena
 			return false, conn.Exec(ctx, "DROP TABLE "+fresh) // rebuilt already
 		}
 	case !hasTable && len(olds) == 0:
-		return false, fmt.Errorf("neither %s nor %s exists", table, table+"_rebuild_old")
+		return false, fmt.Errorf("neither %s nor %s exists", table, table+rebuildSuffix+"old")
 	}
 	if hasTable {
-		next := table + "_rebuild_old"
+		next := table + rebuildSuffix + "old"
 		if len(olds) > 0 {
 			n, _ := oldNumber(olds[len(olds)-1], table)
 			next += "_" + strconv.Itoa(n+1)
@@ -187,7 +191,7 @@ func oldTables(defs map[string]string, table string) []string {
 
 // oldNumber returns N of table_rebuild_old_N (1 for table_rebuild_old).
 func oldNumber(name, table string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, table+"_rebuild_old")
+	rest, ok := strings.CutPrefix(name, table+rebuildSuffix+"old")
 	if !ok {
 		return 0, false
 	}
@@ -201,42 +205,20 @@ func oldNumber(name, table string) (int, bool) {
 // writersOf returns the tables whose materialized views write table: an
 // INSERT into one of them writes table too.
 func writersOf(ctx context.Context, conn driver.Conn, table string) ([]string, error) {
-	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = currentDatabase() AND hasAny(dependencies_table, "+
+	out, err := queryNames(ctx, conn, "SELECT name FROM system.tables WHERE database = currentDatabase() AND hasAny(dependencies_table, "+
 		"(SELECT groupArray(name) FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView'"+
 		" AND position(create_table_query, concat(' TO ', currentDatabase(), '.', ?, ' ')) > 0))", table)
 	if err != nil {
 		return nil, fmt.Errorf("tables whose views write %s: %w", table, err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // copyRows copies the rows of the old tables into fresh (its ordinary
 // columns: MATERIALIZED and ALIAS ones are computed).
 func copyRows(ctx context.Context, conn driver.Conn, olds []string, fresh string) error {
-	var cols []string
-	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')", fresh)
+	cols, err := queryNames(ctx, conn, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')", fresh)
 	if err != nil {
-		return fmt.Errorf("columns of %s: %w", fresh, err)
-	}
-	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
-			rows.Close()
-			return err
-		}
-		cols = append(cols, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return fmt.Errorf("columns of %s: %w", fresh, err)
 	}
 	if len(cols) == 0 {
@@ -255,7 +237,7 @@ func copyRows(ctx context.Context, conn driver.Conn, olds []string, fresh string
 // of table and of every table_rebuild_… of the current database, by name.
 func definitions(ctx context.Context, conn driver.Conn, table string) (map[string]string, error) {
 	rows, err := conn.Query(ctx, "SELECT name, replaceOne(create_table_query, concat(currentDatabase(), '.'), '') FROM system.tables"+
-		" WHERE database = currentDatabase() AND (name = ? OR startsWith(name, ?))", table, table+"_rebuild_")
+		" WHERE database = currentDatabase() AND (name = ? OR startsWith(name, ?))", table, table+rebuildSuffix)
 	if err != nil {
 		return nil, fmt.Errorf("read table definitions: %w", err)
 	}
@@ -267,6 +249,24 @@ func definitions(ctx context.Context, conn driver.Conn, table string) (map[strin
 			return nil, err
 		}
 		out[n] = q
+	}
+	return out, rows.Err()
+}
+
+// queryNames returns the one String column of q's rows.
+func queryNames(ctx context.Context, conn driver.Conn, q string, args ...any) ([]string, error) {
+	rows, err := conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
 	}
 	return out, rows.Err()
 }

@@ -34,31 +34,15 @@ func Status(ctx context.Context, conn driver.Conn) (State, error) {
 	if err != nil {
 		return st, err
 	}
-	for _, m := range ms {
-		switch sum, ok := done[m.Version]; {
-		case !ok:
-			st.Pending = append(st.Pending, m)
-		case sum != m.Checksum:
-			st.Changed = append(st.Changed, m)
-		default:
-			st.Applied++
-		}
-	}
+	st.Pending, st.Changed = classify(ms, done)
+	st.Applied = len(ms) - len(st.Pending) - len(st.Changed)
 	if st.LockHolder, err = lockHolder(ctx, conn); err != nil {
 		return st, err
 	}
-	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = currentDatabase()"+
-		" AND match(name, '_rebuild_(new|copied|old(_[0-9]+)?)$') ORDER BY name")
+	st.Stopped, err = queryNames(ctx, conn, "SELECT name FROM system.tables WHERE database = currentDatabase()"+
+		" AND match(name, '"+rebuildSuffix+"(new|copied|old(_[0-9]+)?)$') ORDER BY name")
 	if err != nil {
 		return st, fmt.Errorf("find stopped rebuilds: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return st, err
-		}
-		st.Stopped = append(st.Stopped, n)
-	}
-	return st, rows.Err()
+	return st, nil
 }
