@@ -75,8 +75,10 @@ func BenchmarkSink(b *testing.B) {
 		cfg.SessionTimeout, cfg.RebalanceTimeout = 10*time.Second, 70*time.Second
 		cfg.KafkaOptions = []kgo.Opt{kgo.FetchMaxBytes(64 << 20), kgo.FetchMaxPartitionBytes(16 << 20)}
 		b.StartTimer()
-		start, cpu0 := time.Now(), cpuTime()
-		srv0, srvOK := serverCPU()
+		// ClickHouse's CPU is read when it is the server that
+		// scripts/clickhouse.sh started.
+		start, cpu0 := time.Now(), cputime.Self()
+		srv0, srvOK := cputime.Process(cputime.ScriptServer())
 		s, stop := runSink(b, cfg)
 		// Steady state: from the first committed batch to the end, without
 		// the start-up (ClickHouse connect, migrations check, group join).
@@ -92,9 +94,9 @@ func BenchmarkSink(b *testing.B) {
 			}
 		}()
 		waitDrained(b, db.Conn, brokers, 10*time.Minute)
-		end, cpu1 := time.Now(), cpuTime()
+		end, cpu1 := time.Now(), cputime.Self()
 		sinkCPU = (cpu1 - cpu0).Seconds() / float64(n) * 1e6
-		if srv1, ok := serverCPU(); ok && srvOK {
+		if srv1, ok := cputime.Process(cputime.ScriptServer()); ok && srvOK {
 			serverCPUPerRow = (srv1 - srv0).Seconds() / float64(n) * 1e6
 		}
 		b.StopTimer()
@@ -152,11 +154,3 @@ func rawInsert(b *testing.B, rows []eventRow, order func([]eventRow) []eventRow)
 	}
 	return float64(len(rows)) / time.Since(start).Seconds()
 }
-
-// serverCPU is the CPU time of the ClickHouse server that
-// scripts/clickhouse.sh started, merges and all; false when there is none
-// to read.
-func serverCPU() (time.Duration, bool) { return cputime.Process(cputime.ScriptServer()) }
-
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime() time.Duration { return cputime.Self() }
