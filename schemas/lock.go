@@ -21,10 +21,10 @@ import (
 // column's default names the holder.
 const LockTable = "schema_migrations_lock"
 
-// defaultLockWait is how long Apply waits for another process's lock
+// DefaultLockWait is how long Apply waits for another process's lock
 // before it gives up with an error that names the holder (the sink then
 // retries); Migrator.LockWait changes it.
-const defaultLockWait = 30 * time.Second
+const DefaultLockWait = 30 * time.Second
 
 // ErrLocked is returned (wrapped, with the holder) when another process holds
 // LockTable for longer than Apply waits.

@@ -99,7 +99,7 @@ type Migrator struct {
 	// release left (tests upgrade from it). 0: every migration.
 	UpTo uint32
 	// LockWait is how long to wait for another process's LockTable before
-	// failing with ErrLocked. 0: 30 s.
+	// failing with ErrLocked. 0: DefaultLockWait.
 	LockWait time.Duration
 	// OnRenameAway, when set, runs right after a REBUILD renamed its table
 	// away (tests hold the window open there, or cancel).
@@ -113,7 +113,7 @@ func (m Migrator) Apply(ctx context.Context, conn driver.Conn) ([]Applied, error
 		last = math.MaxUint32
 	}
 	if wait == 0 {
-		wait = defaultLockWait
+		wait = DefaultLockWait
 	}
 	all, err := Migrations()
 	if err != nil {

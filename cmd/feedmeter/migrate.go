@@ -31,7 +31,7 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	compact := fs.Bool("compact", false, "then merge the day rollups into one part per partition (OPTIMIZE … FINAL; run it nightly, with a --timeout to match the tables)")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long (a table rebuild puts its table back if this ends before its copy begins, and ignores it after)")
 	status := fs.Bool("status", false, "print what is applied, pending or changed, the lock's holder and any stopped rebuild, and exit: 0 when nothing needs doing, 3 otherwise")
-	lockWait := fs.Duration("lock-wait", 30*time.Second, "wait this long for another process's migrations lock before failing with its holder's name")
+	lockWait := fs.Duration("lock-wait", schemas.DefaultLockWait, "wait this long for another process's migrations lock before failing with its holder's name")
 	releaseLock := fs.Bool("release-lock", false, "drop the migrations lock left by a process that died holding it, and exit (use only when that process is gone: it is not checked)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: feedmeter migrate [--clickhouse 127.0.0.1:9000] [--database feedmeter] [--list] [--status] [--compact] [--release-lock]")
