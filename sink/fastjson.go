@@ -14,7 +14,7 @@ import (
 // encoding/json; anything else is decoded by model.Event.UnmarshalJSON, which
 // defines the meaning. FuzzDecodeEvent holds the two equal.
 // in, when not nil, collects the strings that repeat.
-func decodeEvent(b []byte, e *model.Event, in interner) error {
+func decodeEvent(b []byte, e *model.Event, in *interner) error {
 	if fastDecode(b, e, in) {
 		return nil
 	}
@@ -25,25 +25,55 @@ type scanner struct {
 	b   []byte
 	i   int
 	bad bool
-	in  interner
+	in  *interner
 }
 
 // interner hands out one copy of each string value it has seen, up to
 // maxInterned of them: the dimensions of usage events (tenants, regions,
 // servers, types) repeat from record to record, and a string not allocated
-// per record is one the garbage collector never sees.
-type interner map[string]string
+// per record is one the garbage collector never sees. A decoder keeps one
+// across batches. Before its map it asks the field's last few values: most
+// fields repeat a value of the last few records (a partition's kinds take
+// turns), and comparing a few bytes costs a fraction of a map lookup.
+type interner struct {
+	m      map[string]string
+	recent [dimFields][4]string
+	next   [dimFields]uint8
+}
 
 const maxInterned = 1 << 14
 
-func (in interner) get(v []byte) string {
-	if s, ok := in[string(v)]; ok {
-		return s
+// The fields fastDecode interns, numbered for interner.recent.
+const (
+	dimTenant = iota
+	dimKind
+	dimOther  // the first of the 11 string fields that follow kind
+	dimFields = dimOther + 11
+)
+
+func newInterner() *interner { return &interner{m: map[string]string{}} }
+
+// get returns v as a string, the same one for the same bytes; field says
+// which of the event's fields v is. A nil interner allocates every time.
+func (in *interner) get(field int, v []byte) string {
+	if in == nil {
+		return string(v)
 	}
-	s := string(v)
-	if in != nil && len(in) < maxInterned {
-		in[s] = s
+	r := &in.recent[field]
+	for _, s := range r {
+		if s == string(v) {
+			return s
+		}
 	}
+	s, ok := in.m[string(v)]
+	if !ok {
+		s = string(v)
+		if len(in.m) < maxInterned {
+			in.m[s] = s
+		}
+	}
+	r[in.next[field]%4] = s
+	in.next[field]++
 	return s
 }
 
@@ -56,13 +86,14 @@ func (s *scanner) lit(l string) {
 }
 
 // str reads a JSON string without escapes, of valid UTF-8.
-func (s *scanner) str() string { return s.strIn(nil) }
+func (s *scanner) str() string { return string(s.raw()) }
 
-// strIn is str, taking the string from in.
-func (s *scanner) strIn(in interner) string {
+// raw reads a JSON string without escapes, of valid UTF-8, and returns its
+// bytes (a window on s.b).
+func (s *scanner) raw() []byte {
 	if s.bad || s.i >= len(s.b) || s.b[s.i] != '"' {
 		s.bad = true
-		return ""
+		return nil
 	}
 	j := s.i + 1
 	ascii := true
@@ -73,7 +104,7 @@ func (s *scanner) strIn(in interner) string {
 		}
 		if c == '\\' || c < 0x20 {
 			s.bad = true
-			return ""
+			return nil
 		}
 		if c >= utf8.RuneSelf {
 			ascii = false
@@ -81,15 +112,15 @@ func (s *scanner) strIn(in interner) string {
 	}
 	if j >= len(s.b) {
 		s.bad = true
-		return ""
+		return nil
 	}
 	v := s.b[s.i+1 : j]
 	if !ascii && !utf8.Valid(v) {
 		s.bad = true
-		return ""
+		return nil
 	}
 	s.i = j + 1
-	return in.get(v)
+	return v
 }
 
 // key reads "name":.
@@ -108,10 +139,15 @@ func (s *scanner) field(name string) string {
 	return s.str()
 }
 
-// dim reads "name":"value", the value one that repeats (interned).
-func (s *scanner) dim(name string) string {
+// dim reads "name":"value", the value one that repeats (interned as the
+// interner's field number field).
+func (s *scanner) dim(field int, name string) string {
 	s.key(name)
-	return s.strIn(s.in)
+	v := s.raw()
+	if s.bad {
+		return ""
+	}
+	return s.in.get(field, v)
 }
 
 // time reads null or "YYYY-MM-DDTHH:MM:SS[.f…]Z".
@@ -124,7 +160,7 @@ func (s *scanner) time(name string) time.Time {
 		s.i += 4
 		return time.Time{}
 	}
-	v := s.str()
+	v := s.raw()
 	if s.bad || len(v) < 20 || v[len(v)-1] != 'Z' || v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':' {
 		s.bad = true
 		return time.Time{}
@@ -155,27 +191,58 @@ func (s *scanner) time(name string) time.Time {
 	} else if v[19] != 'Z' {
 		s.bad = true
 	}
-	if s.bad || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59 ||
-		d > time.Date(y, time.Month(mo)+1, 0, 0, 0, 0, 0, time.UTC).Day() {
+	if s.bad || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59 || d > daysIn(y, mo) {
 		s.bad = true
 		return time.Time{}
 	}
-	return time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
+	// time.Date, without its normalisation (the fields are in range):
+	// it took a fifth of the decoding.
+	return time.Unix(daysSinceEpoch(y, mo, d)*86400+int64(h*3600+mi*60+sec), int64(ns)).UTC()
+}
+
+// daysIn returns the number of days of month mo (1-12) of year y.
+func daysIn(y, mo int) int {
+	switch mo {
+	case 2:
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// daysSinceEpoch returns the days from 1970-01-01 to the date y-mo-d of the
+// proleptic Gregorian calendar (H. Hinnant's days_from_civil).
+func daysSinceEpoch(y, mo, d int) int64 {
+	if mo <= 2 {
+		y--
+	}
+	era := y / 400
+	if y < 0 {
+		era = (y - 399) / 400
+	}
+	yoe := y - era*400                             // [0, 399]
+	doy := (153*((mo+9)%12)+2)/5 + d - 1           // [0, 365], the year starting in March
+	doe := yoe*365 + yoe/4 - yoe/100 + doy         // [0, 146096]
+	return int64(era)*146097 + int64(doe) - 719468 // 719468: 0000-03-01 to 1970-01-01
 }
 
 // fastDecode decodes b if it is in the exact form AppendJSON writes.
-func fastDecode(b []byte, e *model.Event, in interner) bool {
+func fastDecode(b []byte, e *model.Event, in *interner) bool {
 	s := scanner{b: b, in: in}
 	s.lit("{")
 	var ev model.Event
-	ev.TenantID = s.dim("tenant_id")
+	ev.TenantID = s.dim(dimTenant, "tenant_id")
 	s.lit(",")
 	ev.EntryID = s.field("entry_id")
 	s.lit(",")
 	ev.EventID = s.field("event_id")
 	s.lit(",")
-	ev.Kind = model.Kind(s.dim("kind"))
-	for _, f := range []struct {
+	ev.Kind = model.Kind(s.dim(dimKind, "kind"))
+	for i, f := range []struct {
 		name string
 		dst  *string
 	}{
@@ -185,7 +252,7 @@ func fastDecode(b []byte, e *model.Event, in interner) bool {
 		{"resource_type", &ev.ResourceType}, {"server_id", &ev.ServerID}, {"server_name", &ev.ServerName},
 	} {
 		s.lit(",")
-		*f.dst = s.dim(f.name)
+		*f.dst = s.dim(dimOther+i, f.name)
 	}
 	s.lit(`,"external":`)
 	if !s.bad {

@@ -3,13 +3,14 @@ package sink
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/feedmeter/feedmeter/model"
 )
 
 // shared is an interner kept across checks, as a decoder keeps one across
-// the records of a batch.
-var shared = interner{}
+// records and batches.
+var shared = newInterner()
 
 // checkDecode fails when decodeEvent (with and without an interner) and
 // model.Event.UnmarshalJSON disagree.
@@ -54,4 +55,19 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte(`{"tenant_id":"1","entry_id":"e","event_id":"","kind":"storage","product_namespace":"","product_version":"","event_type":"USAGE","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"é","external":true,"start_time":"2024-02-29T23:59:59.5Z","end_time":"2024-03-01T00:00:00.000000001Z","event_time":null,"quantity":18446744073709551615,"updated":null,"published":null}`))
 	f.Add([]byte(`{"tenant_id":"1","entry_id":"e","event_id":"","kind":"storage","product_namespace":"","product_version":"","event_type":"USAGE","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"","external":false,"start_time":"2023-02-29T23:59:60Z","end_time":"2024-13-01T00:00:00Z","event_time":null,"quantity":18446744073709551616,"updated":null,"published":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, b) })
+}
+
+// TestDaysSinceEpoch holds the decoder's date arithmetic equal to time.Date
+// on every day of the years a feed can write (0000-9999).
+func TestDaysSinceEpoch(t *testing.T) {
+	for d := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC); d.Year() < 10000; d = d.AddDate(0, 0, 1) {
+		if got, want := daysSinceEpoch(d.Year(), int(d.Month()), d.Day()), d.Unix()/86400; got != want {
+			t.Fatalf("%s: %d days, want %d", d.Format(time.DateOnly), got, want)
+		}
+		if d.Day() == 1 {
+			if got, want := daysIn(d.Year(), int(d.Month())), d.AddDate(0, 1, -1).Day(); got != want {
+				t.Fatalf("%s: %d days in the month, want %d", d.Format("2006-01"), got, want)
+			}
+		}
+	}
 }

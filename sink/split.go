@@ -83,13 +83,34 @@ const nsPerSecond = uint64(time.Second)
 // Every piece is at most the event's own total, so quantities fit in 64 bits
 // and byte-seconds in 128.
 func SplitEvent(e *model.Event) Split {
+	s, _ := appendSplit(nil, e)
+	return s
+}
+
+// appendSplit is SplitEvent with the pieces taken from buf's spare capacity
+// (a decoder cuts a batch's pieces from a few large slices instead of two
+// small ones per event). When buf has too little, it starts a new one, twice
+// as large up to 4,096 pieces, and at least large enough; the pieces of
+// earlier events stay where they are. It returns buf with the pieces
+// appended.
+func appendSplit(buf []Piece, e *model.Event) (Split, []Piece) {
 	var s Split
+	n := 1
+	if e.EventType == model.TypeUsage {
+		first := e.StartTime.UTC().Truncate(time.Hour)
+		n = int(e.EndTime.UTC().Sub(first)+time.Hour-1) / int(time.Hour)
+	}
+	if cap(buf)-len(buf) < 2*n { // n hours and at most n days
+		buf = make([]Piece, 0, max(2*n, min(2*cap(buf), 1<<12)))
+	}
+	l := len(buf)
+	s.Hours = buf[l : l+n : l+n]
+	s.Days = buf[l+n : l+n : l+2*n]
 	if e.EventType != model.TypeUsage {
 		t := e.EventTime.UTC()
-		h := t.Truncate(time.Hour)
-		s.Hours = []Piece{{Start: h, Quantity: e.Quantity}}
-		s.Days = []Piece{{Start: day(t), Quantity: e.Quantity}}
-		return s
+		s.Hours[0] = Piece{Start: t.Truncate(time.Hour), Quantity: e.Quantity}
+		s.Days = append(s.Days, Piece{Start: day(t), Quantity: e.Quantity})
+		return s, buf[:l+n+1]
 	}
 	start, end := e.StartTime.UTC(), e.EndTime.UTC()
 	dur := uint64(end.Sub(start))
@@ -98,8 +119,6 @@ func SplitEvent(e *model.Event) Split {
 		s.ByteSeconds = mulDiv(e.Quantity, dur, nsPerSecond)
 	}
 	first := start.Truncate(time.Hour)
-	n := int(end.Sub(first)+time.Hour-1) / int(time.Hour)
-	s.Hours = make([]Piece, n)
 	var qsum uint64
 	var bsum Uint128
 	for i := range n {
@@ -125,7 +144,6 @@ func SplitEvent(e *model.Event) Split {
 		}
 		s.Hours[i] = p
 	}
-	s.Days = make([]Piece, 0, 2)
 	for _, h := range s.Hours {
 		d := day(h.Start)
 		if k := len(s.Days) - 1; k >= 0 && s.Days[k].Start.Equal(d) {
@@ -135,7 +153,7 @@ func SplitEvent(e *model.Event) Split {
 		}
 		s.Days = append(s.Days, Piece{Start: d, Quantity: h.Quantity, ByteSeconds: h.ByteSeconds})
 	}
-	return s
+	return s, buf[:l+n+len(s.Days)]
 }
 
 func day(t time.Time) time.Time {
