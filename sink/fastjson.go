@@ -28,8 +28,8 @@ type scanner struct {
 	in  *interner
 }
 
-// interner hands out one copy of each string value it has seen, up to
-// maxInterned of them: the dimensions of usage events (tenants, regions,
+// interner hands out one copy of each string value it has seen, of the
+// last maxInterned or so: the dimensions of usage events (tenants, regions,
 // servers, types) repeat from record to record, and a string not allocated
 // per record is one the garbage collector never sees. A decoder keeps one
 // across batches. Before its map it asks the field's last few values: most
@@ -68,9 +68,12 @@ func (in *interner) get(field int, v []byte) string {
 	s, ok := in.m[string(v)]
 	if !ok {
 		s = string(v)
-		if len(in.m) < maxInterned {
-			in.m[s] = s
+		if len(in.m) >= maxInterned {
+			// Full: start again, so that the values of now are interned
+			// (tenants come and go) and memory stays bounded.
+			clear(in.m)
 		}
+		in.m[s] = s
 	}
 	r[in.next[field]%4] = s
 	in.next[field]++

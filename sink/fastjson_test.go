@@ -2,8 +2,10 @@ package sink
 
 import (
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/feedmeter/feedmeter/model"
 )
@@ -69,5 +71,24 @@ func TestDaysSinceEpoch(t *testing.T) {
 				t.Fatalf("%s: %d days in the month, want %d", d.Format("2006-01"), got, want)
 			}
 		}
+	}
+}
+
+// TestInternerStartsAgainWhenFull: past maxInterned distinct values the
+// interner forgets the old ones rather than stop interning new ones.
+func TestInternerStartsAgainWhenFull(t *testing.T) {
+	in := newInterner()
+	for i := range maxInterned + 10 {
+		in.get(dimTenant, []byte(strconv.Itoa(i)))
+	}
+	if n := len(in.m); n > maxInterned {
+		t.Fatalf("%d values kept, more than %d", n, maxInterned)
+	}
+	a := in.get(dimOther, []byte("a tenant seen only now"))
+	for i := range 8 { // push it out of the field's recent values
+		in.get(dimOther, []byte(strconv.Itoa(-i)))
+	}
+	if b := in.get(dimOther, []byte("a tenant seen only now")); unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Error("a value seen after the interner filled up is not interned")
 	}
 }

@@ -153,6 +153,9 @@ func appendSplit(buf []Piece, e *model.Event) (Split, []Piece) {
 		}
 		s.Days = append(s.Days, Piece{Start: d, Quantity: h.Quantity, ByteSeconds: h.ByteSeconds})
 	}
+	// Capped at its length: an append must not run into the next event's
+	// pieces.
+	s.Days = s.Days[:len(s.Days):len(s.Days)]
 	return s, buf[:l+n+len(s.Days)]
 }
 

@@ -3,6 +3,7 @@ package sink
 import (
 	"math/big"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -106,6 +107,40 @@ func TestSplitSums(t *testing.T) {
 			if share.Cmp(new(big.Int).SetUint64(p.Quantity)) != 0 {
 				t.Fatalf("event %v+%v q=%d: hour %d has %d, want floor share %s", start, dur, q, j, p.Quantity, share)
 			}
+		}
+	}
+}
+
+// TestAppendSplitShares: splits cut from one buffer equal SplitEvent's, and
+// none reaches into another's pieces (appending to one leaves the next be).
+func TestAppendSplitShares(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 10, 30, 0, 0, time.UTC)
+	events := []*model.Event{
+		usageEvent(model.KindStorage, t0, t0.Add(3*time.Hour), 90),                        // 4 hours, 1 day
+		usageEvent(model.KindBandwidthIn, t0.Add(12*time.Hour), t0.Add(15*time.Hour), 50), // across midnight
+		{Kind: model.KindLicense, EventType: model.TypeUsageSnapshot, EventTime: t0, Quantity: 1},
+		usageEvent(model.KindBandwidthOut, t0, t0.Add(time.Hour), 5),
+	}
+	var buf []Piece
+	var splits []Split
+	for range 300 { // past a few buffer renewals
+		for _, e := range events {
+			var s Split
+			s, buf = appendSplit(buf, e)
+			splits = append(splits, s)
+		}
+	}
+	for i, s := range splits {
+		if cap(s.Hours) != len(s.Hours) || cap(s.Days) != len(s.Days) {
+			t.Fatalf("split %d: hours %d/%d, days %d/%d (length/capacity): an append would overwrite a neighbour",
+				i, len(s.Hours), cap(s.Hours), len(s.Days), cap(s.Days))
+		}
+		_ = append(s.Days, Piece{Quantity: 999})
+		_ = append(s.Hours, Piece{Quantity: 999})
+	}
+	for i, s := range splits {
+		if want := SplitEvent(events[i%len(events)]); !reflect.DeepEqual(s, want) {
+			t.Fatalf("split %d: %+v, want %+v", i, s, want)
 		}
 	}
 }
