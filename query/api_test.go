@@ -343,6 +343,12 @@ func TestAPI(t *testing.T) {
 			{"1001", "period=2026-10&tz=Europe/Berlin", berlin, utc("2026-09-30T22:00:00Z"), utc("2026-10-31T23:00:00Z")},
 			{"1002", "from=2026-10-01&to=2026-11-01&tz=America/New_York", ny, utc("2026-10-01T04:00:00Z"), utc("2026-11-01T04:00:00Z")},
 			{"2001", "period=2026-10", time.UTC, utc("2026-10-01"), utc("2026-11-01")},
+			// Periods that begin or end inside the month, and inside a day:
+			// the tiers count from the month's start, a day is billed by
+			// the period that holds its midnight.
+			{"1002", "from=2026-10-01&to=2026-10-15T12:00:00Z", time.UTC, utc("2026-10-01"), utc("2026-10-15T12:00:00Z")},
+			{"1002", "from=2026-10-15T12:00:00Z&to=2026-11-01", time.UTC, utc("2026-10-15T12:00:00Z"), utc("2026-11-01")},
+			{"1001", "from=2026-10-12&to=2026-10-31T13:00:00%2B01:00&tz=Europe/Berlin", berlin, utc("2026-10-11T22:00:00Z"), utc("2026-10-31T12:00:00Z")},
 		} {
 			t.Run(c.tenant+" "+c.query, func(t *testing.T) {
 				var ans invoiceAnswerT
@@ -368,6 +374,9 @@ func TestAPI(t *testing.T) {
 				if ans.Currency != "USD" {
 					t.Errorf("currency %q", ans.Currency)
 				}
+				if !c.from.Equal(utc("2026-10-01")) || !c.to.Equal(utc("2026-11-01")) {
+					return // the usage endpoint counts the days cut by the period's bounds
+				}
 				// Licensed server-days agree with the usage endpoint's.
 				var u usageAnswerT
 				f.client(t, "admin").getJSON("/v1/tenants/"+c.tenant+"/usage?kind=license&granularity=month&"+c.query, &u)
@@ -383,6 +392,54 @@ func TestAPI(t *testing.T) {
 					t.Errorf("usage has %d licensed server-days, the invoice %d", usageDays, invDays)
 				}
 			})
+		}
+	})
+
+	t.Run("invoices of adjacent periods add up to the month's", func(t *testing.T) {
+		// Split inside a day: the day is billed once, and the tiers of the
+		// second period continue from the first's usage.
+		type sums struct {
+			days  int64
+			items map[string]*big.Rat // item and tier -> quantity
+		}
+		read := func(query string) sums {
+			var ans invoiceAnswerT
+			f.client(t, "1002").getJSON("/v1/tenants/1002/invoice?"+query, &ans)
+			out := sums{items: map[string]*big.Rat{}}
+			for _, s := range ans.Segments {
+				out.days += s.LicenseServerDays + s.LicenseExternalServerDays
+			}
+			for _, l := range ans.Lines {
+				q, ok := new(big.Rat).SetString(l.QuantityExact)
+				if !ok {
+					t.Fatalf("quantity %q", l.QuantityExact)
+				}
+				k := l.Item + " tier " + strconv.Itoa(l.Tier)
+				if out.items[k] == nil {
+					out.items[k] = new(big.Rat)
+				}
+				out.items[k].Add(out.items[k], q)
+			}
+			return out
+		}
+		month := read("period=2026-10")
+		a, b := read("from=2026-10-01&to=2026-10-15T12:00:00Z"), read("from=2026-10-15T12:00:00Z&to=2026-11-01")
+		if a.days+b.days != month.days || month.days == 0 {
+			t.Errorf("licensed server-days: %d + %d, the month %d", a.days, b.days, month.days)
+		}
+		for k, q := range month.items {
+			sum := new(big.Rat)
+			for _, part := range []sums{a, b} {
+				if x := part.items[k]; x != nil {
+					sum.Add(sum, x)
+				}
+			}
+			if sum.Cmp(q) != 0 {
+				t.Errorf("%s: %s + %s, the month %s", k, a.items[k], b.items[k], q)
+			}
+		}
+		if len(a.items)+len(b.items) < len(month.items) {
+			t.Errorf("the halves have %d and %d item tiers, the month %d", len(a.items), len(b.items), len(month.items))
 		}
 	})
 
@@ -703,11 +760,28 @@ type testTier struct {
 	price string
 }
 
-// expectInvoice prices the events of one local month for apiRates, written
-// apart from RateCard.Plan and Price: the cuts, prices and tiers of apiRates
-// are spelled out here.
+// expectInvoice prices the events of [from, to), inside one local month,
+// for apiRates, written apart from RateCard.Plan and Price: the cuts,
+// prices and tiers of apiRates are spelled out here. Graduated tiers count
+// from the month's start; a local day is billed, whole, by the period that
+// holds its midnight; an item's line runs over consecutive segments while
+// its price stays the same.
 func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, to time.Time) (map[string]string, string) {
-	cuts := []time.Time{from}
+	lf := from.In(loc)
+	month := time.Date(lf.Year(), lf.Month(), 1, 0, 0, 0, 0, loc).UTC()
+	next := time.Date(lf.Year(), lf.Month()+1, 1, 0, 0, 0, 0, loc).UTC()
+	if to.After(next) {
+		panic("expectInvoice: the period leaves its month")
+	}
+	// The end of the last day whose midnight is before to.
+	days := to
+	if lt := to.In(loc); lt.Hour() != 0 {
+		days = time.Date(lt.Year(), lt.Month(), lt.Day()+1, 0, 0, 0, 0, loc).UTC()
+	}
+	cuts := []time.Time{month}
+	if from.After(month) {
+		cuts = append(cuts, from) // before it: the lead, which tiers count from
+	}
 	for _, c := range []time.Time{utc("2026-10-10T12:00:00Z"), utc("2026-10-16T00:00:00Z")} {
 		if c.Equal(utc("2026-10-10T12:00:00Z")) && tenant != "1001" {
 			continue
@@ -730,18 +804,21 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 	for i := range in {
 		in[i], out[i], bs[i] = new(big.Int), new(big.Int), new(big.Int)
 	}
-	dayStart := map[string]time.Time{}       // local day -> its first hour in the period
 	licensed := map[string]map[string]bool{} // local day -> server -> external
-	for h := from; h.Before(to); h = h.Add(time.Hour) {
-		d := h.In(loc).Format("2006-01-02")
-		if _, ok := dayStart[d]; !ok {
-			dayStart[d] = h
-		}
-	}
 	for i := range evs {
 		e := &evs[i]
 		for _, p := range pieces(e) {
-			if p.hour.Before(from) || !p.hour.Before(to) {
+			if e.Kind == model.KindLicense {
+				if !p.hour.Before(month) && p.hour.Before(days) {
+					d := p.hour.In(loc).Format("2006-01-02")
+					if licensed[d] == nil {
+						licensed[d] = map[string]bool{}
+					}
+					licensed[d][p.server] = licensed[d][p.server] || e.IsExternal()
+				}
+				continue
+			}
+			if p.hour.Before(month) || !p.hour.Before(to) {
 				continue
 			}
 			s := segOf(p.hour)
@@ -752,18 +829,16 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 				out[s].Add(out[s], p.q)
 			case model.KindStorage:
 				bs[s].Add(bs[s], p.bs)
-			case model.KindLicense:
-				d := p.hour.In(loc).Format("2006-01-02")
-				if licensed[d] == nil {
-					licensed[d] = map[string]bool{}
-				}
-				licensed[d][p.server] = licensed[d][p.server] || e.IsExternal()
 			}
 		}
 	}
 	lic, ext := make([]int64, n), make([]int64, n)
 	for d, servers := range licensed {
-		s := segOf(dayStart[d])
+		day, err := time.ParseInLocation("2006-01-02", d, loc)
+		if err != nil {
+			panic(err)
+		}
+		s := segOf(day.UTC())
 		for _, x := range servers {
 			if x {
 				ext[s]++
@@ -772,13 +847,16 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 			}
 		}
 	}
-	monthDays := int64(len(dayStart))
-	monthSeconds := int64(to.Sub(from) / time.Second)
+	monthDays := int64(next.In(loc).AddDate(0, 0, -1).Day())
+	monthSeconds := int64(next.Sub(month) / time.Second)
 	gb := new(big.Rat).SetInt64(1 << 30)
 	lines := map[string]string{}
 	total := new(big.Rat)
-	pos := map[string]*big.Rat{}
-	for s := 0; s < n; s++ {
+	type item struct {
+		qty   *big.Rat
+		tiers []testTier
+	}
+	itemsOf := func(s int) map[string]item {
 		newPrices := !cuts[s].Before(utc("2026-10-16T00:00:00Z"))
 		tiersOut := []testTier{{100, "0.12"}, {1000, "0.09"}, {0, "0.05"}}
 		storage := "0.10"
@@ -790,23 +868,30 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 		if tenant == "1001" && !cuts[s].Before(utc("2026-10-10T12:00:00Z")) {
 			license = "7.50"
 		}
-		items := []struct {
-			item  string
-			qty   *big.Rat
-			tiers []testTier
-		}{
-			{"bandwidth_in", new(big.Rat).Quo(new(big.Rat).SetInt(in[s]), gb), []testTier{{0, "0.02"}}},
-			{"bandwidth_out", new(big.Rat).Quo(new(big.Rat).SetInt(out[s]), gb), tiersOut},
-			{"storage", new(big.Rat).Quo(new(big.Rat).SetInt(bs[s]), new(big.Rat).Mul(gb, big.NewRat(monthSeconds, 1))), []testTier{{0, storage}}},
-			{"license", big.NewRat(lic[s], monthDays), []testTier{{0, license}}},
-			{"license_external", big.NewRat(ext[s], monthDays), []testTier{{0, "15.00"}}},
+		return map[string]item{
+			"bandwidth_in":     {new(big.Rat).Quo(new(big.Rat).SetInt(in[s]), gb), []testTier{{0, "0.02"}}},
+			"bandwidth_out":    {new(big.Rat).Quo(new(big.Rat).SetInt(out[s]), gb), tiersOut},
+			"storage":          {new(big.Rat).Quo(new(big.Rat).SetInt(bs[s]), new(big.Rat).Mul(gb, big.NewRat(monthSeconds, 1))), []testTier{{0, storage}}},
+			"license":          {big.NewRat(lic[s], monthDays), []testTier{{0, license}}},
+			"license_external": {big.NewRat(ext[s], monthDays), []testTier{{0, "15.00"}}},
 		}
-		for _, it := range items {
-			if pos[it.item] == nil {
-				pos[it.item] = new(big.Rat)
+	}
+	for _, name := range []string{"bandwidth_in", "bandwidth_out", "storage", "license", "license_external"} {
+		pos := new(big.Rat)
+		for s := 0; s < n; {
+			it := itemsOf(s)[name]
+			run := s + 1
+			if cuts[s].Before(from) { // the lead: counted, not billed
+				pos.Add(pos, it.qty)
+				s = run
+				continue
 			}
-			start := pos[it.item]
-			end := new(big.Rat).Add(start, it.qty)
+			qty := new(big.Rat).Set(it.qty)
+			for ; run < n && slices.Equal(itemsOf(run)[name].tiers, it.tiers); run++ {
+				qty.Add(qty, itemsOf(run)[name].qty)
+			}
+			start := new(big.Rat).Set(pos)
+			end := new(big.Rat).Add(start, qty)
 			lo := new(big.Rat)
 			for ti, tier := range it.tiers {
 				hi := new(big.Rat).SetInt64(tier.upTo)
@@ -823,14 +908,15 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 					amount := testRound(new(big.Rat).Mul(part, price), 2)
 					am, _ := new(big.Rat).SetString(amount)
 					total.Add(total, am)
-					lines[it.item+"|"+cuts[s].In(loc).Format(time.RFC3339)+"|"+strconv.Itoa(ti+1)] =
+					lines[name+"|"+cuts[s].In(loc).Format(time.RFC3339)+"|"+strconv.Itoa(ti+1)] =
 						part.RatString() + " @" + strings.TrimRight(strings.TrimRight(price.FloatString(4), "0"), ".") + " = " + amount
 				}
 				if tier.upTo != 0 {
 					lo = hi
 				}
 			}
-			pos[it.item] = end
+			pos = end
+			s = run
 		}
 	}
 	return lines, total.FloatString(2)

@@ -1,8 +1,10 @@
 package query
 
 import (
+	"cmp"
 	"fmt"
 	"math/big"
+	"slices"
 	"time"
 )
 
@@ -23,16 +25,21 @@ type Segment struct {
 	MonthDays  int // local days in that month
 	Prices     map[Item]Price
 	Effective  map[Item]time.Time // effective time of the version each price comes from
+	// Lead marks a part of the period's first month before the period:
+	// measured so that graduated tiers continue from the month's start, as
+	// they would on the month's invoice, and never billed (no prices).
+	Lead bool
 }
 
 // MonthSeconds is the length of the segment's month in seconds (a month
 // with a daylight-saving change is an hour shorter or longer).
 func (s *Segment) MonthSeconds() int64 { return int64(s.MonthEnd.Sub(s.MonthStart) / time.Second) }
 
-// Plan is how a period will be billed: its segments, and the local days
-// whose licensed servers are counted (Days holds the n+1 bounds of n days,
-// clipped to the period). Licences are counted per day and a day is priced
-// by the segment its first instant in the period falls in.
+// Plan is how a period will be billed: its segments (lead ones first), and
+// the local days whose licensed servers are counted (Days holds the n+1
+// bounds of n days). A day is billed by the period that holds its first
+// instant, whole (so that a day cut by the boundary of two adjacent periods
+// is billed once), and priced by the segment that holds its first instant.
 type Plan struct {
 	Tenant   string
 	Period   Period
@@ -55,15 +62,24 @@ func (e *NoPriceError) Error() string {
 // cannot be represented on the hourly grain, and with *NoPriceError when the
 // period begins before the rate card does.
 func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
-	months, err := splitBuckets(p.From, p.To, p.Loc, Month)
+	// From the start of the period's first month: the lead.
+	start, _, err := enclosing(p.From, p.Loc, Month)
 	if err != nil {
 		return nil, err
 	}
-	days, err := splitBuckets(p.From, p.To, p.Loc, Day)
+	months, err := splitBuckets(start, p.To, p.Loc, Month)
 	if err != nil {
 		return nil, err
 	}
-	plan := &Plan{Tenant: tenant, Period: p, Days: days}
+	plan := &Plan{Tenant: tenant, Period: p}
+	// The days whose first instant lies in [start, To), whole.
+	dayTo, err := dayStartFrom(p.To, p.Loc)
+	if err != nil {
+		return nil, err
+	}
+	if plan.Days, err = splitBuckets(start, dayTo, p.Loc, Day); err != nil {
+		return nil, err
+	}
 	for i := 0; i+1 < len(months); i++ {
 		mFrom, mTo := months[i], months[i+1]
 		ms, me, err := enclosing(mFrom, p.Loc, Month)
@@ -74,12 +90,23 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		cuts := append([]time.Time{mFrom}, rc.changes(tenant, mFrom, mTo)...)
+		cuts := []time.Time{mFrom}
+		if p.From.After(mFrom) && p.From.Before(mTo) {
+			cuts = append(cuts, p.From)
+		}
+		for _, c := range rc.changes(tenant, mFrom, mTo) {
+			if c.After(p.From) {
+				cuts = append(cuts, c)
+			}
+		}
 		cuts = append(cuts, mTo)
 		for j := 0; j+1 < len(cuts); j++ {
 			s := Segment{From: cuts[j], To: cuts[j+1], MonthStart: ms, MonthEnd: me, MonthDays: len(mdays) - 1,
-				Prices: map[Item]Price{}, Effective: map[Item]time.Time{}}
+				Prices: map[Item]Price{}, Effective: map[Item]time.Time{}, Lead: cuts[j].Before(p.From)}
 			for _, it := range Items {
+				if s.Lead {
+					break
+				}
 				pr, eff, ok := rc.PriceAt(tenant, it, s.From)
 				if !ok {
 					return nil, &NoPriceError{Item: it, At: s.From}
@@ -90,6 +117,16 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 		}
 	}
 	return plan, nil
+}
+
+// dayStartFrom returns t when it is the first instant of a local day, else
+// the first instant of the next one.
+func dayStartFrom(t time.Time, loc *time.Location) (time.Time, error) {
+	ds, de, err := enclosing(t, loc, Day)
+	if err != nil || ds.Equal(t) {
+		return t, err
+	}
+	return de, nil
 }
 
 // SegmentBounds returns the n+1 bounds of the plan's n segments.
@@ -144,10 +181,13 @@ type SegmentUsage struct {
 	ExternalServerDays int64 // licensed server-days outside
 }
 
-// Line is one priced quantity: one item, in one segment, in one tier.
+// Line is one priced quantity: one item, in one tier, over one run of
+// consecutive segments of a month in which the item's price does not change
+// (a version that changes only other items does not cut an item's lines).
 type Line struct {
 	Item      Item
-	Segment   int // index into Invoice.Segments
+	Segment   int // index into Invoice.Segments of the first segment of the run
+	Segments  int // how many segments the run covers
 	Tier      int // 1-based
 	TierFrom  *big.Rat
 	TierTo    *big.Rat // nil: no limit
@@ -169,10 +209,10 @@ type Invoice struct {
 // Price prices the readings of plan p. Quantities are exact rationals:
 // GB = bytes / GBBytes; GB-month = byte-seconds / (GBBytes x seconds in the
 // local month); server-month = server-days / days in the local month. Tiers
-// are graduated over each local month: a segment's quantity continues from
-// where the month's earlier segments left off, priced with the segment's
-// tiers. Each line's amount is rounded half to even to the minor unit; the
-// total adds the rounded lines.
+// are graduated over each local month: a run of segments continues from
+// where the month's earlier segments (lead ones included) left off, priced
+// with the run's tiers. Each line's amount is rounded half to even to the
+// minor unit; the total adds the rounded lines.
 func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 	if len(r.BandwidthIn) != len(p.Segments) || len(r.BandwidthOut) != len(p.Segments) ||
 		len(r.StorageByteSeconds) != len(p.Segments) || len(r.Licensed) != len(p.Days)-1 || len(r.LicensedExternal) != len(p.Days)-1 {
@@ -193,28 +233,45 @@ func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 		inv.Segments[si].ExternalServerDays += r.LicensedExternal[d]
 	}
 	gb := new(big.Rat).SetInt(rc.GBBytes)
-	pos := map[Item]*big.Rat{}
-	for i, s := range p.Segments {
-		if i == 0 || !s.MonthStart.Equal(p.Segments[i-1].MonthStart) {
-			for _, it := range Items {
-				pos[it] = new(big.Rat) // graduated tiers start again each month
+	quantity := func(it Item, u *SegmentUsage) *big.Rat {
+		switch it {
+		case ItemBandwidthIn:
+			return new(big.Rat).Quo(new(big.Rat).SetInt(u.BandwidthInBytes), gb)
+		case ItemBandwidthOut:
+			return new(big.Rat).Quo(new(big.Rat).SetInt(u.BandwidthOutBytes), gb)
+		case ItemStorage:
+			return new(big.Rat).Quo(new(big.Rat).SetInt(u.StorageByteSeconds), new(big.Rat).Mul(gb, new(big.Rat).SetInt64(u.MonthSeconds)))
+		case ItemLicense:
+			return big.NewRat(u.ServerDays, int64(u.MonthDays))
+		default: // ItemLicenseExternal
+			return big.NewRat(u.ExternalServerDays, int64(u.MonthDays))
+		}
+	}
+	for _, it := range Items {
+		var pos *big.Rat
+		for i := 0; i < len(p.Segments); {
+			s := &p.Segments[i]
+			if i == 0 || !s.MonthStart.Equal(p.Segments[i-1].MonthStart) {
+				pos = new(big.Rat) // graduated tiers start again each month
 			}
-		}
-		u := &inv.Segments[i]
-		qty := map[Item]*big.Rat{
-			ItemBandwidthIn:     new(big.Rat).Quo(new(big.Rat).SetInt(u.BandwidthInBytes), gb),
-			ItemBandwidthOut:    new(big.Rat).Quo(new(big.Rat).SetInt(u.BandwidthOutBytes), gb),
-			ItemStorage:         new(big.Rat).Quo(new(big.Rat).SetInt(u.StorageByteSeconds), new(big.Rat).Mul(gb, new(big.Rat).SetInt64(u.MonthSeconds))),
-			ItemLicense:         big.NewRat(u.ServerDays, int64(u.MonthDays)),
-			ItemLicenseExternal: big.NewRat(u.ExternalServerDays, int64(u.MonthDays)),
-		}
-		for _, it := range Items {
-			q := qty[it]
-			if q.Sign() == 0 {
+			// The run: the segments from i on in the same month at the
+			// same price of it (lead segments have none: each is a run).
+			j := i + 1
+			for !s.Lead && j < len(p.Segments) && p.Segments[j].MonthStart.Equal(s.MonthStart) &&
+				!p.Segments[j].Lead && p.Segments[j].Prices[it].Equal(s.Prices[it]) {
+				j++
+			}
+			q := new(big.Rat)
+			for k := i; k < j; k++ {
+				q.Add(q, quantity(it, &inv.Segments[k]))
+			}
+			start := pos
+			end := new(big.Rat).Add(start, q)
+			pos = end
+			if s.Lead || q.Sign() == 0 {
+				i = j
 				continue
 			}
-			start := pos[it]
-			end := new(big.Rat).Add(start, q)
 			lo := new(big.Rat)
 			for ti, tier := range s.Prices[it] {
 				hi := tier.UpTo
@@ -227,8 +284,8 @@ func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 				if b.Cmp(a) > 0 {
 					part := new(big.Rat).Sub(b, a)
 					amount := roundHalfEven(new(big.Rat).Mul(part, tier.Price), rc.MinorUnits)
-					inv.Lines = append(inv.Lines, Line{Item: it, Segment: i, Tier: ti + 1, TierFrom: new(big.Rat).Set(lo), TierTo: hi,
-						Quantity: part, UnitPrice: tier.Price, Amount: amount})
+					inv.Lines = append(inv.Lines, Line{Item: it, Segment: i, Segments: j - i, Tier: ti + 1, TierFrom: new(big.Rat).Set(lo),
+						TierTo: hi, Quantity: part, UnitPrice: tier.Price, Amount: amount})
 					inv.Total.Add(inv.Total, amount)
 				}
 				if hi == nil || hi.Cmp(end) >= 0 {
@@ -236,9 +293,12 @@ func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 				}
 				lo = hi
 			}
-			pos[it] = end
+			i = j
 		}
 	}
+	// In time, then in the order of Items (each item's lines are in time
+	// order already, then by tier).
+	slices.SortStableFunc(inv.Lines, func(a, b Line) int { return cmp.Compare(a.Segment, b.Segment) })
 	return inv, nil
 }
 

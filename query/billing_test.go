@@ -49,16 +49,20 @@ versions:
     license_external: "15.00"
 `
 
-// reading describes usage for a test: per segment bytes, byte-seconds, and
-// per day licensed servers.
+// reading describes usage for a test: per billed segment bytes and
+// byte-seconds, and per billed day licensed servers; the lead fields the
+// same for the lead segments and days (the period's month before it).
 type reading struct {
-	in, out, bs []string // per segment, decimal integers
-	lic, ext    []int64  // per day; nil means zero
+	in, out, bs             []string // per segment, decimal integers
+	lic, ext                []int64  // per day; nil means zero
+	leadIn, leadOut, leadBs []string
+	leadLic                 []int64
 }
 
 func (rd reading) build(t *testing.T, p *Plan) *Readings {
 	t.Helper()
 	r := NewReadings(p)
+	lead, leadDays := leadOf(p)
 	set := func(dst []*big.Int, src []string) {
 		for i, s := range src {
 			if _, ok := dst[i].SetString(s, 10); !ok {
@@ -66,19 +70,36 @@ func (rd reading) build(t *testing.T, p *Plan) *Readings {
 			}
 		}
 	}
-	if len(rd.in) > len(p.Segments) || len(rd.out) > len(p.Segments) || len(rd.bs) > len(p.Segments) {
-		t.Fatalf("readings for %d segments, the plan has %d", max(len(rd.in), len(rd.out), len(rd.bs)), len(p.Segments))
+	if len(rd.in) > len(p.Segments)-lead || len(rd.out) > len(p.Segments)-lead || len(rd.bs) > len(p.Segments)-lead ||
+		max(len(rd.leadIn), len(rd.leadOut), len(rd.leadBs)) > lead {
+		t.Fatalf("readings for %d segments and %d lead ones, the plan has %d and %d",
+			max(len(rd.in), len(rd.out), len(rd.bs)), max(len(rd.leadIn), len(rd.leadOut), len(rd.leadBs)), len(p.Segments)-lead, lead)
 	}
-	set(r.BandwidthIn, rd.in)
-	set(r.BandwidthOut, rd.out)
-	set(r.StorageByteSeconds, rd.bs)
-	if rd.lic != nil {
-		copy(r.Licensed, rd.lic)
+	if len(rd.lic) > len(p.Days)-1-leadDays || len(rd.ext) > len(p.Days)-1-leadDays || len(rd.leadLic) > leadDays {
+		t.Fatalf("licences of %d days and %d lead ones, the plan has %d and %d", max(len(rd.lic), len(rd.ext)), len(rd.leadLic),
+			len(p.Days)-1-leadDays, leadDays)
 	}
-	if rd.ext != nil {
-		copy(r.LicensedExternal, rd.ext)
-	}
+	set(r.BandwidthIn[lead:], rd.in)
+	set(r.BandwidthOut[lead:], rd.out)
+	set(r.StorageByteSeconds[lead:], rd.bs)
+	set(r.BandwidthIn, rd.leadIn)
+	set(r.BandwidthOut, rd.leadOut)
+	set(r.StorageByteSeconds, rd.leadBs)
+	copy(r.Licensed[leadDays:], rd.lic)
+	copy(r.LicensedExternal[leadDays:], rd.ext)
+	copy(r.Licensed, rd.leadLic)
 	return r
+}
+
+// leadOf returns the number of lead segments and lead days of p.
+func leadOf(p *Plan) (segments, days int) {
+	for segments < len(p.Segments) && p.Segments[segments].Lead {
+		segments++
+	}
+	for days+1 < len(p.Days) && p.Days[days].Before(p.Period.From) {
+		days++
+	}
+	return segments, days
 }
 
 func days(n int, v int64) []int64 {
@@ -99,8 +120,15 @@ func mul(a ...int64) string {
 
 // lineString renders a line for comparison: item, segment, tier, exact
 // quantity, unit price and amount.
+// The segments are numbered from the period's first (lead ones apart);
+// a line over several segments shows the first and the last.
 func lineString(inv *Invoice, l Line) string {
-	return string(l.Item) + " s" + itoa(l.Segment) + " t" + itoa(l.Tier) + " q=" + l.Quantity.RatString() +
+	lead, _ := leadOf(inv.Plan)
+	seg := itoa(l.Segment - lead)
+	if l.Segments > 1 {
+		seg += "-" + itoa(l.Segment-lead+l.Segments-1)
+	}
+	return string(l.Item) + " s" + seg + " t" + itoa(l.Tier) + " q=" + l.Quantity.RatString() +
 		" @" + l.UnitPrice.FloatString(4) + " = " + formatUnits(l.Amount, inv.MinorUnits)
 }
 
@@ -249,6 +277,61 @@ versions:
 				"license s1 t1 q=16/31 @12.0000 = 6.19",  // 16/31 x 12 = 6.1935…
 			},
 			total: "15.14", // 0.80+1.50+4.84+0.18+0.35+1.28+6.19
+		},
+		{
+			name: "a version that changes another item does not cut a line",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0"
+    bandwidth_out: "0.01"
+    storage: "0.10"
+    license: "0"
+    license_external: "0"
+  - effective: 2026-10-16
+    storage: "0.08"
+`, period: oct,
+			read: reading{
+				// Half a GB out before the storage change, half after: one
+				// line, 1 x 0.01 = 0.01 (two lines would be 0.005 → 0.00 each).
+				out: []string{mul(gib / 2), mul(gib / 2)},
+				bs:  []string{mul(31, gib, 15*86400), mul(31, gib, 16*86400)},
+			},
+			lines: []string{
+				"bandwidth_out s0-1 t1 q=1 @0.0100 = 0.01",
+				"storage s0 t1 q=15 @0.1000 = 1.50", // 15 GB-month x 0.10
+				"storage s1 t1 q=16 @0.0800 = 1.28", // 16 GB-month x 0.08
+			},
+			total: "2.79",
+		},
+		{
+			name: "a period from mid-month continues the month's tiers",
+			card: `
+currency: USD
+versions:
+  - effective: 2026-10-16
+    bandwidth_in: "0"
+    bandwidth_out:
+      - {up_to: 100, price: "0"}
+      - {price: "1"}
+    storage: "0"
+    license: "3.10"
+    license_external: "0"
+`, period: Period{From: utc("2026-10-16"), To: utc("2026-11-01"), Loc: time.UTC},
+			read: reading{
+				// 100 GB out on Oct 1-15 (before the card's first version,
+				// which the lead needs no price of) used up the free tier.
+				leadOut: []string{mul(100, gib)},
+				out:     []string{mul(100, gib)},
+				leadLic: days(15, 1),
+				lic:     days(16, 1),
+			},
+			lines: []string{
+				"bandwidth_out s0 t2 q=100 @1.0000 = 100.00", // positions 100..200
+				"license s0 t1 q=16/31 @3.1000 = 1.60",       // the lead's 15 days are the earlier invoice's
+			},
+			total: "101.60",
 		},
 		{
 			name: "tenant override of one item; the rest from the default",
@@ -412,10 +495,15 @@ tenants:
 	}
 	var got []string
 	for _, s := range plan.Segments {
+		if s.Lead {
+			got = append(got, s.From.Format(time.RFC3339)+" "+s.To.Format(time.RFC3339)+" "+itoa(s.MonthDays)+" lead")
+			continue
+		}
 		got = append(got, s.From.Format(time.RFC3339)+" "+s.To.Format(time.RFC3339)+" "+itoa(s.MonthDays)+" "+
 			s.Prices[ItemStorage][0].Price.FloatString(2)+" "+s.Prices[ItemLicense][0].Price.FloatString(2))
 	}
 	want := []string{
+		"2026-10-01T00:00:00Z 2026-10-10T00:00:00Z 31 lead", // graduated tiers continue from the month's start
 		"2026-10-10T00:00:00Z 2026-10-16T12:00:00Z 31 0.10 10.00",
 		"2026-10-16T12:00:00Z 2026-10-20T00:00:00Z 31 0.20 10.00",
 		"2026-10-20T00:00:00Z 2026-11-01T00:00:00Z 31 0.20 1.00",
@@ -424,13 +512,40 @@ tenants:
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("segments:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if n := len(plan.Days) - 1; n != 26 {
-		t.Errorf("%d days, want 26", n)
+	// Oct 1 to Nov 4: the 9 lead days and the period's 26.
+	if n := len(plan.Days) - 1; n != 35 {
+		t.Errorf("%d days, want 35", n)
+	}
+	if _, lead := leadOf(plan); lead != 9 {
+		t.Errorf("%d lead days, want 9", lead)
 	}
 	// A licence day is priced by the segment of its first instant: the
-	// day of the storage change (Oct 16) belongs to segment 0.
-	if i := plan.segmentAt(plan.Days[6]); i != 0 {
-		t.Errorf("Oct 16 in segment %d, want 0", i)
+	// day of the storage change (Oct 16) belongs to the period's first.
+	if i := plan.segmentAt(plan.Days[15]); i != 1 {
+		t.Errorf("Oct 16 in segment %d, want 1", i)
+	}
+	// A period that begins or ends within a day bills the days that begin
+	// in it, whole: adjacent periods bill every day once.
+	for _, c := range []struct {
+		from, to  string
+		first     string // first billed day
+		end       string // end of the last
+		billedDay int
+	}{
+		{"2026-10-01", "2026-10-15T12:00:00Z", "2026-10-01", "2026-10-16", 15},
+		{"2026-10-15T12:00:00Z", "2026-11-01", "2026-10-16", "2026-11-01", 16},
+		{"2026-10-15T12:00:00Z", "2026-10-15T18:00:00Z", "", "", 0},
+	} {
+		plan, err := rc.Plan("7", Period{From: utc(c.from), To: utc(c.to), Loc: time.UTC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, lead := leadOf(plan)
+		if n := len(plan.Days) - 1 - lead; n != c.billedDay {
+			t.Errorf("%s to %s: %d days billed, want %d", c.from, c.to, n, c.billedDay)
+		} else if n > 0 && (!plan.Days[lead].Equal(utc(c.first)) || !plan.Days[len(plan.Days)-1].Equal(utc(c.end))) {
+			t.Errorf("%s to %s: days %s to %s, want %s to %s", c.from, c.to, plan.Days[lead], plan.Days[len(plan.Days)-1], c.first, c.end)
+		}
 	}
 }
 
@@ -497,26 +612,56 @@ func TestParseDecimal(t *testing.T) {
 }
 
 func TestParseRateCardErrors(t *testing.T) {
-	cases := map[string]string{
-		"no versions":          "currency: USD\n",
-		"bad currency":         "currency: usd\nversions: []\n",
-		"first incomplete":     "currency: USD\nversions:\n  - effective: 2026-01-01\n    storage: 1\n",
-		"unknown field":        flat + "    storage_typo: 1\n",
-		"float-like exponent":  strings.Replace(flat, `"0.05"`, "5e-2", 1),
-		"negative":             strings.Replace(flat, `"0.05"`, `"-0.05"`, 1),
-		"not increasing":       flat + "  - effective: 2025-01-01\n    storage: 1\n",
-		"not whole hour":       flat + "  - effective: 2026-10-01T12:30:00Z\n    storage: 1\n",
-		"tiers without up_to":  strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{price: 1}, {price: 2}]", 1),
-		"last tier limited":    strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{up_to: 5, price: 1}]", 1),
-		"tiers not increasing": strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{up_to: 5, price: 1}, {up_to: 5, price: 1}, {price: 1}]", 1),
-		"gb_bytes zero":        "gb_bytes: 0\n" + flat,
-		"bad tenant id":        flat + "tenants:\n  \"a b\":\n    - effective: 2026-01-01\n      storage: 1\n",
-		"empty tenant version": flat + "tenants:\n  \"1\":\n    - effective: 2026-01-01\n",
+	// flat's lines: 2 currency, 4 effective, 5 bandwidth_in, 6 bandwidth_out,
+	// 7 storage, 8 license, 9 license_external; appended lines from 10.
+	tiered := func(tiers string) string {
+		return flat + "  - effective: 2026-10-01\n    bandwidth_out:\n" + tiers
 	}
-	for name, y := range cases {
-		if _, err := ParseRateCard([]byte(y)); err == nil {
+	cases := map[string]struct{ card, want string }{
+		"no versions":          {"currency: USD\n", "version"},
+		"bad currency":         {"currency: usd\nversions: []\n", "line 1"},
+		"first incomplete":     {"currency: USD\nversions:\n  - effective: 2026-01-01\n    storage: 1\n", "bandwidth_in"},
+		"unknown field":        {flat + "    storage_typo: 1\n", "line 10"},
+		"float-like exponent":  {strings.Replace(flat, `"0.05"`, "5e-2", 1), "line 5"},
+		"negative":             {strings.Replace(flat, `"0.05"`, `"-0.05"`, 1), "line 5"},
+		"not increasing":       {flat + "  - effective: 2025-01-01\n    storage: 1\n", "line 10"},
+		"not whole hour":       {flat + "  - effective: 2026-10-01T12:30:00Z\n    storage: 1\n", "line 10"},
+		"tiers without up_to":  {strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{price: 1}, {price: 2}]", 1), "line 6"},
+		"last tier limited":    {strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{up_to: 5, price: 1}]", 1), "line 6"},
+		"tiers not increasing": {strings.Replace(flat, "bandwidth_out: 0.12", "bandwidth_out: [{up_to: 5, price: 1}, {up_to: 5, price: 1}, {price: 1}]", 1), "line 6"},
+		"gb_bytes zero":        {"gb_bytes: 0\n" + flat, "line 1"},
+		"bad tenant id":        {flat + "tenants:\n  \"a b\":\n    - effective: 2026-01-01\n      storage: 1\n", `tenant "a b"`},
+		"empty tenant version": {flat + "tenants:\n  \"1\":\n    - effective: 2026-01-01\n", "line 12"},
+		// Tiers in block style: each error names the line of the field.
+		"tier price with a comma":  {tiered("      - {up_to: 10, price: \"0.1\"}\n      - up_to: 20\n        price: \"0,09\"\n      - price: 1\n"), "line 14"},
+		"tier up_to not a number":  {tiered("      - up_to: 10\n        price: 1\n      - up_to: 1O0\n        price: 1\n      - price: 1\n"), "line 14"},
+		"tier unknown field":       {tiered("      - up_to: 10\n        price: 1\n        prize: 2\n      - price: 1\n"), "line 14"},
+		"tier field twice":         {tiered("      - up_to: 10\n        price: 1\n        price: 2\n      - price: 1\n"), "line 14"},
+		"currency not in ISO 4217": {strings.Replace(flat, "USD", "UDS", 1), "line 2"},
+	}
+	for name, c := range cases {
+		_, err := ParseRateCard([]byte(c.card))
+		if err == nil {
 			t.Errorf("%s: accepted", name)
+		} else if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want it to say %q", name, err, c.want)
 		}
+	}
+	// One mistake, one error: a bad effective time is not also "not after
+	// the version before it", nor a version whose price is wrong "sets no
+	// price".
+	for name, card := range map[string]string{
+		"bad effective":  flat + "  - effective: 2026-13-01\n    storage: 1\n",
+		"bad only price": flat + "tenants:\n  \"1\":\n    - effective: 2026-01-01\n      storage: \"1,5\"\n",
+	} {
+		_, err := ParseRateCard([]byte(card))
+		if err == nil || strings.Count(err.Error(), "\n") != 0 {
+			t.Errorf("%s: %v, want one error", name, err)
+		}
+	}
+	// A code missing from the ISO list is accepted with its minor units said.
+	if rc := mustCard(t, "minor_units: 2\n"+strings.Replace(flat, "USD", "XYZ", 1)); rc.MinorUnits != 2 {
+		t.Errorf("XYZ: %d minor units, want 2", rc.MinorUnits)
 	}
 	// The example card in testdata parses.
 	if _, err := LoadRateCard("testdata/rates.yaml"); err != nil {

@@ -310,6 +310,9 @@ type invoiceAnswer struct {
 	Lines    []invoiceLine    `json:"lines"`
 	Total    string           `json:"total"`
 	Segments []invoiceSegment `json:"segments"`
+	// Lead is the usage of the period's first month before the period, which
+	// graduated tiers continue from (not billed here).
+	Lead []invoiceSegment `json:"lead_segments"`
 }
 
 // quantityString is the exact decimal when it ends within 30 places (every
@@ -366,10 +369,11 @@ func (s *Server) invoice(w http.ResponseWriter, r *http.Request, tenant string) 
 		return
 	}
 	ans := invoiceAnswer{TenantID: tenant, From: formatIn(sp.From, loc), To: formatIn(sp.To, loc), TZ: loc.String(),
-		Currency: inv.Currency, GBBytes: rates.GBBytes.String(), Lines: []invoiceLine{}, Total: formatUnits(inv.Total, inv.MinorUnits)}
+		Currency: inv.Currency, GBBytes: rates.GBBytes.String(), Lines: []invoiceLine{}, Total: formatUnits(inv.Total, inv.MinorUnits),
+		Segments: []invoiceSegment{}, Lead: []invoiceSegment{}}
 	for _, l := range inv.Lines {
-		seg := plan.Segments[l.Segment]
-		il := invoiceLine{Item: string(l.Item), Kind: l.Item.Kind(), From: formatIn(seg.From, loc), To: formatIn(seg.To, loc),
+		seg, last := plan.Segments[l.Segment], plan.Segments[l.Segment+l.Segments-1]
+		il := invoiceLine{Item: string(l.Item), Kind: l.Item.Kind(), From: formatIn(seg.From, loc), To: formatIn(last.To, loc),
 			Tier: l.Tier, TierFrom: quantityString(l.TierFrom), Quantity: quantityString(l.Quantity), QuantityExact: l.Quantity.RatString(),
 			Unit: l.Item.Unit(), UnitPrice: quantityString(l.UnitPrice), Amount: formatUnits(l.Amount, inv.MinorUnits), Currency: inv.Currency}
 		if l.TierTo != nil {
@@ -391,7 +395,11 @@ func (s *Server) invoice(w http.ResponseWriter, r *http.Request, tenant string) 
 		for it, eff := range seg.Effective {
 			is.RateVersions[string(it)] = eff.UTC().Format(time.RFC3339)
 		}
-		ans.Segments = append(ans.Segments, is)
+		if seg.Lead {
+			ans.Lead = append(ans.Lead, is)
+		} else {
+			ans.Segments = append(ans.Segments, is)
+		}
 	}
 	if f == formatCSV {
 		t := &csvTable{header: []string{"item", "kind", "external", "from", "to", "tier", "quantity", "unit", "unit_price", "amount", "currency"}}

@@ -7,10 +7,12 @@ import (
 	"math/big"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/text/currency"
 )
 
 // Item is a priced item of an invoice.
@@ -63,6 +65,13 @@ type Tier struct {
 // one before, the last without UpTo. A flat price is one tier.
 type Price []Tier
 
+// Equal reports whether p and q have the same tiers at the same prices.
+func (p Price) Equal(q Price) bool {
+	return slices.EqualFunc(p, q, func(a, b Tier) bool {
+		return a.Price.Cmp(b.Price) == 0 && (a.UpTo == nil) == (b.UpTo == nil) && (a.UpTo == nil || a.UpTo.Cmp(b.UpTo) == 0)
+	})
+}
+
 // Version is a set of prices that takes effect at an instant. Items it does
 // not set keep their earlier price (see RateCard.PriceAt).
 type Version struct {
@@ -104,7 +113,7 @@ func LoadRateCard(path string) (*RateCard, error) {
 // The YAML form. Prices are yaml.Nodes so that a number is read from its
 // text, exactly, and never through a float.
 type rawCard struct {
-	Currency   string                  `yaml:"currency"`
+	Currency   yaml.Node               `yaml:"currency"`
 	MinorUnits *int                    `yaml:"minor_units"`
 	GBBytes    yaml.Node               `yaml:"gb_bytes"`
 	Versions   []rawVersion            `yaml:"versions"`
@@ -143,11 +152,15 @@ func ParseRateCard(data []byte) (*RateCard, error) {
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	rc := &RateCard{Currency: raw.Currency, GBBytes: big.NewInt(DefaultGBBytes), Tenants: map[string][]Version{}}
-	if !currencyCode.MatchString(raw.Currency) {
-		bad("currency %q is not an ISO 4217 code (three capital letters)", raw.Currency)
+	code := raw.Currency.Value
+	rc := &RateCard{Currency: code, GBBytes: big.NewInt(DefaultGBBytes), Tenants: map[string][]Version{}}
+	if _, err := currency.ParseISO(code); raw.Currency.Kind != yaml.ScalarNode || !currencyCode.MatchString(code) ||
+		(err != nil && raw.MinorUnits == nil) {
+		// A code missing from the ISO list (a typo like UDS) would be
+		// billed in cents: it needs minor_units said.
+		bad("line %d: currency %q is not an ISO 4217 code (three capital letters, known, or with minor_units given)", raw.Currency.Line, code)
 	}
-	rc.MinorUnits = currencyMinorUnits(raw.Currency)
+	rc.MinorUnits = currencyMinorUnits(code)
 	if raw.MinorUnits != nil {
 		if *raw.MinorUnits < 0 || *raw.MinorUnits > 8 {
 			bad("minor_units %d is not between 0 and 8", *raw.MinorUnits)
@@ -167,13 +180,17 @@ func ParseRateCard(data []byte) (*RateCard, error) {
 		for i := range rvs {
 			rv := &rvs[i]
 			v := Version{Prices: map[Item]Price{}}
-			eff, err := parseEffective(&rv.Effective)
-			if err != nil {
-				bad("%s version %d: %v", where, i+1, err)
+			eff, effErr := parseEffective(&rv.Effective)
+			if effErr != nil {
+				bad("%s version %d: %v", where, i+1, effErr)
 			}
 			v.Effective = eff
+			priced := 0 // items the version names, priced or not
 			for _, it := range Items {
 				n := rv.nodes()[it]
+				if n.Kind != 0 {
+					priced++
+				}
 				if n.Kind == 0 {
 					if first && i == 0 {
 						bad("%s version %d: %s has no price (the first version must price every item)", where, i+1, it)
@@ -187,11 +204,12 @@ func ParseRateCard(data []byte) (*RateCard, error) {
 				}
 				v.Prices[it] = p
 			}
-			if !first && len(v.Prices) == 0 {
-				bad("%s version %d sets no price", where, i+1)
+			if !first && priced == 0 {
+				bad("line %d: %s version %d sets no price", rv.Effective.Line, where, i+1)
 			}
-			if i > 0 && !v.Effective.After(out[i-1].Effective) {
-				bad("%s version %d: effective %s is not after the version before it", where, i+1, v.Effective.Format(time.RFC3339))
+			// (A bad effective time was said once already.)
+			if effErr == nil && i > 0 && !out[i-1].Effective.IsZero() && !v.Effective.After(out[i-1].Effective) {
+				bad("line %d: %s version %d: effective %s is not after the version before it", rv.Effective.Line, where, i+1, v.Effective.Format(time.RFC3339))
 			}
 			out = append(out, v)
 		}
@@ -255,15 +273,27 @@ func parsePrice(n *yaml.Node) (Price, error) {
 	case yaml.SequenceNode:
 		var out Price
 		for i, tn := range n.Content {
-			var raw struct {
-				UpTo  yaml.Node `yaml:"up_to"`
-				Price yaml.Node `yaml:"price"`
-			}
 			if tn.Kind != yaml.MappingNode {
 				return nil, fmt.Errorf("line %d: tier %d is not a mapping {up_to, price}", tn.Line, i+1)
 			}
-			if err := decodeStrict(tn, &raw); err != nil {
-				return nil, fmt.Errorf("tier %d: %w", i+1, err)
+			// Read from the nodes themselves (not decoded again from a
+			// copy), so that every error names the line in the file.
+			var raw struct{ UpTo, Price yaml.Node }
+			for k := 0; k+1 < len(tn.Content); k += 2 {
+				key, val := tn.Content[k], tn.Content[k+1]
+				var dst *yaml.Node
+				switch key.Value {
+				case "up_to":
+					dst = &raw.UpTo
+				case "price":
+					dst = &raw.Price
+				default:
+					return nil, fmt.Errorf("line %d: tier %d: unknown field %q (a tier has up_to and price)", key.Line, i+1, key.Value)
+				}
+				if dst.Kind != 0 {
+					return nil, fmt.Errorf("line %d: tier %d: %s given twice", key.Line, i+1, key.Value)
+				}
+				*dst = *val
 			}
 			if raw.Price.Kind == 0 {
 				return nil, fmt.Errorf("line %d: tier %d has no price", tn.Line, i+1)
@@ -297,19 +327,6 @@ func parsePrice(n *yaml.Node) (Price, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("line %d: a price is a decimal or a list of tiers", n.Line)
-}
-
-func decodeStrict(n *yaml.Node, v any) error {
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	return nil
 }
 
 // parseAmount reads a non-negative decimal scalar from its text.
