@@ -273,6 +273,12 @@ func endOffsets(t testing.TB, brokers []string) map[source]int64 {
 // waitDrained waits until sink_progress reaches the end of every partition.
 func waitDrained(t testing.TB, conn driver.Conn, brokers []string, within time.Duration) {
 	t.Helper()
+	waitDrainedEvery(t, conn, brokers, within, 100*time.Millisecond)
+}
+
+// waitDrainedEvery is waitDrained, asking every so often.
+func waitDrainedEvery(t testing.TB, conn driver.Conn, brokers []string, within, every time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	var behind []string
 	for time.Now().Before(deadline) {
@@ -298,7 +304,7 @@ func waitDrained(t testing.TB, conn driver.Conn, brokers []string, within time.D
 		if len(behind) == 0 {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(every)
 	}
 	sort.Strings(behind)
 	t.Fatalf("sink did not drain within %v: %s", within, strings.Join(behind, ", "))
