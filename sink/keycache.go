@@ -75,7 +75,10 @@ func (c *keyCache) clear() {
 	c.tenants, c.size = map[string]*tenantKeys{}, 0
 }
 
-// sets returns the sets of the tenants it holds and the tenants it does not.
+// sets returns the sets of the tenants it holds and the tenants it does not,
+// the latter in order: a load query then asks for neighbouring tenants, whose
+// rows lie together in usage_events (ORDER BY tenant_id first), and reads
+// only their part of the table where small tenants share granules.
 func (c *keyCache) sets(tenants map[string]bool) (map[string]map[uint64]struct{}, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -90,6 +93,7 @@ func (c *keyCache) sets(tenants map[string]bool) (map[string]map[uint64]struct{}
 			missing = append(missing, t)
 		}
 	}
+	slices.Sort(missing)
 	return have, missing
 }
 
