@@ -25,9 +25,10 @@ type Segment struct {
 	MonthDays  int // local days in that month
 	Prices     map[Item]Price
 	Effective  map[Item]time.Time // effective time of the version each price comes from
-	// Lead marks a part of the period's first month before the period:
-	// measured so that graduated tiers continue from the month's start, as
-	// they would on the month's invoice, and never billed (no prices).
+	// Lead marks a part of the period's first month before the period (from
+	// the month's start, or the rate card's if later): measured so that
+	// graduated tiers continue as they would on the month's invoice, and
+	// never billed (no prices).
 	Lead bool
 }
 
@@ -37,15 +38,24 @@ func (s *Segment) MonthSeconds() int64 { return int64(s.MonthEnd.Sub(s.MonthStar
 
 // Plan is how a period will be billed: its segments (lead ones first), and
 // the local days whose licensed servers are counted (Days holds the n+1
-// bounds of n days). A day is billed by the period that holds its first
-// instant, whole (so that a day cut by the boundary of two adjacent periods
-// is billed once), and priced by the segment that holds its first instant.
+// bounds of n days; none when no day ends in the plan). A day is billed,
+// whole, by the period that holds its end: so adjacent periods cut inside a
+// day bill it once, and an invoice never reads usage after its period. It
+// is priced by the segment that holds its first instant in the period.
 type Plan struct {
 	Tenant   string
 	Period   Period
 	Segments []Segment
 	Days     []time.Time
 }
+
+// days returns the number of days of the plan.
+func (p *Plan) days() int { return max(len(p.Days)-1, 0) }
+
+// PeriodError says that a period cannot be billed as asked.
+type PeriodError struct{ Reason string }
+
+func (e *PeriodError) Error() string { return e.Reason }
 
 // NoPriceError says that the rate card has no price in effect at an instant
 // of the period (it starts before the first version).
@@ -62,23 +72,37 @@ func (e *NoPriceError) Error() string {
 // cannot be represented on the hourly grain, and with *NoPriceError when the
 // period begins before the rate card does.
 func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
-	// From the start of the period's first month: the lead.
+	// The lead, which graduated tiers count from: the month before the
+	// period, from the month's start or from the rate card's if later
+	// (usage from before the card was in force counts toward no tier).
 	start, _, err := enclosing(p.From, p.Loc, Month)
 	if err != nil {
 		return nil, err
+	}
+	if cs := rc.Default[0].Effective; start.Before(cs) && !cs.After(p.From) {
+		start = cs
 	}
 	months, err := splitBuckets(start, p.To, p.Loc, Month)
 	if err != nil {
 		return nil, err
 	}
 	plan := &Plan{Tenant: tenant, Period: p}
-	// The days whose first instant lies in [start, To), whole.
-	dayTo, err := dayStartFrom(p.To, p.Loc)
+	// The days that end after start and by To.
+	first, _, err := enclosing(start, p.Loc, Day)
 	if err != nil {
 		return nil, err
 	}
-	if plan.Days, err = splitBuckets(start, dayTo, p.Loc, Day); err != nil {
+	if first.Before(minInstant) {
+		return nil, &PeriodError{Reason: fmt.Sprintf("the period's month begins before 1970 in %s, where the rollups cannot reach", p.Loc)}
+	}
+	last, _, err := enclosing(p.To, p.Loc, Day)
+	if err != nil {
 		return nil, err
+	}
+	if last.After(first) {
+		if plan.Days, err = splitBuckets(first, last, p.Loc, Day); err != nil {
+			return nil, err
+		}
 	}
 	for i := 0; i+1 < len(months); i++ {
 		mFrom, mTo := months[i], months[i+1]
@@ -119,16 +143,6 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 	return plan, nil
 }
 
-// dayStartFrom returns t when it is the first instant of a local day, else
-// the first instant of the next one.
-func dayStartFrom(t time.Time, loc *time.Location) (time.Time, error) {
-	ds, de, err := enclosing(t, loc, Day)
-	if err != nil || ds.Equal(t) {
-		return t, err
-	}
-	return de, nil
-}
-
 // SegmentBounds returns the n+1 bounds of the plan's n segments.
 func (p *Plan) SegmentBounds() []time.Time {
 	out := make([]time.Time, 0, len(p.Segments)+1)
@@ -160,7 +174,7 @@ type Readings struct {
 
 // NewReadings returns zero readings shaped for p.
 func NewReadings(p *Plan) *Readings {
-	n, d := len(p.Segments), len(p.Days)-1
+	n, d := len(p.Segments), p.days()
 	r := &Readings{BandwidthIn: make([]*big.Int, n), BandwidthOut: make([]*big.Int, n), StorageByteSeconds: make([]*big.Int, n),
 		Licensed: make([]int64, d), LicensedExternal: make([]int64, d)}
 	for i := 0; i < n; i++ {
@@ -215,8 +229,8 @@ type Invoice struct {
 // minor unit; the total adds the rounded lines.
 func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 	if len(r.BandwidthIn) != len(p.Segments) || len(r.BandwidthOut) != len(p.Segments) ||
-		len(r.StorageByteSeconds) != len(p.Segments) || len(r.Licensed) != len(p.Days)-1 || len(r.LicensedExternal) != len(p.Days)-1 {
-		return nil, fmt.Errorf("readings do not match the plan (%d segments, %d days)", len(p.Segments), len(p.Days)-1)
+		len(r.StorageByteSeconds) != len(p.Segments) || len(r.Licensed) != p.days() || len(r.LicensedExternal) != p.days() {
+		return nil, fmt.Errorf("readings do not match the plan (%d segments, %d days)", len(p.Segments), p.days())
 	}
 	inv := &Invoice{Plan: p, Currency: rc.Currency, MinorUnits: rc.MinorUnits, Total: new(big.Int)}
 	for i, s := range p.Segments {
@@ -224,8 +238,17 @@ func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 			BandwidthInBytes: new(big.Int).Set(r.BandwidthIn[i]), BandwidthOutBytes: new(big.Int).Set(r.BandwidthOut[i]),
 			StorageByteSeconds: new(big.Int).Set(r.StorageByteSeconds[i])})
 	}
-	for d := 0; d+1 < len(p.Days); d++ {
-		si := p.segmentAt(p.Days[d])
+	for d := 0; d < p.days(); d++ {
+		// Priced by the segment of its first instant in the plan, and in
+		// the period when it is billed there (it ends after From).
+		at := p.Days[d]
+		if first := p.Segments[0].From; at.Before(first) {
+			at = first
+		}
+		if p.Days[d+1].After(p.Period.From) && at.Before(p.Period.From) {
+			at = p.Period.From
+		}
+		si := p.segmentAt(at)
 		if si < 0 {
 			return nil, fmt.Errorf("day %s lies in no segment", p.Days[d].Format(time.RFC3339))
 		}

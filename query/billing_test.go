@@ -3,6 +3,7 @@ package query
 import (
 	"errors"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,8 +97,8 @@ func leadOf(p *Plan) (segments, days int) {
 	for segments < len(p.Segments) && p.Segments[segments].Lead {
 		segments++
 	}
-	for days+1 < len(p.Days) && p.Days[days].Before(p.Period.From) {
-		days++
+	for days+1 < len(p.Days) && !p.Days[days+1].After(p.Period.From) {
+		days++ // ends by the period's start
 	}
 	return segments, days
 }
@@ -310,6 +311,42 @@ versions:
 			card: `
 currency: USD
 versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0"
+    bandwidth_out:
+      - {up_to: 100, price: "0"}
+      - {price: "1"}
+    storage:
+      - {up_to: 10, price: "0.10"}
+      - {price: "0.05"}
+    license:
+      - {up_to: "0.5", price: "10"}
+      - {price: "5"}
+    license_external: "0"
+`, period: Period{From: utc("2026-10-16"), To: utc("2026-11-01"), Loc: time.UTC},
+			read: reading{
+				// Oct 1-15, the lead: 60 GB out, 31 GB stored, one server.
+				leadOut: []string{mul(60, gib)},
+				leadBs:  []string{mul(31, gib, 15*86400)},
+				leadLic: days(15, 1),
+				out:     []string{mul(100, gib)},
+				bs:      []string{mul(31, gib, 16*86400)},
+				lic:     days(16, 1),
+			},
+			lines: []string{
+				"bandwidth_out s0 t1 q=40 @0.0000 = 0.00",  // positions 60..100
+				"bandwidth_out s0 t2 q=60 @1.0000 = 60.00", // 100..160
+				"storage s0 t2 q=16 @0.0500 = 0.80",        // 15..31 GB-month, past 10
+				"license s0 t1 q=1/62 @10.0000 = 0.16",     // 15/31..1/2 server-month: 1/62 x 10 = 0.161…
+				"license s0 t2 q=1/2 @5.0000 = 2.50",       // 1/2..31/31
+			},
+			total: "63.46",
+		},
+		{
+			name: "usage from before the rate card counts toward no tier",
+			card: `
+currency: USD
+versions:
   - effective: 2026-10-16
     bandwidth_in: "0"
     bandwidth_out:
@@ -319,19 +356,12 @@ versions:
     license: "3.10"
     license_external: "0"
 `, period: Period{From: utc("2026-10-16"), To: utc("2026-11-01"), Loc: time.UTC},
-			read: reading{
-				// 100 GB out on Oct 1-15 (before the card's first version,
-				// which the lead needs no price of) used up the free tier.
-				leadOut: []string{mul(100, gib)},
-				out:     []string{mul(100, gib)},
-				leadLic: days(15, 1),
-				lic:     days(16, 1),
-			},
+			read: reading{out: []string{mul(100, gib)}, lic: days(16, 1)},
 			lines: []string{
-				"bandwidth_out s0 t2 q=100 @1.0000 = 100.00", // positions 100..200
-				"license s0 t1 q=16/31 @3.1000 = 1.60",       // the lead's 15 days are the earlier invoice's
+				"bandwidth_out s0 t1 q=100 @0.0000 = 0.00",
+				"license s0 t1 q=16/31 @3.1000 = 1.60", // Oct 16-31
 			},
-			total: "101.60",
+			total: "1.60",
 		},
 		{
 			name: "tenant override of one item; the rest from the default",
@@ -524,16 +554,17 @@ tenants:
 	if i := plan.segmentAt(plan.Days[15]); i != 1 {
 		t.Errorf("Oct 16 in segment %d, want 1", i)
 	}
-	// A period that begins or ends within a day bills the days that begin
-	// in it, whole: adjacent periods bill every day once.
+	// A period that begins or ends within a day bills the days that end in
+	// it, whole: adjacent periods bill every day once, and no invoice reads
+	// past its period.
 	for _, c := range []struct {
 		from, to  string
 		first     string // first billed day
 		end       string // end of the last
 		billedDay int
 	}{
-		{"2026-10-01", "2026-10-15T12:00:00Z", "2026-10-01", "2026-10-16", 15},
-		{"2026-10-15T12:00:00Z", "2026-11-01", "2026-10-16", "2026-11-01", 16},
+		{"2026-10-01", "2026-10-15T12:00:00Z", "2026-10-01", "2026-10-15", 14},
+		{"2026-10-15T12:00:00Z", "2026-11-01", "2026-10-15", "2026-11-01", 17},
 		{"2026-10-15T12:00:00Z", "2026-10-15T18:00:00Z", "", "", 0},
 	} {
 		plan, err := rc.Plan("7", Period{From: utc(c.from), To: utc(c.to), Loc: time.UTC})
@@ -550,6 +581,16 @@ tenants:
 }
 
 func TestPlanErrors(t *testing.T) {
+	// A month (in the zone) that begins before 1970: the rollups' times
+	// cannot say it.
+	rc1970 := mustCard(t, strings.Replace(flat, "2026-01-01", "1970-01-01", 1))
+	var pe *PeriodError
+	if _, err := rc1970.Plan("", Period{From: utc("1970-01-01"), To: utc("1970-01-02"), Loc: zone(t, "America/New_York")}); !errors.As(err, &pe) {
+		t.Errorf("a month from December 1969: %v, want PeriodError", err)
+	}
+	if _, err := rc1970.Plan("", Period{From: utc("1970-01-01"), To: utc("1970-01-02"), Loc: time.UTC}); err != nil {
+		t.Errorf("January 1970 in UTC: %v", err)
+	}
 	rc := mustCard(t, flat)
 	_, err := rc.Plan("", Period{From: utc("2025-12-31"), To: utc("2026-01-02"), Loc: time.UTC})
 	var np *NoPriceError
@@ -633,11 +674,11 @@ func TestParseRateCardErrors(t *testing.T) {
 		"bad tenant id":        {flat + "tenants:\n  \"a b\":\n    - effective: 2026-01-01\n      storage: 1\n", `tenant "a b"`},
 		"empty tenant version": {flat + "tenants:\n  \"1\":\n    - effective: 2026-01-01\n", "line 12"},
 		// Tiers in block style: each error names the line of the field.
-		"tier price with a comma":  {tiered("      - {up_to: 10, price: \"0.1\"}\n      - up_to: 20\n        price: \"0,09\"\n      - price: 1\n"), "line 14"},
-		"tier up_to not a number":  {tiered("      - up_to: 10\n        price: 1\n      - up_to: 1O0\n        price: 1\n      - price: 1\n"), "line 14"},
-		"tier unknown field":       {tiered("      - up_to: 10\n        price: 1\n        prize: 2\n      - price: 1\n"), "line 14"},
-		"tier field twice":         {tiered("      - up_to: 10\n        price: 1\n        price: 2\n      - price: 1\n"), "line 14"},
-		"currency not in ISO 4217": {strings.Replace(flat, "USD", "UDS", 1), "line 2"},
+		"tier price with a comma": {tiered("      - {up_to: 10, price: \"0.1\"}\n      - up_to: 20\n        price: \"0,09\"\n      - price: 1\n"), "line 14"},
+		"tier up_to not a number": {tiered("      - up_to: 10\n        price: 1\n      - up_to: 1O0\n        price: 1\n      - price: 1\n"), "line 14"},
+		"tier unknown field":      {tiered("      - up_to: 10\n        price: 1\n        prize: 2\n      - price: 1\n"), "line 14"},
+		"tier field twice":        {tiered("      - up_to: 10\n        price: 1\n        price: 2\n      - price: 1\n"), "line 14"},
+		"currency not a code":     {strings.Replace(flat, "USD", "US$", 1), "line 2"},
 	}
 	for name, c := range cases {
 		_, err := ParseRateCard([]byte(c.card))
@@ -659,9 +700,9 @@ func TestParseRateCardErrors(t *testing.T) {
 			t.Errorf("%s: %v, want one error", name, err)
 		}
 	}
-	// A code missing from the ISO list is accepted with its minor units said.
-	if rc := mustCard(t, "minor_units: 2\n"+strings.Replace(flat, "USD", "XYZ", 1)); rc.MinorUnits != 2 {
-		t.Errorf("XYZ: %d minor units, want 2", rc.MinorUnits)
+	// minor_units sets the minor unit of a currency the table does not know.
+	if rc := mustCard(t, "minor_units: 3\n"+strings.Replace(flat, "USD", "XYZ", 1)); rc.MinorUnits != 3 {
+		t.Errorf("XYZ: %d minor units, want 3", rc.MinorUnits)
 	}
 	// The example card in testdata parses.
 	if _, err := LoadRateCard("testdata/rates.yaml"); err != nil {
@@ -677,4 +718,109 @@ func TestParseRateCardErrors(t *testing.T) {
 	if _, ok := rc.Tenants["1234"]; !ok {
 		t.Errorf("tenant 1234 missing: %v", rc.Tenants)
 	}
+}
+
+// TestAdjacentPeriodsAddUp: for made-up hourly usage and a month cut at
+// many hours (in UTC and in Berlin, whose October has the clocks go back),
+// the quantities of the two invoices, per item, tier and unit price, add
+// up exactly to the month invoice's: the tiers continue across the cut
+// (the lead), and every licence day is billed by one of the two.
+func TestAdjacentPeriodsAddUp(t *testing.T) {
+	rc := mustCard(t, `
+currency: USD
+versions:
+  - effective: 2026-01-01
+    bandwidth_in: "0.02"
+    bandwidth_out:
+      - {up_to: 3, price: "0.12"}
+      - {up_to: 9, price: "0.09"}
+      - {price: "0.05"}
+    storage:
+      - {up_to: 1, price: "0.10"}
+      - {price: "0.07"}
+    license:
+      - {up_to: "1.5", price: "10"}
+      - {price: "6"}
+    license_external: "15"
+  - effective: 2026-10-16T05:00:00Z
+    bandwidth_out:
+      - {up_to: 5, price: "0.11"}
+      - {price: "0.04"}
+`)
+	// Usage of hour h (hours since the Unix epoch) and servers of a day.
+	bytesOf := func(h int64, salt int64) *big.Int { return big.NewInt((h*7919 + salt*104729) % (gib / 8)) }
+	serversOf := func(day string) (int64, int64) {
+		n := int64(day[8]-'0')*10 + int64(day[9]-'0')
+		return n % 4, n % 3 / 2
+	}
+	read := func(p *Plan) *Readings {
+		r := NewReadings(p)
+		for i, s := range p.Segments {
+			for h := s.From; h.Before(s.To); h = h.Add(time.Hour) {
+				u := h.Unix() / 3600
+				r.BandwidthIn[i].Add(r.BandwidthIn[i], bytesOf(u, 1))
+				r.BandwidthOut[i].Add(r.BandwidthOut[i], bytesOf(u, 2))
+				r.StorageByteSeconds[i].Add(r.StorageByteSeconds[i], new(big.Int).Mul(bytesOf(u, 3), big.NewInt(3600*100))) // about 6 GB-months a month
+			}
+		}
+		for d := 0; d < p.days(); d++ {
+			r.Licensed[d], r.LicensedExternal[d] = serversOf(p.Days[d].In(p.Period.Loc).Format(time.DateOnly))
+		}
+		return r
+	}
+	quantities := func(p Period) map[string]*big.Rat {
+		plan, err := rc.Plan("", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv, err := rc.Price(plan, read(plan))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*big.Rat{}
+		for _, l := range inv.Lines {
+			k := string(l.Item) + " tier " + itoa(l.Tier) + " @" + l.UnitPrice.RatString()
+			if out[k] == nil {
+				out[k] = new(big.Rat)
+			}
+			out[k].Add(out[k], l.Quantity)
+		}
+		return out
+	}
+	for _, loc := range []*time.Location{time.UTC, zone(t, "Europe/Berlin")} {
+		from := time.Date(2026, 10, 1, 0, 0, 0, 0, loc).UTC()
+		to := time.Date(2026, 11, 1, 0, 0, 0, 0, loc).UTC()
+		month := quantities(Period{From: from, To: to, Loc: loc})
+		for cut := from.Add(time.Hour); cut.Before(to); cut = cut.Add(37 * time.Hour) {
+			a, b := quantities(Period{From: from, To: cut, Loc: loc}), quantities(Period{From: cut, To: to, Loc: loc})
+			for _, k := range notAddingUp(month, a, b) {
+				t.Errorf("%s cut at %s: %s: %v + %v, the month %v", loc, cut.Format(time.RFC3339), k, a[k], b[k], month[k])
+			}
+		}
+	}
+}
+
+// notAddingUp returns the keys (of any of the three) whose quantities in a
+// and b do not add up to month's.
+func notAddingUp(month, a, b map[string]*big.Rat) []string {
+	keys := map[string]bool{}
+	for _, m := range []map[string]*big.Rat{month, a, b} {
+		for k := range m {
+			keys[k] = true
+		}
+	}
+	var bad []string
+	for k := range keys {
+		sum := new(big.Rat)
+		for _, x := range []*big.Rat{a[k], b[k]} {
+			if x != nil {
+				sum.Add(sum, x)
+			}
+		}
+		if m := month[k]; m == nil || m.Cmp(sum) != 0 {
+			bad = append(bad, k)
+		}
+	}
+	slices.Sort(bad)
+	return bad
 }

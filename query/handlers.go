@@ -348,8 +348,9 @@ func (s *Server) invoice(w http.ResponseWriter, r *http.Request, tenant string) 
 	rates := s.rates.Load()
 	plan, err := rates.Plan(tenant, Period{From: sp.From, To: sp.To, Loc: loc})
 	var np *NoPriceError
-	if errors.As(err, &np) {
-		s.fail(w, r, badParam(sp.By, "%v", np))
+	var pe *PeriodError
+	if errors.As(err, &np) || errors.As(err, &pe) {
+		s.fail(w, r, badParam(sp.By, "%v", err))
 		return
 	}
 	if err != nil {

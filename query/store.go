@@ -547,6 +547,9 @@ func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 // outside Rackspace, into r: from license_daily (migration 0004) when the
 // days are UTC days, else from the hourly pieces of the licence events.
 func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) error {
+	if p.days() == 0 {
+		return nil
+	}
 	from, to := p.Days[0], p.Days[len(p.Days)-1]
 	var dk bucketing
 	var src, ext, cond string
