@@ -735,6 +735,7 @@ var badRequests = []struct {
 	{"/v1/tenants/1001/invoice?period=2025-06", 400, "period"},
 	{"/v1/tenants/1001/invoice?from=2026-01-01&to=2027-06-01", 400, "from"},
 	{"/v1/tenants/1001/invoice?granularity=day", 400, "granularity"},
+	{"/v1/tenants/1001/invoice?from=1970-01-01T00:00:00Z&to=1970-01-02T00:00:00Z&tz=America/New_York", 400, "from"},
 	{"/v1/tenants/1001/events?limit=0", 400, "limit"},
 	{"/v1/tenants/1001/events?limit=1001", 400, "limit"},
 	{"/v1/tenants/1001/events?limit=ten", 400, "limit"},
