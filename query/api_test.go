@@ -414,7 +414,7 @@ func TestAPI(t *testing.T) {
 				if !ok {
 					t.Fatalf("quantity %q", l.QuantityExact)
 				}
-				k := l.Item + " tier " + strconv.Itoa(l.Tier)
+				k := l.Item + " tier " + strconv.Itoa(l.Tier) + " @" + l.UnitPrice
 				if out.items[k] == nil {
 					out.items[k] = new(big.Rat)
 				}
@@ -427,6 +427,7 @@ func TestAPI(t *testing.T) {
 			// Inside the day the clocks go back, in Berlin.
 			{"1001", "2026-10", "2026-10-25T12:00:00%2B01:00", "&tz=Europe/Berlin"},
 			{"1001", "2026-10", "2026-10-03T05:00:00Z", ""},
+			{"1001", "2026-10", "2026-10-10T18:00:00Z", ""}, // the day of 1001's licence price change
 		} {
 			month := read(c.tenant, "period="+c.month+c.tz)
 			start := c.month + "-01"
@@ -837,11 +838,8 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 		if err != nil {
 			panic(err)
 		}
-		at := day.UTC() // priced where it begins, or where the period does
-		if end := day.AddDate(0, 0, 1).UTC(); end.After(from) && at.Before(from) {
-			at = from
-		}
-		s := segOf(at)
+		// Priced by the segment of its last instant.
+		s := segOf(day.AddDate(0, 0, 1).UTC().Add(-time.Nanosecond))
 		for _, x := range servers {
 			if x {
 				ext[s]++

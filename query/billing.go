@@ -41,7 +41,8 @@ func (s *Segment) MonthSeconds() int64 { return int64(s.MonthEnd.Sub(s.MonthStar
 // bounds of n days; none when no day ends in the plan). A day is billed,
 // whole, by the period that holds its end: so adjacent periods cut inside a
 // day bill it once, and an invoice never reads usage after its period. It
-// is priced by the segment that holds its first instant in the period.
+// is priced by the segment that holds its last instant (which a split of
+// the period cannot move to another price).
 type Plan struct {
 	Tenant   string
 	Period   Period
@@ -73,13 +74,14 @@ func (e *NoPriceError) Error() string {
 // period begins before the rate card does.
 func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 	// The lead, which graduated tiers count from: the month before the
-	// period, from the month's start or from the rate card's if later
-	// (usage from before the card was in force counts toward no tier).
+	// period, from the month's start or from the rate card's start for the
+	// tenant if later (usage from before the card priced it counts toward
+	// no tier).
 	start, _, err := enclosing(p.From, p.Loc, Month)
 	if err != nil {
 		return nil, err
 	}
-	if cs := rc.Default[0].Effective; start.Before(cs) && !cs.After(p.From) {
+	if cs := rc.Start(tenant); start.Before(cs) && !cs.After(p.From) {
 		start = cs
 	}
 	months, err := splitBuckets(start, p.To, p.Loc, Month)
@@ -239,16 +241,9 @@ func (rc *RateCard) Price(p *Plan, r *Readings) (*Invoice, error) {
 			StorageByteSeconds: new(big.Int).Set(r.StorageByteSeconds[i])})
 	}
 	for d := 0; d < p.days(); d++ {
-		// Priced by the segment of its first instant in the plan, and in
-		// the period when it is billed there (it ends after From).
-		at := p.Days[d]
-		if first := p.Segments[0].From; at.Before(first) {
-			at = first
-		}
-		if p.Days[d+1].After(p.Period.From) && at.Before(p.Period.From) {
-			at = p.Period.From
-		}
-		si := p.segmentAt(at)
+		// Priced by the segment of its last instant: it lies in the period
+		// that bills the day (or in the lead), the same in any split.
+		si := p.segmentAt(p.Days[d+1].Add(-time.Nanosecond))
 		if si < 0 {
 			return nil, fmt.Errorf("day %s lies in no segment", p.Days[d].Format(time.RFC3339))
 		}

@@ -720,16 +720,65 @@ func TestParseRateCardErrors(t *testing.T) {
 	}
 }
 
-// TestAdjacentPeriodsAddUp: for made-up hourly usage and a month cut at
-// many hours (in UTC and in Berlin, whose October has the clocks go back),
-// the quantities of the two invoices, per item, tier and unit price, add
-// up exactly to the month invoice's: the tiers continue across the cut
-// (the lead), and every licence day is billed by one of the two.
+// hourly is made-up usage: bytes in and out and byte-seconds stored in a
+// UTC hour (hours since the epoch), licensed servers inside and outside
+// Rackspace on a local day (YYYY-MM-DD).
+type hourly struct {
+	usage   func(h int64) (in, out, bs *big.Int)
+	servers func(day string) (int64, int64)
+}
+
+// read measures plan p from u, as the store would from the rollups.
+func (u hourly) read(p *Plan) *Readings {
+	r := NewReadings(p)
+	for i, s := range p.Segments {
+		for h := s.From; h.Before(s.To); h = h.Add(time.Hour) {
+			in, out, bs := u.usage(h.Unix() / 3600)
+			r.BandwidthIn[i].Add(r.BandwidthIn[i], in)
+			r.BandwidthOut[i].Add(r.BandwidthOut[i], out)
+			r.StorageByteSeconds[i].Add(r.StorageByteSeconds[i], bs)
+		}
+	}
+	if u.servers != nil {
+		for d := 0; d < p.days(); d++ {
+			r.Licensed[d], r.LicensedExternal[d] = u.servers(p.Days[d].In(p.Period.Loc).Format(time.DateOnly))
+		}
+	}
+	return r
+}
+
+// quantities prices u over p and returns the lines' quantities by item,
+// tier and unit price.
+func quantities(t *testing.T, rc *RateCard, tenant string, p Period, u hourly) map[string]*big.Rat {
+	t.Helper()
+	plan, err := rc.Plan(tenant, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := rc.Price(plan, u.read(plan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*big.Rat{}
+	for _, l := range inv.Lines {
+		k := string(l.Item) + " tier " + itoa(l.Tier) + " @" + l.UnitPrice.RatString()
+		if out[k] == nil {
+			out[k] = new(big.Rat)
+		}
+		out[k].Add(out[k], l.Quantity)
+	}
+	return out
+}
+
+// TestAdjacentPeriodsAddUp: for made-up hourly usage over two months, cut
+// at many hours (in UTC, Berlin and New York, whose Octobers and Novembers
+// have the clocks go back), the quantities of the two invoices, per item,
+// tier and unit price, add up exactly to those of the whole span's: the
+// tiers continue across the cut (the lead), every licence day is billed by
+// one of the two, at the same price. Prices change inside days (licences
+// too, by the default and by a tenant), and one card starts inside a day.
 func TestAdjacentPeriodsAddUp(t *testing.T) {
-	rc := mustCard(t, `
-currency: USD
-versions:
-  - effective: 2026-01-01
+	const versions = `
     bandwidth_in: "0.02"
     bandwidth_out:
       - {up_to: 3, price: "0.12"}
@@ -746,57 +795,105 @@ versions:
     bandwidth_out:
       - {up_to: 5, price: "0.11"}
       - {price: "0.04"}
-`)
-	// Usage of hour h (hours since the Unix epoch) and servers of a day.
+    license:
+      - {up_to: "1", price: "11"}
+      - {price: "7"}
+tenants:
+  "8":
+    - effective: 2026-11-10T07:00:00Z
+      license_external: "12"
+`
+	fromJan := mustCard(t, "currency: USD\nversions:\n  - effective: 2026-01-01\n"+versions)
+	midDay := mustCard(t, "currency: USD\nversions:\n  - effective: 2026-10-09T17:00:00Z\n"+versions)
 	bytesOf := func(h int64, salt int64) *big.Int { return big.NewInt((h*7919 + salt*104729) % (gib / 8)) }
-	serversOf := func(day string) (int64, int64) {
-		n := int64(day[8]-'0')*10 + int64(day[9]-'0')
-		return n % 4, n % 3 / 2
+	u := hourly{
+		usage: func(h int64) (*big.Int, *big.Int, *big.Int) {
+			// About 6 GB-months of storage a month: past the first tier.
+			return bytesOf(h, 1), bytesOf(h, 2), new(big.Int).Mul(bytesOf(h, 3), big.NewInt(3600*100))
+		},
+		servers: func(day string) (int64, int64) {
+			n := int64(day[8]-'0')*10 + int64(day[9]-'0')
+			return 1 + n%4, 1 + n%3 // licences every day: a day billed at the wrong price shows
+		},
 	}
-	read := func(p *Plan) *Readings {
-		r := NewReadings(p)
-		for i, s := range p.Segments {
-			for h := s.From; h.Before(s.To); h = h.Add(time.Hour) {
-				u := h.Unix() / 3600
-				r.BandwidthIn[i].Add(r.BandwidthIn[i], bytesOf(u, 1))
-				r.BandwidthOut[i].Add(r.BandwidthOut[i], bytesOf(u, 2))
-				r.StorageByteSeconds[i].Add(r.StorageByteSeconds[i], new(big.Int).Mul(bytesOf(u, 3), big.NewInt(3600*100))) // about 6 GB-months a month
+	for _, name := range []string{"UTC", "Europe/Berlin", "America/New_York"} {
+		loc := zone(t, name)
+		for _, c := range []struct {
+			rc     *RateCard
+			tenant string
+			from   time.Time
+		}{
+			{fromJan, "", time.Date(2026, 10, 1, 0, 0, 0, 0, loc).UTC()},
+			{fromJan, "8", time.Date(2026, 10, 1, 0, 0, 0, 0, loc).UTC()},
+			{midDay, "8", utc("2026-10-09T17:00:00Z")},
+		} {
+			to := time.Date(2026, 12, 1, 0, 0, 0, 0, loc).UTC()
+			whole := quantities(t, c.rc, c.tenant, Period{From: c.from, To: to, Loc: loc}, u)
+			for cut := c.from.Add(time.Hour); cut.Before(to); cut = cut.Add(37 * time.Hour) {
+				a := quantities(t, c.rc, c.tenant, Period{From: c.from, To: cut, Loc: loc}, u)
+				b := quantities(t, c.rc, c.tenant, Period{From: cut, To: to, Loc: loc}, u)
+				for _, k := range notAddingUp(whole, a, b) {
+					t.Errorf("%s, tenant %q, from %s, cut at %s: %s: %v + %v, the whole %v", name, c.tenant,
+						c.from.Format(time.RFC3339), cut.Format(time.RFC3339), k, a[k], b[k], whole[k])
+				}
 			}
 		}
-		for d := 0; d < p.days(); d++ {
-			r.Licensed[d], r.LicensedExternal[d] = serversOf(p.Days[d].In(p.Period.Loc).Format(time.DateOnly))
-		}
-		return r
 	}
-	quantities := func(p Period) map[string]*big.Rat {
-		plan, err := rc.Plan("", p)
-		if err != nil {
-			t.Fatal(err)
+}
+
+// TestLeadStartsWithTheCard: usage from before the rate card priced the
+// tenant counts toward no tier; a tenant whose own versions price every
+// item earlier than the default starts there.
+func TestLeadStartsWithTheCard(t *testing.T) {
+	rc := mustCard(t, `
+currency: USD
+versions:
+  - effective: 2026-10-16
+    bandwidth_in: "0"
+    bandwidth_out: [{up_to: 100, price: "0"}, {price: "1"}]
+    storage: "0"
+    license: "0"
+    license_external: "0"
+tenants:
+  "8":
+    - effective: 2026-10-01
+      bandwidth_in: "0"
+      bandwidth_out: [{up_to: 100, price: "0"}, {price: "1"}]
+      storage: "0"
+      license: "0"
+      license_external: "0"
+`)
+	// 100 GB out in an hour of Oct 5 and in one of Oct 25.
+	u := hourly{usage: func(h int64) (*big.Int, *big.Int, *big.Int) {
+		out := new(big.Int)
+		if t := time.Unix(h*3600, 0).UTC(); t.Hour() == 10 && (t.Day() == 5 || t.Day() == 25) {
+			out.SetInt64(100 * gib)
 		}
-		inv, err := rc.Price(plan, read(plan))
-		if err != nil {
-			t.Fatal(err)
+		return new(big.Int), out, new(big.Int)
+	}}
+	for _, c := range []struct {
+		tenant, from string
+		want         string
+	}{
+		{"", "2026-10-16", "bandwidth_out tier 1 @0: 100"},                                // Oct 5 is before the card
+		{"8", "2026-10-20", "bandwidth_out tier 2 @1: 100"},                               // Oct 5 used the free tier
+		{"8", "2026-10-01", "bandwidth_out tier 1 @0: 100, bandwidth_out tier 2 @1: 100"}, // the month
+	} {
+		q := quantities(t, rc, c.tenant, Period{From: utc(c.from), To: utc("2026-11-01"), Loc: time.UTC}, u)
+		var got []string
+		for k, v := range q {
+			got = append(got, k+": "+v.RatString())
 		}
-		out := map[string]*big.Rat{}
-		for _, l := range inv.Lines {
-			k := string(l.Item) + " tier " + itoa(l.Tier) + " @" + l.UnitPrice.RatString()
-			if out[k] == nil {
-				out[k] = new(big.Rat)
-			}
-			out[k].Add(out[k], l.Quantity)
+		slices.Sort(got)
+		if g := strings.Join(got, ", "); g != c.want {
+			t.Errorf("tenant %q from %s: %s, want %s", c.tenant, c.from, g, c.want)
 		}
-		return out
 	}
-	for _, loc := range []*time.Location{time.UTC, zone(t, "Europe/Berlin")} {
-		from := time.Date(2026, 10, 1, 0, 0, 0, 0, loc).UTC()
-		to := time.Date(2026, 11, 1, 0, 0, 0, 0, loc).UTC()
-		month := quantities(Period{From: from, To: to, Loc: loc})
-		for cut := from.Add(time.Hour); cut.Before(to); cut = cut.Add(37 * time.Hour) {
-			a, b := quantities(Period{From: from, To: cut, Loc: loc}), quantities(Period{From: cut, To: to, Loc: loc})
-			for _, k := range notAddingUp(month, a, b) {
-				t.Errorf("%s cut at %s: %s: %v + %v, the month %v", loc, cut.Format(time.RFC3339), k, a[k], b[k], month[k])
-			}
-		}
+	if s := rc.Start("8"); !s.Equal(utc("2026-10-01")) {
+		t.Errorf("tenant 8 starts %s, want 2026-10-01", s)
+	}
+	if s := rc.Start("9"); !s.Equal(utc("2026-10-16")) {
+		t.Errorf("tenant 9 starts %s, want 2026-10-16", s)
 	}
 }
 

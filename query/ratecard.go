@@ -364,6 +364,30 @@ func (rc *RateCard) PriceAt(tenant string, item Item, t time.Time) (Price, time.
 	return find(rc.Default)
 }
 
+// Start returns the first instant at which the card prices every item for
+// tenant: the default's first version, or earlier when the tenant's own
+// versions price every item before it.
+func (rc *RateCard) Start(tenant string) time.Time {
+	start := rc.Default[0].Effective
+	var latest time.Time // of the items' first tenant prices
+	for _, it := range Items {
+		first := time.Time{}
+		for _, v := range rc.Tenants[tenant] {
+			if _, ok := v.Prices[it]; ok {
+				first = v.Effective
+				break
+			}
+		}
+		if first.IsZero() || !first.Before(start) {
+			return start
+		}
+		if first.After(latest) {
+			latest = first
+		}
+	}
+	return latest
+}
+
 // changes returns the effective times of tenant's versions and the default
 // versions that fall in (from, to), ascending, without duplicates.
 func (rc *RateCard) changes(tenant string, from, to time.Time) []time.Time {
