@@ -921,3 +921,38 @@ func notAddingUp(month, a, b map[string]*big.Rat) []string {
 	slices.Sort(bad)
 	return bad
 }
+
+// TestRateCardStart: the first instant at which the card prices every item
+// for a tenant (the default's first version is on Oct 16).
+func TestRateCardStart(t *testing.T) {
+	const all = `bandwidth_in: "0", bandwidth_out: "0", storage: "0", license: "0", license_external: "0"`
+	const allButLicense = `bandwidth_in: "0", bandwidth_out: "0", storage: "0", license_external: "0"`
+	for _, c := range []struct{ name, tenant, want string }{
+		{"no versions", ``, "2026-10-16"},
+		{"every item earlier", `[{effective: 2026-10-01, ` + all + `}]`, "2026-10-01"},
+		{"every item, later", `[{effective: 2026-10-20, ` + all + `}]`, "2026-10-16"},
+		{"items first priced at different times: the latest",
+			`[{effective: 2026-10-01, ` + allButLicense + `}, {effective: 2026-10-05, license: "0"}]`, "2026-10-05"},
+		{"the first version that prices an item, not the last",
+			`[{effective: 2026-10-01, ` + all + `}, {effective: 2026-10-20, ` + all + `}]`, "2026-10-01"},
+		{"some items only: the default's", `[{effective: 2026-10-01, bandwidth_out: "0"}]`, "2026-10-16"},
+		{"year 1 is a date like any other", `[{effective: 0001-01-01, ` + all + `}]`, "0001-01-01"},
+	} {
+		card := `
+currency: USD
+versions:
+  - {effective: 2026-10-16, ` + all + `}
+`
+		if c.tenant != "" {
+			card += "tenants:\n  \"8\": " + c.tenant + "\n"
+		}
+		rc := mustCard(t, card)
+		if got := rc.Start("8"); !got.Equal(utc(c.want)) {
+			t.Errorf("%s: %s, want %s", c.name, got.Format(time.DateOnly), c.want)
+		}
+	}
+	// Versions on 0001-01-01 are ordered like any other.
+	if _, err := ParseRateCard([]byte(strings.Replace(flat, "2026-01-01", "0001-01-01", 1) + "  - effective: 0001-01-01\n    storage: 1\n")); err == nil {
+		t.Error("two versions on 0001-01-01 were accepted")
+	}
+}

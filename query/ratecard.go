@@ -176,6 +176,7 @@ func ParseRateCard(data []byte) (*RateCard, error) {
 	}
 	parseVersions := func(where string, rvs []rawVersion, first bool) []Version {
 		var out []Version
+		prevOK := false // the version before had a valid effective time
 		for i := range rvs {
 			rv := &rvs[i]
 			v := Version{Prices: map[Item]Price{}}
@@ -207,10 +208,11 @@ func ParseRateCard(data []byte) (*RateCard, error) {
 				bad("line %d: %s version %d sets no price", rv.Effective.Line, where, i+1)
 			}
 			// (A bad effective time was said once already.)
-			if effErr == nil && i > 0 && !out[i-1].Effective.IsZero() && !v.Effective.After(out[i-1].Effective) {
+			if effErr == nil && prevOK && !v.Effective.After(out[i-1].Effective) {
 				bad("line %d: %s version %d: effective %s is not after the version before it", rv.Effective.Line, where, i+1, v.Effective.Format(time.RFC3339))
 			}
 			out = append(out, v)
+			prevOK = effErr == nil
 		}
 		return out
 	}
@@ -370,18 +372,19 @@ func (rc *RateCard) PriceAt(tenant string, item Item, t time.Time) (Price, time.
 func (rc *RateCard) Start(tenant string) time.Time {
 	start := rc.Default[0].Effective
 	var latest time.Time // of the items' first tenant prices
-	for _, it := range Items {
-		first := time.Time{}
+	for i, it := range Items {
+		var first time.Time
+		found := false // (not first.IsZero(): a version may say 0001-01-01)
 		for _, v := range rc.Tenants[tenant] {
 			if _, ok := v.Prices[it]; ok {
-				first = v.Effective
+				first, found = v.Effective, true
 				break
 			}
 		}
-		if first.IsZero() || !first.Before(start) {
+		if !found || !first.Before(start) {
 			return start
 		}
-		if first.After(latest) {
+		if i == 0 || first.After(latest) {
 			latest = first
 		}
 	}
