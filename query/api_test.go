@@ -357,7 +357,7 @@ func TestAPI(t *testing.T) {
 				got := map[string]string{}
 				sum := new(big.Rat)
 				for _, l := range ans.Lines {
-					got[l.Item+"|"+l.From+"|"+strconv.Itoa(l.Tier)] = l.QuantityExact + " @" + l.UnitPrice + " = " + l.Amount
+					got[l.Item+"|"+l.From+"|"+l.To+"|"+strconv.Itoa(l.Tier)] = l.QuantityExact + " @" + l.UnitPrice + " = " + l.Amount
 					a, err := parseDecimal(l.Amount)
 					if err != nil {
 						t.Fatal(err)
@@ -373,6 +373,32 @@ func TestAPI(t *testing.T) {
 				}
 				if ans.Currency != "USD" {
 					t.Errorf("currency %q", ans.Currency)
+				}
+				// The segments cover the period, the lead the month before it.
+				lf := c.from.In(c.loc)
+				month := time.Date(lf.Year(), lf.Month(), 1, 0, 0, 0, 0, c.loc)
+				checkCover := func(what string, segs []invoiceSegmentT, from, to time.Time) {
+					at := from
+					for _, sg := range segs {
+						f, err1 := time.Parse(time.RFC3339, sg.From)
+						e, err2 := time.Parse(time.RFC3339, sg.To)
+						if err1 != nil || err2 != nil || !f.Equal(at) || !e.After(f) {
+							t.Errorf("%s: segment %s to %s does not follow %s", what, sg.From, sg.To, at.Format(time.RFC3339))
+							return
+						}
+						at = e
+					}
+					if !at.Equal(to) {
+						t.Errorf("%s end at %s, want %s", what, at.Format(time.RFC3339), to.Format(time.RFC3339))
+					}
+				}
+				checkCover("segments", ans.Segments, c.from, c.to)
+				if month.Equal(c.from) {
+					if len(ans.Lead) != 0 {
+						t.Errorf("%d lead segments for a period from the month's start", len(ans.Lead))
+					}
+				} else {
+					checkCover("lead segments", ans.Lead, month, c.from)
 				}
 				if !c.from.Equal(utc("2026-10-01")) || !c.to.Equal(utc("2026-11-01")) {
 					return // the usage endpoint counts the days cut by the period's bounds
@@ -909,7 +935,7 @@ func expectInvoice(evs []model.Event, tenant string, loc *time.Location, from, t
 					amount := testRound(new(big.Rat).Mul(part, price), 2)
 					am, _ := new(big.Rat).SetString(amount)
 					total.Add(total, am)
-					lines[name+"|"+cuts[s].In(loc).Format(time.RFC3339)+"|"+strconv.Itoa(ti+1)] =
+					lines[name+"|"+cuts[s].In(loc).Format(time.RFC3339)+"|"+cuts[run].In(loc).Format(time.RFC3339)+"|"+strconv.Itoa(ti+1)] =
 						part.RatString() + " @" + strings.TrimRight(strings.TrimRight(price.FloatString(4), "0"), ".") + " = " + amount
 				}
 				if tier.upTo != 0 {
@@ -929,15 +955,21 @@ type invoiceAnswerT struct {
 	Lines    []struct {
 		Item          string `json:"item"`
 		From          string `json:"from"`
+		To            string `json:"to"`
 		Tier          int    `json:"tier"`
 		QuantityExact string `json:"quantity_exact"`
 		UnitPrice     string `json:"unit_price"`
 		Amount        string `json:"amount"`
 	} `json:"lines"`
-	Segments []struct {
-		LicenseServerDays         int64 `json:"license_server_days"`
-		LicenseExternalServerDays int64 `json:"license_external_server_days"`
-	} `json:"segments"`
+	Segments []invoiceSegmentT `json:"segments"`
+	Lead     []invoiceSegmentT `json:"lead_segments"`
+}
+
+type invoiceSegmentT struct {
+	From                      string `json:"from"`
+	To                        string `json:"to"`
+	LicenseServerDays         int64  `json:"license_server_days"`
+	LicenseExternalServerDays int64  `json:"license_external_server_days"`
 }
 
 // TestUnavailable: with ClickHouse unreachable, data endpoints answer 503
