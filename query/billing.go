@@ -116,22 +116,19 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		cuts := []time.Time{mFrom}
+		// Cut at the period's start (after the lead) and at the versions
+		// that take effect after it (the lead has no prices).
+		cuts, billed := []time.Time{mFrom}, mFrom
 		if p.From.After(mFrom) && p.From.Before(mTo) {
-			cuts = append(cuts, p.From)
+			cuts, billed = append(cuts, p.From), p.From
 		}
-		for _, c := range rc.changes(tenant, mFrom, mTo) {
-			if c.After(p.From) {
-				cuts = append(cuts, c)
-			}
-		}
-		cuts = append(cuts, mTo)
+		cuts = append(append(cuts, rc.changes(tenant, billed, mTo)...), mTo)
 		for j := 0; j+1 < len(cuts); j++ {
 			s := Segment{From: cuts[j], To: cuts[j+1], MonthStart: ms, MonthEnd: me, MonthDays: len(mdays) - 1,
 				Prices: map[Item]Price{}, Effective: map[Item]time.Time{}, Lead: cuts[j].Before(p.From)}
 			for _, it := range Items {
 				if s.Lead {
-					break
+					break // not priced
 				}
 				pr, eff, ok := rc.PriceAt(tenant, it, s.From)
 				if !ok {

@@ -186,17 +186,16 @@ func ParseRateCard(data []byte) (*RateCard, error) {
 			}
 			v.Effective = eff
 			priced := 0 // items the version names, priced or not
+			nodes := rv.nodes()
 			for _, it := range Items {
-				n := rv.nodes()[it]
-				if n.Kind != 0 {
-					priced++
-				}
+				n := nodes[it]
 				if n.Kind == 0 {
 					if first && i == 0 {
 						bad("%s version %d: %s has no price (the first version must price every item)", where, i+1, it)
 					}
 					continue
 				}
+				priced++
 				p, err := parsePrice(n)
 				if err != nil {
 					bad("%s version %d: %s: %v", where, i+1, it, err)
@@ -370,21 +369,14 @@ func (rc *RateCard) PriceAt(tenant string, item Item, t time.Time) (Price, time.
 // tenant: the default's first version, or earlier when the tenant's own
 // versions price every item before it.
 func (rc *RateCard) Start(tenant string) time.Time {
-	start := rc.Default[0].Effective
+	start, vs := rc.Default[0].Effective, rc.Tenants[tenant]
 	var latest time.Time // of the items' first tenant prices
 	for i, it := range Items {
-		var first time.Time
-		found := false // (not first.IsZero(): a version may say 0001-01-01)
-		for _, v := range rc.Tenants[tenant] {
-			if _, ok := v.Prices[it]; ok {
-				first, found = v.Effective, true
-				break
-			}
-		}
-		if !found || !first.Before(start) {
+		j := slices.IndexFunc(vs, func(v Version) bool { _, ok := v.Prices[it]; return ok })
+		if j < 0 || !vs[j].Effective.Before(start) {
 			return start
 		}
-		if i == 0 || first.After(latest) {
+		if first := vs[j].Effective; i == 0 || first.After(latest) {
 			latest = first
 		}
 	}

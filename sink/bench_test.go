@@ -78,7 +78,7 @@ func BenchmarkSink(b *testing.B) {
 		// ClickHouse's CPU is read when it is the server that
 		// scripts/clickhouse.sh started.
 		start, cpu0 := time.Now(), cputime.Self()
-		srv0, srvOK := cputime.Process(cputime.ScriptServer())
+		server := cputime.Start(cputime.ScriptServer())
 		s, stop := runSink(b, cfg)
 		// Steady state: from the first committed batch to the end, without
 		// the start-up (ClickHouse connect, migrations check, group join).
@@ -107,8 +107,8 @@ func BenchmarkSink(b *testing.B) {
 		end, cpu1 := time.Now(), cputime.Self()
 		sinkCPU = (cpu1 - cpu0).Seconds() / float64(n) * 1e6
 		batches = testutil.ToFloat64(s.m.batches.WithLabelValues("ok"))
-		if srv1, ok := cputime.Process(cputime.ScriptServer()); ok && srvOK {
-			serverCPUPerRow = (srv1 - srv0).Seconds() / float64(n) * 1e6
+		if used, ok := server.Used(); ok {
+			serverCPUPerRow = used.Seconds() / float64(n) * 1e6
 		}
 		b.StopTimer()
 		stop()
@@ -164,7 +164,7 @@ func rawInsert(b *testing.B, rows []eventRow, order func([]eventRow) []eventRow)
 	ctx := context.Background()
 	st := &store{conn: raw.Conn}
 	start := time.Now()
-	srv0, srvOK := cputime.Process(cputime.ScriptServer())
+	server := cputime.Start(cputime.ScriptServer())
 	for lo := 0; lo < len(rows); lo += 50000 {
 		batch := order(rows[lo:min(lo+50000, len(rows))])
 		if err := st.insert(ctx, newQueryID(), "usage_events", usageColumns, fillUsage(batch, time.Now())); err != nil {
@@ -172,8 +172,8 @@ func rawInsert(b *testing.B, rows []eventRow, order func([]eventRow) []eventRow)
 		}
 	}
 	rate = float64(len(rows)) / time.Since(start).Seconds()
-	if srv1, ok := cputime.Process(cputime.ScriptServer()); ok && srvOK {
-		serverCPUPerRow = (srv1 - srv0).Seconds() / float64(len(rows)) * 1e6
+	if used, ok := server.Used(); ok {
+		serverCPUPerRow = used.Seconds() / float64(len(rows)) * 1e6
 	}
 	return rate, serverCPUPerRow
 }

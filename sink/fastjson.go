@@ -14,10 +14,12 @@ import (
 // encoding/json; anything else is decoded by model.Event.UnmarshalJSON, which
 // defines the meaning. FuzzDecodeEvent holds the two equal.
 // in, when not nil, collects the strings that repeat.
+// Either way *e is written whole (the fields b lacks zero).
 func decodeEvent(b []byte, e *model.Event, in *interner) error {
 	if fastDecode(b, e, in) {
 		return nil
 	}
+	*e = model.Event{} // fastDecode may have written part of it
 	return e.UnmarshalJSON(b)
 }
 
@@ -233,26 +235,27 @@ func daysSinceEpoch(y, mo, d int) int64 {
 	return int64(era)*146097 + int64(doe) - 719468 // 719468: 0000-03-01 to 1970-01-01
 }
 
-// fastDecode decodes b if it is in the exact form AppendJSON writes.
+// fastDecode decodes b into e if it is in the exact form AppendJSON writes
+// (else e holds part of it).
 func fastDecode(b []byte, e *model.Event, in *interner) bool {
 	s := scanner{b: b, in: in}
 	s.lit("{")
-	var ev model.Event
-	ev.TenantID = s.dim(dimTenant, "tenant_id")
+	*e = model.Event{}
+	e.TenantID = s.dim(dimTenant, "tenant_id")
 	s.lit(",")
-	ev.EntryID = s.field("entry_id")
+	e.EntryID = s.field("entry_id")
 	s.lit(",")
-	ev.EventID = s.field("event_id")
+	e.EventID = s.field("event_id")
 	s.lit(",")
-	ev.Kind = model.Kind(s.dim(dimKind, "kind"))
+	e.Kind = model.Kind(s.dim(dimKind, "kind"))
 	for i, f := range []struct {
 		name string
 		dst  *string
 	}{
-		{"product_namespace", &ev.ProductNamespace}, {"product_version", &ev.ProductVersion},
-		{"event_type", &ev.EventType}, {"event_version", &ev.EventVersion}, {"region", &ev.Region},
-		{"data_center", &ev.DataCenter}, {"environment", &ev.Environment}, {"resource_id", &ev.ResourceID},
-		{"resource_type", &ev.ResourceType}, {"server_id", &ev.ServerID}, {"server_name", &ev.ServerName},
+		{"product_namespace", &e.ProductNamespace}, {"product_version", &e.ProductVersion},
+		{"event_type", &e.EventType}, {"event_version", &e.EventVersion}, {"region", &e.Region},
+		{"data_center", &e.DataCenter}, {"environment", &e.Environment}, {"resource_id", &e.ResourceID},
+		{"resource_type", &e.ResourceType}, {"server_id", &e.ServerID}, {"server_name", &e.ServerName},
 	} {
 		s.lit(",")
 		*f.dst = s.dim(dimOther+i, f.name)
@@ -264,22 +267,22 @@ func fastDecode(b []byte, e *model.Event, in *interner) bool {
 			s.i += 4
 		case bytes.HasPrefix(b[s.i:], []byte("true")):
 			t := true
-			ev.External = &t
+			e.External = &t
 			s.i += 4
 		case bytes.HasPrefix(b[s.i:], []byte("false")):
 			f := false
-			ev.External = &f
+			e.External = &f
 			s.i += 5
 		default:
 			s.bad = true
 		}
 	}
 	s.lit(",")
-	ev.StartTime = s.time("start_time")
+	e.StartTime = s.time("start_time")
 	s.lit(",")
-	ev.EndTime = s.time("end_time")
+	e.EndTime = s.time("end_time")
 	s.lit(",")
-	ev.EventTime = s.time("event_time")
+	e.EventTime = s.time("event_time")
 	s.lit(`,"quantity":`)
 	if !s.bad {
 		j := s.i
@@ -294,17 +297,16 @@ func fastDecode(b []byte, e *model.Event, in *interner) bool {
 		if j == s.i || (b[s.i] == '0' && j > s.i+1) {
 			return false
 		}
-		ev.Quantity = q
+		e.Quantity = q
 		s.i = j
 	}
 	s.lit(",")
-	ev.Updated = s.time("updated")
+	e.Updated = s.time("updated")
 	s.lit(",")
-	ev.Published = s.time("published")
+	e.Published = s.time("published")
 	s.lit("}")
 	if s.bad || s.i != len(b) {
 		return false
 	}
-	*e = ev
 	return true
 }

@@ -184,7 +184,6 @@ func prefix8(s string) uint64 {
 func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 	src := source{r.Topic, r.Partition, r.Offset}
 	e := &d.ev // not a variable of its own: that escaped, one allocation per event
-	*e = model.Event{}
 	err := decodeEvent(r.Value, e, d.in)
 	if err == nil {
 		err = e.Validate()

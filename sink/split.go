@@ -95,10 +95,11 @@ func SplitEvent(e *model.Event) Split {
 // appended.
 func appendSplit(buf []Piece, e *model.Event) (Split, []Piece) {
 	var s Split
+	start, end := e.StartTime.UTC(), e.EndTime.UTC()
+	first := start.Truncate(time.Hour)
 	n := 1
 	if e.EventType == model.TypeUsage {
-		first := e.StartTime.UTC().Truncate(time.Hour)
-		n = int(e.EndTime.UTC().Sub(first)+time.Hour-1) / int(time.Hour)
+		n = int(end.Sub(first)+time.Hour-1) / int(time.Hour)
 	}
 	if cap(buf)-len(buf) < 2*n { // n hours and at most n days
 		buf = make([]Piece, 0, max(2*n, min(2*cap(buf), 1<<12)))
@@ -112,13 +113,11 @@ func appendSplit(buf []Piece, e *model.Event) (Split, []Piece) {
 		s.Days = append(s.Days, Piece{Start: day(t), Quantity: e.Quantity})
 		return s, buf[:l+n+1]
 	}
-	start, end := e.StartTime.UTC(), e.EndTime.UTC()
 	dur := uint64(end.Sub(start))
 	storage := e.Kind == model.KindStorage
 	if storage {
 		s.ByteSeconds = mulDiv(e.Quantity, dur, nsPerSecond)
 	}
-	first := start.Truncate(time.Hour)
 	var qsum uint64
 	var bsum Uint128
 	for i := range n {

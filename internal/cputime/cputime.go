@@ -64,3 +64,23 @@ func ScriptServer() int {
 	}
 	return pid
 }
+
+// Meter measures the CPU time process pid uses from Start on.
+type Meter struct {
+	pid int
+	at  time.Duration
+	ok  bool
+}
+
+// Start begins measuring process pid (see Process).
+func Start(pid int) Meter {
+	at, ok := Process(pid)
+	return Meter{pid, at, ok}
+}
+
+// Used returns the CPU time the process used since Start; false when it
+// could not be read at either end.
+func (m Meter) Used() (time.Duration, bool) {
+	now, ok := Process(m.pid)
+	return now - m.at, ok && m.ok
+}

@@ -421,7 +421,7 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 			var firstErr error
 			deadline := time.Now().Add(c.Duration)
 			began, cpu0 := time.Now(), cputime.Self()
-			ch0, chOK := cputime.Process(c.ClickHousePID)
+			ch := cputime.Start(c.ClickHousePID)
 			var wg sync.WaitGroup
 			for w := 0; w < clients; w++ {
 				wg.Add(1)
@@ -459,8 +459,8 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 				c.Logger.Warn("requests failed", "endpoint", ep.name, "errors", errs, "first", firstErr)
 			}
 			res := Result{Endpoint: ep.name, Clients: clients, Requests: len(lat), Errors: errs, Elapsed: time.Since(began), GoCPU: cputime.Self() - cpu0}
-			if ch1, ok := cputime.Process(c.ClickHousePID); ok && chOK {
-				res.ClickHouseCPU = ch1 - ch0
+			if used, ok := ch.Used(); ok {
+				res.ClickHouseCPU = used
 			}
 			if len(lat) > 0 {
 				slices.Sort(lat)
