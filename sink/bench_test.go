@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -52,7 +53,8 @@ func benchEvents(n int) []*kgo.Record {
 // the same rows into the same table (same views) of a second database.
 // Run: scripts/clickhouse.sh run -- go test -run '^$' -bench BenchmarkSink -benchtime 1x ./sink/
 // (FEEDMETER_BENCH_ROWS sets the number of events, default 500,000;
-// FEEDMETER_BENCH_RAW=0 leaves out the raw insert, to profile the sink alone).
+// FEEDMETER_BENCH_RAW=0 leaves out the raw insert; FEEDMETER_BENCH_PROFILE=file
+// writes a CPU profile of the sink's run alone).
 func BenchmarkSink(b *testing.B) {
 	n := 500000
 	if v, err := strconv.Atoi(os.Getenv("FEEDMETER_BENCH_ROWS")); err == nil && v > 0 {
@@ -79,6 +81,7 @@ func BenchmarkSink(b *testing.B) {
 		// scripts/clickhouse.sh started.
 		start, cpu0 := time.Now(), cputime.Self()
 		server := cputime.Start(cputime.ScriptServer())
+		stopProfile := profileWindow(b)
 		s, stop := runSink(b, cfg)
 		// Steady state: from the first committed batch to the end, without
 		// the start-up (ClickHouse connect, migrations check, group join).
@@ -105,6 +108,7 @@ func BenchmarkSink(b *testing.B) {
 		}
 		waitDrainedEvery(b, db.Conn, brokers, time.Minute, 5*time.Millisecond)
 		end, cpu1 := time.Now(), cputime.Self()
+		stopProfile()
 		sinkCPU = (cpu1 - cpu0).Seconds() / float64(n) * 1e6
 		batches = testutil.ToFloat64(s.m.batches.WithLabelValues("ok"))
 		if used, ok := server.Used(); ok {
@@ -153,6 +157,29 @@ func BenchmarkSink(b *testing.B) {
 	b.ReportMetric(sinkRate/best*100, "sink-%-of-raw")
 	b.ReportMetric(steadyRate/best*100, "steady-%-of-raw")
 	b.ReportMetric(0, "ns/op")
+}
+
+// profileWindow writes a CPU profile of the sink's run alone (not of
+// making and producing the records) to FEEDMETER_BENCH_PROFILE, when set;
+// the returned func stops it.
+func profileWindow(b *testing.B) func() {
+	path := os.Getenv("FEEDMETER_BENCH_PROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // rawInsert inserts rows with clickhouse-go alone, in batches of 50,000

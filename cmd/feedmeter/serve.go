@@ -170,7 +170,8 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	fs.IntVar(&c.Tenants, "tenants", 2000, "tenants")
 	fs.IntVar(&c.Agents, "agents", 2, "backup agents per tenant")
 	fs.IntVar(&c.Months, "months", 12, "months of hourly usage from 2026-01")
-	clients := fs.String("clients", "1,4,16", "concurrent clients of each round, comma-separated")
+	clients := fs.String("clients", "1,4,16", "concurrent clients of each closed-loop round, comma-separated (empty: none)")
+	rates := fs.String("rates", "", "requests a second of each open-loop round, comma-separated: requests due at random times whatever the answers take, timed from when each was due")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "length of each round")
 	fs.BoolVar(&c.Reload, "reload", false, "load the events again even when they are there")
 	check := fs.Int("check", 1000, "events to read back and compare with sink.SplitEvent (0: none)")
@@ -187,13 +188,25 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		return code
 	}
 	tuneGC()
-	for _, s := range strings.Split(*clients, ",") {
+	for _, s := range strings.FieldsFunc(*clients, isComma) {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			fmt.Fprintf(stderr, "feedmeter bench query: --clients: %q is not a number\n", s)
 			return 2
 		}
 		c.Clients = append(c.Clients, n)
+	}
+	for _, s := range strings.FieldsFunc(*rates, isComma) {
+		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			fmt.Fprintf(stderr, "feedmeter bench query: --rates: %q is not a number\n", s)
+			return 2
+		}
+		c.Rates = append(c.Rates, r)
+	}
+	if len(c.Clients) == 0 && len(c.Rates) == 0 {
+		fmt.Fprintln(stderr, "feedmeter bench query: no rounds: give --clients or --rates")
+		return 2
 	}
 	if err := c.Validate(); err != nil {
 		fmt.Fprintf(stderr, "feedmeter bench query: %v\n", err)
@@ -256,6 +269,8 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	querybench.Report(stdout, c, ver, c.Events(), took, results)
 	return 0
 }
+
+func isComma(r rune) bool { return r == ',' }
 
 // serveGCPercent is the collector's target for serve (and bench query, which
 // runs the server in its process) unless GOGC is set. The server's live heap

@@ -49,7 +49,13 @@ type Config struct {
 	// and a licence snapshot every day: events = tenants x agents x
 	// (3 x hours + days). The defaults make 106,580,000.
 
-	Clients  []int         // concurrent clients per round; default 1, 4, 16
+	Clients []int // concurrent clients per round (closed loop); default 1, 4, 16 when Rates is empty too
+	// Rates are open-loop rounds: requests a second, arriving at random
+	// (Poisson) whatever the answers take, each timed from the moment it
+	// was due, so a slow answer delays no later request's clock (no
+	// coordinated omission). Closed-loop clients measure the service at
+	// saturation; a rate measures it at a load.
+	Rates    []float64
 	Slots    int           // the server's ClickHouse query slots (serve --clickhouse-slots); 0: no bound
 	Duration time.Duration // per round; default 20 s
 	Reload   bool          // drop and load the data again even when it is there
@@ -76,7 +82,7 @@ func (c *Config) defaults() {
 	if c.Months == 0 {
 		c.Months = 12
 	}
-	if len(c.Clients) == 0 {
+	if len(c.Clients) == 0 && len(c.Rates) == 0 {
 		c.Clients = []int{1, 4, 16}
 	}
 	if c.Duration == 0 {
@@ -103,6 +109,11 @@ func (c Config) Validate() error {
 	for _, n := range c.Clients {
 		if n < 1 || n > 256 {
 			errs = append(errs, fmt.Errorf("clients %d not in 1..256", n))
+		}
+	}
+	for _, r := range c.Rates {
+		if !(r >= 1 && r <= 100_000) {
+			errs = append(errs, fmt.Errorf("rate %g not in 1..100,000 requests a second", r))
 		}
 	}
 	return errors.Join(errs...)
@@ -340,24 +351,26 @@ func CheckSplit(ctx context.Context, conn driver.Conn, n int) error {
 	return nil
 }
 
-// Result is the latency of one endpoint at one concurrency.
+// Result is the latency of one endpoint at one load.
 type Result struct {
 	Endpoint string
-	Clients  int
-	Requests int
-	Errors   int
-	Elapsed  time.Duration
-	P50, P90 time.Duration
-	P99, Max time.Duration
+	Clients  int     // closed loop: concurrent clients
+	Rate     float64 // open loop: requests due a second
+	// MaxInFlight is the most requests open at once (open loop).
+	MaxInFlight int
+	Requests    int
+	Errors      int
+	Elapsed     time.Duration
+	P50, P90    time.Duration
+	P99, Max    time.Duration
 	// CPU time over the round: this process (the server, its ClickHouse
 	// client and the load generator) and ClickHouse (0: not measured).
 	GoCPU, ClickHouseCPU time.Duration
 }
 
-// Measure runs, for each concurrency of c.Clients and for the invoice and
-// the daily usage, c.Duration of requests by that many clients, each
-// request for a random tenant and a random loaded month, through a real
-// HTTP server on loopback.
+// Measure runs, for each load (c.Clients, then c.Rates) and for the
+// invoice and the daily usage, c.Duration of requests, each for a random
+// tenant and a random loaded month, through a real HTTP server on loopback.
 func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) {
 	c.defaults()
 	rates, err := query.ParseRateCard([]byte(Rates))
@@ -412,66 +425,136 @@ func Measure(ctx context.Context, conn driver.Conn, c Config) ([]Result, error) 
 			return nil, err
 		}
 	}
+	type load struct {
+		clients int
+		rate    float64
+	}
+	var loads []load
+	for _, n := range c.Clients {
+		loads = append(loads, load{clients: n})
+	}
+	for _, r := range c.Rates {
+		loads = append(loads, load{rate: r})
+	}
 	var results []Result
-	for _, clients := range c.Clients {
+	for _, l := range loads {
 		for _, ep := range endpoints {
-			var mu sync.Mutex
-			var lat []time.Duration
-			errs := 0
-			var firstErr error
-			deadline := time.Now().Add(c.Duration)
+			rd := &round{deadline: time.Now().Add(c.Duration)}
 			began, cpu0 := time.Now(), cputime.Self()
 			ch := cputime.Start(c.ClickHousePID)
-			var wg sync.WaitGroup
-			for w := 0; w < clients; w++ {
-				wg.Add(1)
-				go func(seed uint64) {
-					defer wg.Done()
-					r := rand.New(rand.NewPCG(seed, uint64(clients)))
-					var mine []time.Duration
-					for time.Now().Before(deadline) && ctx.Err() == nil {
-						tenant := strconv.Itoa(100000 + r.IntN(c.Tenants))
-						month := start.AddDate(0, r.IntN(c.Months), 0).Format("2006-01")
-						t0 := time.Now()
-						err := get(ep.path(tenant, month))
-						d := time.Since(t0)
-						if err != nil {
-							mu.Lock()
-							errs++
-							if firstErr == nil {
-								firstErr = err
-							}
-							mu.Unlock()
-							continue
-						}
-						mine = append(mine, d)
-					}
-					mu.Lock()
-					lat = append(lat, mine...)
-					mu.Unlock()
-				}(uint64(w + 1))
+			do := func(r *rand.Rand, due time.Time) {
+				tenant := strconv.Itoa(100000 + r.IntN(c.Tenants))
+				month := start.AddDate(0, r.IntN(c.Months), 0).Format("2006-01")
+				rd.done(due, get(ep.path(tenant, month)))
 			}
-			wg.Wait()
+			if l.rate > 0 {
+				rd.open(ctx, l.rate, do)
+			} else {
+				rd.closed(ctx, l.clients, do)
+			}
 			if ctx.Err() != nil {
 				return results, ctx.Err()
 			}
-			if firstErr != nil {
-				c.Logger.Warn("requests failed", "endpoint", ep.name, "errors", errs, "first", firstErr)
+			if rd.firstErr != nil {
+				c.Logger.Warn("requests failed", "endpoint", ep.name, "errors", rd.errs, "first", rd.firstErr)
 			}
-			res := Result{Endpoint: ep.name, Clients: clients, Requests: len(lat), Errors: errs, Elapsed: time.Since(began), GoCPU: cputime.Self() - cpu0}
+			res := Result{Endpoint: ep.name, Clients: l.clients, Rate: l.rate, MaxInFlight: rd.maxInFlight,
+				Requests: len(rd.lat), Errors: rd.errs, Elapsed: time.Since(began), GoCPU: cputime.Self() - cpu0}
 			if used, ok := ch.Used(); ok {
 				res.ClickHouseCPU = used
 			}
-			if len(lat) > 0 {
+			if lat := rd.lat; len(lat) > 0 {
 				slices.Sort(lat)
 				q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 				res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
 			}
 			results = append(results, res)
-			c.Logger.Info("measured", "endpoint", ep.name, "clients", clients, "requests", res.Requests, "p50", res.P50, "p99", res.P99)
+			c.Logger.Info("measured", "endpoint", ep.name, "load", res.Load(), "requests", res.Requests, "p50", res.P50, "p99", res.P99)
 		}
 	}
 	return results, nil
+}
+
+// round is one round's requests: their latencies and errors.
+type round struct {
+	deadline    time.Time
+	mu          sync.Mutex
+	lat         []time.Duration
+	errs        int
+	firstErr    error
+	inFlight    int
+	maxInFlight int
+}
+
+// done records a request that was due at due.
+func (rd *round) done(due time.Time, err error) {
+	d := time.Since(due)
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	rd.inFlight--
+	if err != nil {
+		rd.errs++
+		if rd.firstErr == nil {
+			rd.firstErr = err
+		}
+		return
+	}
+	rd.lat = append(rd.lat, d)
+}
+
+func (rd *round) started() {
+	rd.mu.Lock()
+	rd.inFlight++
+	rd.maxInFlight = max(rd.maxInFlight, rd.inFlight)
+	rd.mu.Unlock()
+}
+
+// closed runs clients that each ask, one request after another, until the
+// deadline.
+func (rd *round) closed(ctx context.Context, clients int, do func(*rand.Rand, time.Time)) {
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w+1), uint64(clients)))
+			for time.Now().Before(rd.deadline) && ctx.Err() == nil {
+				rd.started()
+				do(r, time.Now())
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// open starts requests at random times, rate a second on average, until
+// the deadline, each on its own, and waits for them all. A request is timed
+// from when it was due: when the machine is too busy to start it on time,
+// the delay counts.
+func (rd *round) open(ctx context.Context, rate float64, do func(*rand.Rand, time.Time)) {
+	r := rand.New(rand.NewPCG(uint64(rate), 1))
+	var wg sync.WaitGroup
+	for due := time.Now(); ctx.Err() == nil; {
+		due = due.Add(time.Duration(r.ExpFloat64() / rate * float64(time.Second)))
+		if !due.Before(rd.deadline) {
+			break
+		}
+		time.Sleep(time.Until(due))
+		// The request's own generator: r belongs to this loop.
+		own := rand.New(rand.NewPCG(r.Uint64(), 2))
+		rd.started()
+		wg.Go(func() { do(own, due) })
+	}
+	wg.Wait()
+}
+
+// Load is the round's load as the report shows it: "16 clients" or "200/s".
+func (r Result) Load() string {
+	if r.Rate > 0 {
+		return strconv.FormatFloat(r.Rate, 'f', -1, 64) + "/s"
+	}
+	if r.Clients == 1 {
+		return "1 client"
+	}
+	return strconv.Itoa(r.Clients) + " clients"
 }
 
 // Report writes the results as a table.
@@ -486,7 +569,7 @@ func Report(w io.Writer, c Config, serverVersion string, loaded int64, took time
 			group(loaded), took.Round(time.Second), group(int64(float64(loaded)/took.Seconds())))
 	}
 	fmt.Fprintf(w, "each round: %s; every request a random tenant and month, over HTTP on loopback\n\n", c.Duration)
-	fmt.Fprintf(w, "%-22s %7s %9s %8s %9s %9s %9s %9s %6s %13s\n", "endpoint", "clients", "requests", "req/s", "p50", "p90", "p99", "max", "errors", "cpu/req go+ch")
+	fmt.Fprintf(w, "%-22s %10s %9s %8s %9s %9s %9s %9s %6s %9s %13s\n", "endpoint", "load", "requests", "req/s", "p50", "p90", "p99", "max", "errors", "in flight", "cpu/req go+ch")
 	for _, r := range results {
 		cpu := "-"
 		if r.Requests > 0 {
@@ -499,10 +582,12 @@ func Report(w io.Writer, c Config, serverVersion string, loaded int64, took time
 			}
 			cpu += " ms"
 		}
-		fmt.Fprintf(w, "%-22s %7d %9d %8.0f %9s %9s %9s %9s %6d %13s\n", r.Endpoint, r.Clients, r.Requests,
-			float64(r.Requests)/r.Elapsed.Seconds(), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), r.Errors, cpu)
+		fmt.Fprintf(w, "%-22s %10s %9d %8.0f %9s %9s %9s %9s %6d %9d %13s\n", r.Endpoint, r.Load(), r.Requests,
+			float64(r.Requests)/r.Elapsed.Seconds(), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), r.Errors, r.MaxInFlight, cpu)
 	}
-	fmt.Fprintln(w, "\ncpu/req: CPU time per answered request over the round, of this process (server and load generator) and of ClickHouse (--clickhouse-pid; ? when not given or unreadable)")
+	fmt.Fprintln(w, "\nload: N clients asking one request after another (closed loop), or N/s requests due at random times whatever the answers take (open loop, timed from when each was due)")
+	fmt.Fprintln(w, "in flight: the most requests open at once")
+	fmt.Fprintln(w, "cpu/req: CPU time per answered request over the round, of this process (server and load generator) and of ClickHouse (--clickhouse-pid; ? when not given or unreadable)")
 }
 
 func ms(d time.Duration) string {
