@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestSortRows: rows come out in (tenant_id, kind, entry_id) order, rows with
@@ -147,5 +149,62 @@ func TestMisroutedRecordCounted(t *testing.T) {
 	}
 	if d.misrouted != 1 || d.first.offset != 1 {
 		t.Fatalf("misrouted %d, first at offset %d; want 1 at offset 1", d.misrouted, d.first.offset)
+	}
+}
+
+// TestDecodeHalves: a batch of 2,000 records or more is decoded in two
+// halves at once (Sink.decode); its rows, other events, rejects and dead
+// letters equal one pass's over the same records, in the same order. And
+// decoding the next batch, with the interners the sink keeps, while this
+// one is written leaves this one's rows as they were.
+func TestDecodeHalves(t *testing.T) {
+	s, err := New(testConfig(t, []string{"127.0.0.1:1"}, "127.0.0.1:1", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 9, 30, 0, 0, 0, 0, time.UTC)
+	records := func(seed uint64, n int) []*kgo.Record {
+		w := genWorkload(seed, n)
+		for i, r := range w.records {
+			r.Partition, r.Offset = int32(i%testPartitions), int64(i)
+		}
+		return w.records
+	}
+	// Rows with their own copies of the pieces (which point into a
+	// batch-wide slice).
+	clone := func(rows []eventRow) []eventRow {
+		out := slices.Clone(rows)
+		for i := range out {
+			out[i].split.Hours = slices.Clone(out[i].split.Hours)
+			out[i].split.Days = slices.Clone(out[i].split.Days)
+		}
+		return out
+	}
+	for _, n := range []int{1999, 2000, 2001, 5001} {
+		recs := records(uint64(n), n)
+		one := decoded{in: newInterner()}
+		for _, r := range recs {
+			if r.Topic == s.cfg.DeadLetterTopic {
+				one.decodeDeadLetter(r, now)
+			} else {
+				one.decodeUsage(r, now)
+			}
+		}
+		d := s.decode(recs, now)
+		if len(d.usage) == 0 || len(d.rejects) == 0 || len(d.other) == 0 {
+			t.Fatalf("n=%d: the workload lacks a kind of record: %d rows, %d rejects, %d other", n, len(d.usage), len(d.rejects), len(d.other))
+		}
+		if !reflect.DeepEqual(clone(d.usage), clone(one.usage)) || !reflect.DeepEqual(d.other, one.other) ||
+			!reflect.DeepEqual(d.rejects, one.rejects) || !reflect.DeepEqual(d.deadLetters, one.deadLetters) {
+			t.Fatalf("n=%d: two halves decoded %d rows, %d other, %d rejects, %d dead letters; one pass %d, %d, %d, %d",
+				n, len(d.usage), len(d.other), len(d.rejects), len(d.deadLetters), len(one.usage), len(one.other), len(one.rejects), len(one.deadLetters))
+		}
+		d.usage = sortRows(d.usage)
+		written := clone(d.usage)
+		next := s.decode(records(uint64(n)+100, n), now)
+		sortRows(next.usage)
+		if !reflect.DeepEqual(written, clone(d.usage)) {
+			t.Fatalf("n=%d: decoding the next batch changed this one's rows", n)
+		}
 	}
 }

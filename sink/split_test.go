@@ -111,7 +111,8 @@ func TestSplitSums(t *testing.T) {
 	}
 }
 
-// TestAppendSplitShares: splits cut from one buffer equal SplitEvent's, and
+// TestAppendSplitShares: splits cut from one shared buffer equal those cut
+// from none (SplitEvent; the shares themselves are TestSplitSums's), and
 // none reaches into another's pieces (appending to one leaves the next be).
 func TestAppendSplitShares(t *testing.T) {
 	t0 := time.Date(2024, 3, 1, 10, 30, 0, 0, time.UTC)

@@ -356,7 +356,8 @@ type Result struct {
 	Endpoint string
 	Clients  int     // closed loop: concurrent clients
 	Rate     float64 // open loop: requests due a second
-	// MaxInFlight is the most requests open at once (open loop).
+	// MaxInFlight is the most requests open at once (a closed loop: at
+	// most Clients).
 	MaxInFlight int
 	Requests    int
 	Errors      int
