@@ -2,6 +2,9 @@ package query
 
 import (
 	"errors"
+	"math/rand/v2"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -158,5 +161,78 @@ func TestSplitBucketsEveryZone(t *testing.T) {
 				checkBucketsStep(t, b, loc, g, 15*time.Minute)
 			}
 		}
+	}
+}
+
+// TestByLocal: the local-day and local-month bucketing that replaces a
+// comparison per row and bucket puts every hour of a range in the bucket
+// whose bounds hold it — days and months, zones with and without daylight
+// saving, southern ones, one that skipped a day (Apia, 2011), one whose DST
+// began at midnight (São Paulo) — with one offset branch per offset change.
+func TestByLocal(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	zones := []string{"UTC", "Europe/Berlin", "America/New_York", "Australia/Sydney", "Pacific/Apia", "America/Sao_Paulo", "Asia/Tokyo", "Etc/GMT+12", "Europe/London"}
+	checked := 0
+	for _, z := range zones {
+		loc, err := time.LoadLocation(z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 40 {
+			from := time.Unix(3600*int64(r.IntN(24*365*60)), 0).UTC() // an hour of 1970-2029
+			to := from.Add(time.Duration(1+r.IntN(24*400)) * time.Hour)
+			for _, g := range []Granularity{Day, Month} {
+				bounds, err := splitBuckets(from, to, loc, g)
+				if err != nil {
+					continue // a zone off the hourly grain then
+				}
+				bk, ok := byLocal(bounds, loc, "ts")
+				if !ok {
+					t.Fatalf("%s %v..%v: bounds not local midnights", z, from, to)
+				}
+				// The offset branches: (end, offset) pairs, then the last offset.
+				changes := 0
+				for h := from; h.Before(to); h = h.Add(time.Hour) {
+					if offsetAt(h, loc) != offsetAt(h.Add(-time.Hour), loc) && h.After(from) {
+						changes++
+					}
+				}
+				if len(bk.args) != 2*changes+1 {
+					t.Fatalf("%s %v..%v: %d arguments for %d offset changes", z, from, to, len(bk.args), changes)
+				}
+				for h := from; h.Before(to); h = h.Add(time.Hour) {
+					ts := h.Unix()
+					off := bk.args[len(bk.args)-1].(int64)
+					for i := 0; i+1 < len(bk.args); i += 2 {
+						if ts < int64(bk.args[i].(uint32)) {
+							off = bk.args[i+1].(int64)
+							break
+						}
+					}
+					v := uint32((ts + off + 86400) / 86400) // as ClickHouse's intDiv of a non-negative
+					if strings.HasPrefix(bk.expr, "toYYYYMM(") {
+						y, m, _ := time.Unix(ts+off, 0).UTC().Date()
+						v = uint32(y*100 + int(m))
+					}
+					want := sort.Search(len(bounds), func(i int) bool { return bounds[i].After(h) }) - 1
+					if got := bk.index(v); got != want {
+						t.Fatalf("%s %v..%v by %v: hour %v in bucket %d, want %d", z, from, to, g, h, got, want)
+					}
+					checked++
+				}
+			}
+		}
+	}
+	if checked < 100000 {
+		t.Errorf("only %d hours checked", checked)
+	}
+	// A bound inside a local day (an invoice's rate period): not by day.
+	day := time.Date(2026, 10, 16, 0, 0, 0, 0, time.UTC)
+	if _, ok := byLocal([]time.Time{day, day.Add(12 * time.Hour), day.AddDate(0, 0, 1)}, time.UTC, "ts"); ok {
+		t.Error("a bound at noon bucketed by day")
+	}
+	// Two months in one bucket: neither by day nor by month.
+	if _, ok := byLocal([]time.Time{day, day.AddDate(0, 2, 0)}, time.UTC, "ts"); ok {
+		t.Error("a bucket of two months bucketed by month")
 	}
 }

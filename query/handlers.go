@@ -125,7 +125,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 	// Licences by the hour or the day come with the sums (the distinct
 	// servers of a bucket are its server-days when the bucket is a day);
 	// by the month they need the servers of each day: a second query.
-	q := UsageQuery{Tenant: tenant, Bounds: bounds, Days: days, GroupBy: groupBy, Kinds: kinds}
+	q := UsageQuery{Tenant: tenant, Bounds: bounds, Days: days, GroupBy: groupBy, Kinds: kinds, Zone: loc}
 	monthLicences := g == Month && slices.Contains(kinds, "license")
 	if monthLicences {
 		q.Kinds = slices.DeleteFunc(slices.Clone(kinds), func(k string) bool { return k == "license" })

@@ -50,6 +50,9 @@ type UsageQuery struct {
 	Days    []time.Time
 	Kinds   []string // Usage: the kinds to sum
 	GroupBy []string // keys of dimensions
+	// Zone is the zone of the buckets' local days and months (nil: the
+	// bounds alone say where buckets begin).
+	Zone *time.Location
 }
 
 // UsageSum is one bucket of one kind (and group).
@@ -258,7 +261,11 @@ type bucketing struct {
 	expr   string // a UInt32 expression
 	args   []any
 	bounds []time.Time
-	unit   int64 // 0: expr is the 1-based bucket; else expr x unit is the grain's start
+	unit   int64 // 0: expr is the 1-based bucket (or a local day, with days); else expr x unit is the grain's start
+	// keys, when not nil, are the local days or months (byLocal) that
+	// begin each bucket, and one past the last bucket's: expr is the
+	// grain's.
+	keys []int64
 }
 
 // maxCompared is the most buckets bucketOf finds by comparing bucket starts.
@@ -266,17 +273,21 @@ const maxCompared = 8
 
 // bucketOf returns how rows whose grain start is ts (Unix seconds; exact is
 // the grain in units of unit seconds, step seconds long) fall into the
-// buckets of bounds. Every grain lies inside one bucket (bounds are whole
-// grains), so when there is one bucket per grain, or the sums are additive
-// and the buckets many, ClickHouse returns the grain and index finds its
-// bucket (byGrain). A few buckets of additive sums (an invoice's rate
-// periods) are found by comparing their starts, as cheap for ClickHouse as
-// the grain and a few rows to decode instead of one per grain. Only sums
-// that do not add up over grains (distinct servers) make ClickHouse count
-// the bucket starts at or before ts with a lambda, which costs ClickHouse
-// 18.16 about a millisecond a query. (18.16 sees a column inside a lambda
-// only when the query also uses it outside one: the range conditions do.)
-func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive bool) bucketing {
+// buckets of bounds, local days or months of loc (or an invoice's rate
+// periods). Every grain lies inside one bucket (bounds are whole grains),
+// so when there is one bucket per grain, or the sums are additive and the
+// buckets many, ClickHouse returns the grain and index finds its bucket
+// (byGrain). A few buckets of additive sums (an invoice's rate periods) are
+// found by comparing their starts, as cheap for ClickHouse as the grain and
+// a few rows to decode instead of one per grain. Sums that do not add up
+// over grains (distinct servers) are grouped by the grain's local day or
+// month when the buckets are local days or months (byLocal), whose cost per
+// row grows with loc's offset changes in the range (two a year), not with
+// the buckets. Else ClickHouse counts the bucket starts at or before
+// ts with a lambda: a comparison per row and bucket. (18.16 sees a column
+// inside a lambda only when the query also uses it outside one: the range
+// conditions do.)
+func bucketOf(bounds []time.Time, loc *time.Location, ts, exact string, unit, step int64, additive bool) bucketing {
 	one := true
 	for i := 0; i+1 < len(bounds); i++ {
 		if bounds[i+1].Unix()-bounds[i].Unix() != step || bounds[i].Unix()%step != 0 {
@@ -298,7 +309,84 @@ func bucketOf(bounds []time.Time, ts, exact string, unit, step int64, additive b
 		b.WriteString(")")
 		return bucketing{expr: b.String(), args: args, bounds: bounds}
 	}
+	if bk, ok := byLocal(bounds, loc, ts); ok {
+		return bk
+	}
 	return bucketing{expr: "toUInt32(arrayCount(x -> x <= " + ts + ", ?))", args: []any{starts(bounds)}, bounds: bounds}
+}
+
+// byLocal buckets rows by the local day or month of their grain's start ts,
+// when loc is known and the buckets are local days or local months (the
+// first and the last may be clipped): every bound but the first and the
+// last begins one, and no bucket reaches into the next. ClickHouse adds
+// loc's offset at ts — a multiIf branch per offset change in the range,
+// two a year — and returns the local day (days since 1969-12-31) or month
+// (YYYYMM); keys holds the key of each bucket's start, and one past the
+// last bucket's.
+func byLocal(bounds []time.Time, loc *time.Location, ts string) (bucketing, bool) {
+	if loc == nil || len(bounds) < 2 {
+		return bucketing{}, false
+	}
+	last := len(bounds) - 1
+	from, to := bounds[0], bounds[last]
+	if from.Unix()+int64(offsetAt(from, loc)) < 0 {
+		return bucketing{}, false // local time before 1970: not a DateTime
+	}
+	date := func(t time.Time) (int, time.Month, int) { return t.In(loc).Date() }
+	days, months := true, true
+	for i, b := range bounds[:last] {
+		y, m, d := date(b)
+		ey, em, ed := date(bounds[i+1].Add(-time.Nanosecond))
+		days = days && ey == y && em == m && ed == d
+		months = months && ey == y && em == m
+		if i > 0 { // begins a local day (not always at 00:00: São Paulo's summer time began at midnight)
+			py, pm, pd := date(b.Add(-time.Nanosecond))
+			days = days && (py != y || pm != m || pd != d)
+			months = months && (py != y || pm != m)
+		}
+	}
+	if !days && !months {
+		return bucketing{}, false
+	}
+	key := func(t time.Time) int64 {
+		if days {
+			return floorDiv(t.Unix()+int64(offsetAt(t, loc))+86400, 86400)
+		}
+		y, m, _ := date(t)
+		return int64(y)*100 + int64(m)
+	}
+	keys := make([]int64, len(bounds))
+	for i, b := range bounds[:last] {
+		keys[i] = key(b)
+	}
+	// Above the key of the range's last instant (YYYY13 after a December
+	// is, as index needs).
+	keys[last] = key(to.Add(-time.Nanosecond)) + 1
+	// loc's offsets over the range: the last one applies from its start on.
+	var branches strings.Builder
+	var args []any
+	for t := from; t.Before(to); {
+		off, end := offsetSpan(t, loc, to)
+		for end.Before(to) && offsetAt(end, loc) == off { // spans of one offset, merged
+			_, end = offsetSpan(end, loc, to)
+		}
+		if !end.Before(to) {
+			args = append(args, int64(off))
+			break
+		}
+		branches.WriteString(ts + " < ?, ?, ")
+		args = append(args, uint32(end.Unix()), int64(off))
+		t = end
+	}
+	local := "toInt64(" + ts + ") + ?"
+	if branches.Len() > 0 {
+		local = "toInt64(" + ts + ") + multiIf(" + branches.String() + "?)"
+	}
+	expr := "toUInt32(intDiv(" + local + " + 86400, 86400))"
+	if months {
+		expr = "toYYYYMM(toDateTime(toUInt32(" + local + "), 'UTC'))"
+	}
+	return bucketing{expr: expr, args: args, bounds: bounds, keys: keys}, true
 }
 
 // byGrain buckets additive sums that ClickHouse returns by the grain
@@ -310,7 +398,10 @@ func byGrain(bounds []time.Time, exact string, unit int64) bucketing {
 // index maps what the bucket expression returned to a bucket index, or -1.
 func (b bucketing) index(v uint32) int {
 	i := int(v) - 1
-	if b.unit != 0 {
+	if b.keys != nil {
+		// The last bucket beginning on or before the day or month.
+		i = sort.Search(len(b.keys), func(i int) bool { return b.keys[i] > int64(v) }) - 1
+	} else if b.unit != 0 {
 		ts := int64(v) * b.unit
 		// The last bound at or before ts.
 		i = sort.Search(len(b.bounds), func(i int) bool { return b.bounds[i].Unix() > ts }) - 1
@@ -354,7 +445,7 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		s       UsageSum
 		qty, bs string
 	}
-	aloneBk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, !servers)
+	aloneBk := bucketOf(q.Bounds, q.Zone, r.ts, r.exact, r.unit, r.step, !servers)
 	batchedBk := aloneBk
 	if !servers && r.step >= 86400 {
 		// In a batch, by the day: the query is then the same for every
@@ -470,8 +561,8 @@ func decimalBytes(le string) (*big.Int, error) {
 func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, error) {
 	// The table must answer the days too; days refine the buckets.
 	r := rollupFor(q.Days)
-	bk := bucketOf(q.Bounds, r.ts, r.exact, r.unit, r.step, false)
-	dk := bucketOf(q.Days, r.ts, r.exact, r.unit, r.step, false)
+	bk := bucketOf(q.Bounds, q.Zone, r.ts, r.exact, r.unit, r.step, false)
+	dk := bucketOf(q.Days, q.Zone, r.ts, r.exact, r.unit, r.step, false)
 	g := groupCols(q.GroupBy)
 	sql := "SELECT b" + g + ", count(), uniqExact(server), sum(ev) FROM (" +
 		"SELECT " + bk.expr + " AS b, " + dk.expr + " AS d" + g + ", server, sum(events) AS ev FROM " + r.table +
@@ -555,11 +646,11 @@ func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) erro
 	var src, ext, cond string
 	var args []any
 	if daysAligned(p.Days) {
-		dk = bucketOf(p.Days, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false)
+		dk = bucketOf(p.Days, p.Period.Loc, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false)
 		src, ext, cond = "license_daily", "external", "day >= toDate(?) AND day < toDate(?)"
 		args = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
-		dk = bucketOf(p.Days, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false)
+		dk = bucketOf(p.Days, p.Period.Loc, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false)
 		src, ext = "usage_events ARRAY JOIN h_start AS piece", "ifNull(external, toUInt8(0))"
 		cond = "kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
 			" AND piece >= toDateTime(?) AND piece < toDateTime(?)"

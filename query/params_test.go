@@ -1,0 +1,58 @@
+package query
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestCursorRoundTrip: the cursor of any entry id up to 40 KB comes back
+// as itself, also one full of the characters json.Marshal escapes for
+// HTML, and fits serve's 64 KiB request header.
+func TestCursorRoundTrip(t *testing.T) {
+	for _, id := range []string{
+		"urn:uuid:8d89673c-c989-11e1-895a-0b3d632a8a89",
+		strings.Repeat("&", 347),
+		strings.Repeat("<>", 1200),
+		strings.Repeat("a", 2017),
+		strings.Repeat("x", 40000),
+		"tab\there \"quoted\" \u2028 ünïcode",
+	} {
+		want := EventCursor{Time: 1791000000, Kind: "storage", EntryID: id}
+		c := encodeCursor(want)
+		if len(c) > 60<<10 {
+			t.Errorf("%d-byte id: cursor of %d bytes", len(id), len(c))
+		}
+		p, err := parseParams("cursor="+url.QueryEscape(c), "cursor")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseCursor(p)
+		if err != nil || got == nil || *got != want {
+			t.Errorf("%d-byte id: cursor read back as %+v, %v", len(id), got, err)
+		}
+	}
+}
+
+// TestZoneFilesThatAreNotZones: names in a system's tz database that are
+// not IANA zones are a 400 on tz, not a zone with wrong or the host's
+// offsets.
+func TestZoneFilesThatAreNotZones(t *testing.T) {
+	for _, name := range []string{"Local", "localtime", "posixrules", "Factory", "right/Europe/Berlin", "right/UTC"} {
+		p, err := parseParams("tz="+url.QueryEscape(name), "tz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pe *ParamError
+		if _, err := parseZone(p); !errors.As(err, &pe) || pe.Param != "tz" {
+			t.Errorf("tz=%s: %v, want a 400 on tz", name, err)
+		}
+	}
+	for _, name := range []string{"Europe/Berlin", "UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+5"} {
+		p, _ := parseParams("tz="+url.QueryEscape(name), "tz")
+		if loc, err := parseZone(p); err != nil || loc.String() != name {
+			t.Errorf("tz=%s: %v, %v", name, loc, err)
+		}
+	}
+}
