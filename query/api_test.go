@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -46,6 +47,7 @@ tenants:
 
 // apiFixture is one database loaded through the sink and a server on it.
 type apiFixture struct {
+	store  *ClickHouse
 	events map[string][]model.Event // distinct events per tenant
 	toks   map[string]string        // tenant (or "admin") -> token
 	srv    *httptest.Server
@@ -76,7 +78,8 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	tokens, toks := testTokens(t, apiTenants...)
 	f.toks = toks
 	f.rates = mustCard(t, apiRates)
-	f.srv = newTestServer(t, NewClickHouse(db.Conn), f.rates, tokens)
+	f.store = NewClickHouse(db.Conn)
+	f.srv = newTestServer(t, f.store, f.rates, tokens)
 	return f
 }
 
@@ -285,6 +288,40 @@ func gotUsage(t *testing.T, ans usageAnswerT, g Granularity) map[string]string {
 func TestAPI(t *testing.T) {
 	f := newAPIFixture(t)
 	berlin, ny := zone(t, "Europe/Berlin"), zone(t, "America/New_York")
+
+	// An answer of more sums than MaxRows stops with a *TooManyRowsError
+	// (the handlers' memory bound); at the limit it is whole.
+	t.Run("row limit", func(t *testing.T) {
+		ctx := context.Background()
+		days, err := splitBuckets(utc("2026-10-01"), utc("2026-11-01"), berlin, Day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		months := []time.Time{days[0], days[len(days)-1]}
+		q := UsageQuery{Tenant: "1001", Bounds: days, Days: days, Kinds: UsageKinds, GroupBy: []string{"server"}, Zone: berlin}
+		all, err := f.store.Usage(ctx, q)
+		if err != nil || len(all) < 10 {
+			t.Fatalf("%d sums, %v", len(all), err)
+		}
+		q.MaxRows = len(all)
+		if got, err := f.store.Usage(ctx, q); err != nil || len(got) != len(all) {
+			t.Errorf("at the limit: %d sums, %v", len(got), err)
+		}
+		q.MaxRows = len(all) - 1
+		var tm *TooManyRowsError
+		if _, err := f.store.Usage(ctx, q); !errors.As(err, &tm) || tm.Max != len(all)-1 {
+			t.Errorf("past the limit: %v", err)
+		}
+		lq := UsageQuery{Tenant: "1001", Bounds: months, Days: days, GroupBy: []string{"server"}, Zone: berlin}
+		lics, err := f.store.Licences(ctx, lq)
+		if err != nil || len(lics) < 2 {
+			t.Fatalf("%d licence sums, %v", len(lics), err)
+		}
+		lq.MaxRows = len(lics) - 1
+		if _, err := f.store.Licences(ctx, lq); !errors.As(err, &tm) {
+			t.Errorf("licences past the limit: %v", err)
+		}
+	})
 
 	t.Run("usage", func(t *testing.T) {
 		cases := []struct {

@@ -205,24 +205,29 @@ func daysAligned(bounds []time.Time) bool {
 
 // enclosing returns the bounds of the local day or month (g) of loc that
 // contains the instant t, computed with splitBuckets so that the same rules
-// (and the same *InexactError) apply.
+// (and the same *InexactError) apply. It looks in a window around t just
+// wide enough for the day's or the month's own bounds, so that an error
+// names one of them (not a boundary days before), and in a wider one for a
+// day next to one a zone skipped.
 func enclosing(t time.Time, loc *time.Location, g Granularity) (start, end time.Time, err error) {
-	span := 3 * 24 * time.Hour
+	spans := []time.Duration{27 * time.Hour, 3 * 24 * time.Hour}
 	if g == Month {
-		span = 33 * 24 * time.Hour
+		spans = []time.Duration{33 * 24 * time.Hour}
 	}
-	lo := t.Add(-span).Truncate(time.Hour)
-	hi := t.Add(span).Truncate(time.Hour)
-	bounds, err := splitBuckets(lo, hi, loc, g)
-	if err != nil {
-		return time.Time{}, time.Time{}, err
-	}
-	for i := 0; i+1 < len(bounds); i++ {
-		if !t.Before(bounds[i]) && t.Before(bounds[i+1]) {
-			if i == 0 || i+2 == len(bounds) {
-				break // clipped by the window: cannot happen for real zones
+	for _, span := range spans {
+		lo := t.Add(-span).Truncate(time.Hour)
+		hi := t.Add(span).Truncate(time.Hour)
+		bounds, err := splitBuckets(lo, hi, loc, g)
+		if err != nil {
+			return time.Time{}, time.Time{}, err
+		}
+		for i := 0; i+1 < len(bounds); i++ {
+			if !t.Before(bounds[i]) && t.Before(bounds[i+1]) {
+				if i == 0 || i+2 == len(bounds) {
+					break // clipped by the window: try a wider one
+				}
+				return bounds[i], bounds[i+1], nil
 			}
-			return bounds[i], bounds[i+1], nil
 		}
 	}
 	return time.Time{}, time.Time{}, fmt.Errorf("no %s of %s around %s", g, loc, t.UTC().Format(time.RFC3339))

@@ -14,8 +14,12 @@ import (
 
 // Limits on what one request may ask for.
 const (
-	maxUsageDays   = 3660  // ten years
-	maxBuckets     = 10000 // e.g. a year by the hour
+	maxUsageDays = 3660  // ten years
+	maxBuckets   = 10000 // e.g. a year by the hour
+	// maxUsageRows bounds a usage answer's rows (buckets x kinds x groups),
+	// held in memory at about 2 KB each until written: a month by the day
+	// of 800 servers and one kind, or of 200 servers and every kind.
+	maxUsageRows   = 100_000
 	maxInvoiceDays = 366
 	maxEventsLimit = 1000
 	maxTenantLimit = 1000
@@ -125,7 +129,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 	// Licences by the hour or the day come with the sums (the distinct
 	// servers of a bucket are its server-days when the bucket is a day);
 	// by the month they need the servers of each day: a second query.
-	q := UsageQuery{Tenant: tenant, Bounds: bounds, Days: days, GroupBy: groupBy, Kinds: kinds, Zone: loc}
+	q := UsageQuery{Tenant: tenant, Bounds: bounds, Days: days, GroupBy: groupBy, Kinds: kinds, Zone: loc, MaxRows: maxUsageRows}
 	monthLicences := g == Month && slices.Contains(kinds, "license")
 	if monthLicences {
 		q.Kinds = slices.DeleteFunc(slices.Clone(kinds), func(k string) bool { return k == "license" })
@@ -146,6 +150,13 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 	sums, usageErr = s.store.Usage(ctx, q)
 	wg.Wait()
 	if err := errors.Join(usageErr, licErr); err != nil {
+		if tm := (*TooManyRowsError)(nil); errors.As(err, &tm) {
+			param := "group_by"
+			if len(groupBy) == 0 {
+				param = "granularity"
+			}
+			err = badParam(param, "the answer would have more than %d rows (buckets x kinds x groups); ask for a shorter range, a coarser granularity, fewer kinds or fewer group_by dimensions", tm.Max)
+		}
 		s.fail(w, r, err)
 		return
 	}

@@ -1,7 +1,11 @@
 package query
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -53,6 +57,40 @@ func TestZoneFilesThatAreNotZones(t *testing.T) {
 		p, _ := parseParams("tz="+url.QueryEscape(name), "tz")
 		if loc, err := parseZone(p); err != nil || loc.String() != name {
 			t.Errorf("tz=%s: %v, %v", name, loc, err)
+		}
+	}
+}
+
+// tooManyRows answers every usage with more sums than allowed.
+type tooManyRows struct{ checkingStore }
+
+func (tooManyRows) Usage(_ context.Context, q UsageQuery) ([]UsageSum, error) {
+	if q.MaxRows != maxUsageRows {
+		panic("usage asked without the row limit")
+	}
+	return nil, fmt.Errorf("usage of tenant %s: %w", q.Tenant, &TooManyRowsError{Max: q.MaxRows})
+}
+
+// TestTooManyRows: an answer past the row limit is a 400 naming group_by
+// (or granularity without one), not a 500 or a server out of memory.
+func TestTooManyRows(t *testing.T) {
+	tokens, toks := testTokens(t, "1001")
+	srv := newTestServer(t, tooManyRows{}, mustCard(t, apiRates), tokens)
+	for q, param := range map[string]string{
+		"period=2026-10&group_by=server": "group_by",
+		"period=2026-10":                 "granularity",
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/tenants/1001/usage?"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+toks["1001"])
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e apiError
+		err = json.NewDecoder(res.Body).Decode(&e)
+		res.Body.Close()
+		if err != nil || res.StatusCode != 400 || e.Error.Parameter != param || !strings.Contains(e.Error.Message, "100000 rows") {
+			t.Errorf("%s: %d %+v, %v", q, res.StatusCode, e, err)
 		}
 	}
 }

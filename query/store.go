@@ -50,9 +50,20 @@ type UsageQuery struct {
 	Days    []time.Time
 	Kinds   []string // Usage: the kinds to sum
 	GroupBy []string // keys of dimensions
+	// MaxRows, when not 0, is the most sums an answer may hold: beyond
+	// it, a *TooManyRowsError.
+	MaxRows int
 	// Zone is the zone of the buckets' local days and months (nil: the
 	// bounds alone say where buckets begin).
 	Zone *time.Location
+}
+
+// TooManyRowsError says that an answer would hold more than
+// UsageQuery.MaxRows sums.
+type TooManyRowsError struct{ Max int }
+
+func (e *TooManyRowsError) Error() string {
+	return fmt.Sprintf("more than %d rows", e.Max)
 }
 
 // UsageSum is one bucket of one kind (and group).
@@ -520,6 +531,9 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 			o.Events += s.Events
 			return true, nil
 		}
+		if q.MaxRows > 0 && len(out) >= q.MaxRows {
+			return true, &TooManyRowsError{Max: q.MaxRows}
+		}
 		at[k] = len(out)
 		out = append(out, s)
 		return true, nil
@@ -589,6 +603,9 @@ func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, 
 		}
 		if s.Bucket = bk.index(b); s.Bucket < 0 {
 			return nil, fmt.Errorf("read licences of tenant %s: bucket %d outside the range", q.Tenant, b)
+		}
+		if q.MaxRows > 0 && len(out) >= q.MaxRows {
+			return nil, &TooManyRowsError{Max: q.MaxRows}
 		}
 		out = append(out, s)
 	}
