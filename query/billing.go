@@ -77,7 +77,7 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 	// period, from the month's start or from the rate card's start for the
 	// tenant if later (usage from before the card priced it counts toward
 	// no tier).
-	start, _, err := enclosing(p.From, p.Loc, Month)
+	start, _, err := enclosing(p.From, p.Loc, Month, time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -90,14 +90,14 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 	}
 	plan := &Plan{Tenant: tenant, Period: p}
 	// The days that end after start and by To.
-	first, _, err := enclosing(start, p.Loc, Day)
+	first, _, err := enclosing(start, p.Loc, Day, time.Hour)
 	if err != nil {
 		return nil, err
 	}
 	if first.Before(minInstant) {
 		return nil, &PeriodError{Reason: fmt.Sprintf("the period's month begins before 1970 in %s, where the rollups cannot reach", p.Loc)}
 	}
-	last, _, err := enclosing(p.To, p.Loc, Day)
+	last, _, err := enclosing(p.To, p.Loc, Day, time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func (rc *RateCard) Plan(tenant string, p Period) (*Plan, error) {
 	}
 	for i := 0; i+1 < len(months); i++ {
 		mFrom, mTo := months[i], months[i+1]
-		ms, me, err := enclosing(mFrom, p.Loc, Month)
+		ms, me, err := enclosing(mFrom, p.Loc, Month, time.Hour)
 		if err != nil {
 			return nil, err
 		}

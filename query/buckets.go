@@ -102,10 +102,17 @@ func keyOf(t time.Time, loc *time.Location, g Granularity) bucketKey {
 // in the middle of an hour) splitBuckets returns an *InexactError. from and
 // to must be whole UTC hours with from < to (the callers check that first).
 func splitBuckets(from, to time.Time, loc *time.Location, g Granularity) ([]time.Time, error) {
+	return splitOn(from, to, loc, g, time.Hour)
+}
+
+// splitOn is splitBuckets with every boundary on a whole multiple of grain
+// (an hour for the rollups; a second for the events, which keep their
+// times). from and to must be on the grain.
+func splitOn(from, to time.Time, loc *time.Location, g Granularity, grain time.Duration) ([]time.Time, error) {
 	from, to = from.UTC(), to.UTC()
 	bounds := []time.Time{from}
 	add := func(b time.Time, what string, off int) error {
-		if !onGrain(b) {
+		if b.Truncate(grain) != b {
 			return &InexactError{Zone: loc.String(), At: b, Offset: off, What: what}
 		}
 		if b.After(bounds[len(bounds)-1]) && b.Before(to) {
@@ -209,7 +216,7 @@ func daysAligned(bounds []time.Time) bool {
 // wide enough for the day's or the month's own bounds, so that an error
 // names one of them (not a boundary days before), and in a wider one for a
 // day next to one a zone skipped.
-func enclosing(t time.Time, loc *time.Location, g Granularity) (start, end time.Time, err error) {
+func enclosing(t time.Time, loc *time.Location, g Granularity, grain time.Duration) (start, end time.Time, err error) {
 	spans := []time.Duration{27 * time.Hour, 3 * 24 * time.Hour}
 	if g == Month {
 		spans = []time.Duration{33 * 24 * time.Hour}
@@ -217,7 +224,7 @@ func enclosing(t time.Time, loc *time.Location, g Granularity) (start, end time.
 	for _, span := range spans {
 		lo := t.Add(-span).Truncate(time.Hour)
 		hi := t.Add(span).Truncate(time.Hour)
-		bounds, err := splitBuckets(lo, hi, loc, g)
+		bounds, err := splitOn(lo, hi, loc, g, grain)
 		if err != nil {
 			return time.Time{}, time.Time{}, err
 		}
@@ -236,13 +243,13 @@ func enclosing(t time.Time, loc *time.Location, g Granularity) (start, end time.
 // localDate returns the start of the local date y-m-d in loc: the first
 // instant whose local date it is (or, for a date a zone skipped, the start of
 // the next one).
-func localDate(y int, m time.Month, d int, loc *time.Location) (time.Time, error) {
+func localDate(y int, m time.Month, d int, loc *time.Location, grain time.Duration) (time.Time, error) {
 	noon := time.Date(y, m, d, 12, 0, 0, 0, loc)
-	start, _, err := enclosing(noon, loc, Day)
+	start, _, err := enclosing(noon, loc, Day, grain)
 	return start, err
 }
 
 // localMonth returns the bounds of the local month y-m in loc.
-func localMonth(y int, m time.Month, loc *time.Location) (start, end time.Time, err error) {
-	return enclosing(time.Date(y, m, 15, 12, 0, 0, 0, loc), loc, Month)
+func localMonth(y int, m time.Month, loc *time.Location, grain time.Duration) (start, end time.Time, err error) {
+	return enclosing(time.Date(y, m, 15, 12, 0, 0, 0, loc), loc, Month, grain)
 }

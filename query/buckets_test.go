@@ -116,27 +116,34 @@ func TestSplitBucketsInexact(t *testing.T) {
 
 func TestLocalDateAndMonth(t *testing.T) {
 	berlin := zone(t, "Europe/Berlin")
-	d, err := localDate(2026, 10, 25, berlin)
+	d, err := localDate(2026, 10, 25, berlin, time.Hour)
 	if err != nil || !d.Equal(utc("2026-10-24T22:00:00Z")) {
 		t.Errorf("Berlin 2026-10-25 starts %s (%v)", d, err)
 	}
-	s, e, err := localMonth(2026, 10, berlin)
+	s, e, err := localMonth(2026, 10, berlin, time.Hour)
 	if err != nil || !s.Equal(utc("2026-09-30T22:00:00Z")) || !e.Equal(utc("2026-10-31T23:00:00Z")) {
 		t.Errorf("Berlin October: %s %s %v", s, e, err)
 	}
-	s, e, err = localMonth(2026, 12, time.UTC)
+	s, e, err = localMonth(2026, 12, time.UTC, time.Hour)
 	if err != nil || !s.Equal(utc("2026-12-01")) || !e.Equal(utc("2027-01-01")) {
 		t.Errorf("UTC December: %s %s %v", s, e, err)
 	}
 	// A zone off the hourly grain: the error names the date's own start
 	// (it named the first boundary of a window three days wide).
 	var ie *InexactError
-	if _, err := localDate(2026, 10, 10, zone(t, "Asia/Kolkata")); !errors.As(err, &ie) || !ie.At.Equal(utc("2026-10-09T18:30:00Z")) {
+	if _, err := localDate(2026, 10, 10, zone(t, "Asia/Kolkata"), time.Hour); !errors.As(err, &ie) || !ie.At.Equal(utc("2026-10-09T18:30:00Z")) {
 		t.Errorf("Kolkata 2026-10-10: %v, want an error at its start, 2026-10-09T18:30:00Z", err)
+	}
+	// By the second (the events), the same date and month are exact.
+	if d, err := localDate(2026, 10, 10, zone(t, "Asia/Kolkata"), time.Second); err != nil || !d.Equal(utc("2026-10-09T18:30:00Z")) {
+		t.Errorf("Kolkata 2026-10-10 by the second starts %s (%v)", d, err)
+	}
+	if s, e, err := localMonth(2026, 10, zone(t, "Asia/Kathmandu"), time.Second); err != nil || !s.Equal(utc("2026-09-30T18:15:00Z")) || !e.Equal(utc("2026-10-31T18:15:00Z")) {
+		t.Errorf("Kathmandu October by the second: %s %s (%v)", s, e, err)
 	}
 	// Santiago 2026-09-06: clocks go from 24:00 on the 5th to 01:00 on
 	// the 6th; the 6th starts at 01:00 local, 04:00Z.
-	d, err = localDate(2026, 9, 6, zone(t, "America/Santiago"))
+	d, err = localDate(2026, 9, 6, zone(t, "America/Santiago"), time.Hour)
 	if err != nil || !d.Equal(utc("2026-09-06T04:00:00Z")) {
 		t.Errorf("Santiago 2026-09-06 starts %s (%v)", d, err)
 	}

@@ -105,7 +105,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 		s.fail(w, r, err)
 		return
 	}
-	sp, err := parseSpan(p, loc, s.cfg.Now(), maxUsageDays)
+	sp, err := parseSpan(p, loc, s.cfg.Now(), maxUsageDays, time.Hour)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -351,7 +351,7 @@ func (s *Server) invoice(w http.ResponseWriter, r *http.Request, tenant string) 
 		s.fail(w, r, err)
 		return
 	}
-	sp, err := parseSpan(p, loc, s.cfg.Now(), maxInvoiceDays)
+	sp, err := parseSpan(p, loc, s.cfg.Now(), maxInvoiceDays, time.Hour)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -497,7 +497,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 		s.fail(w, r, err)
 		return
 	}
-	sp, err := parseSpan(p, loc, s.cfg.Now(), maxUsageDays)
+	sp, err := parseSpan(p, loc, s.cfg.Now(), maxUsageDays, time.Second)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -589,7 +589,7 @@ func (s *Server) topTenants(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	sp, err := parseSpan(p, time.UTC, s.cfg.Now(), maxUsageDays)
+	sp, err := parseSpan(p, time.UTC, s.cfg.Now(), maxUsageDays, time.Hour)
 	if err != nil {
 		s.fail(w, r, err)
 		return

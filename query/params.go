@@ -130,9 +130,11 @@ type span struct {
 }
 
 // parseSpan reads period=YYYY-MM or from= and to= (a date, the start of
-// that local day in loc, or an RFC 3339 time on a whole UTC hour); neither
-// means the current local month. maxDays bounds the length.
-func parseSpan(p *params, loc *time.Location, now time.Time, maxDays int) (span, error) {
+// that local day in loc, or an RFC 3339 time); neither means the current
+// local month. Every bound is a whole multiple of grain: an hour for what
+// the hourly rollups answer (a zone whose days or months begin inside an
+// hour is an error), a second for the events. maxDays bounds the length.
+func parseSpan(p *params, loc *time.Location, now time.Time, maxDays int, grain time.Duration) (span, error) {
 	s := span{Loc: loc}
 	hasPeriod, hasFrom, hasTo := p.has("period"), p.has("from"), p.has("to")
 	zoneErr := func(err error) error {
@@ -158,7 +160,7 @@ func parseSpan(p *params, loc *time.Location, now time.Time, maxDays int) (span,
 		if y < 1970 || y > 2105 {
 			return s, badParam("period", "%04d-%02d is outside 1970-01 to 2105-12", y, m)
 		}
-		from, to, err := localMonth(y, m, loc)
+		from, to, err := localMonth(y, m, loc, grain)
 		if err != nil {
 			return s, zoneErr(err)
 		}
@@ -170,10 +172,10 @@ func parseSpan(p *params, loc *time.Location, now time.Time, maxDays int) (span,
 	default:
 		s.By = "from"
 		var err error
-		if s.From, err = parseInstant(p, "from", loc); err != nil {
+		if s.From, err = parseInstant(p, "from", loc, grain); err != nil {
 			return s, zoneErr(err)
 		}
-		if s.To, err = parseInstant(p, "to", loc); err != nil {
+		if s.To, err = parseInstant(p, "to", loc, grain); err != nil {
 			return s, zoneErr(err)
 		}
 	}
@@ -190,14 +192,14 @@ func parseSpan(p *params, loc *time.Location, now time.Time, maxDays int) (span,
 }
 
 // parseInstant reads a date (the start of that local day) or an RFC 3339
-// time that is a whole UTC hour.
-func parseInstant(p *params, name string, loc *time.Location) (time.Time, error) {
+// time that is a whole multiple of grain (an hour or a second).
+func parseInstant(p *params, name string, loc *time.Location, grain time.Duration) (time.Time, error) {
 	v := p.get(name)
 	if d, err := time.Parse(time.DateOnly, v); err == nil && len(v) == 10 {
 		if d.Year() < 1970 || d.Year() > 2105 {
 			return time.Time{}, badParam(name, "%s is outside 1970 to 2105", v)
 		}
-		return localDate(d.Year(), d.Month(), d.Day(), loc)
+		return localDate(d.Year(), d.Month(), d.Day(), loc, grain)
 	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
@@ -206,7 +208,10 @@ func parseInstant(p *params, name string, loc *time.Location) (time.Time, error)
 	if t.Before(minInstant) || t.After(maxInstant) {
 		return time.Time{}, badParam(name, "%s is outside 1970 to 2106", v)
 	}
-	if !onGrain(t) {
+	if grain == time.Second && t.Truncate(time.Second) != t {
+		return time.Time{}, badParam(name, "%s has a fraction of a second: events are filed by the second", v)
+	}
+	if grain == time.Hour && !onGrain(t) {
 		return time.Time{}, badParam(name, "%s is not on a whole UTC hour: usage is stored by the hour", v)
 	}
 	return t.UTC(), nil
