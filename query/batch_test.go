@@ -89,6 +89,12 @@ func TestBatchedQueriesAnswerAsAlone(t *testing.T) {
 		{Tenant: "1", Bounds: []time.Time{d(10, 1), d(11, 1)}, Kinds: []string{"bandwidthIn", "storage"}, GroupBy: []string{"server"}},
 		{Tenant: "1", Bounds: nyDays(time.Date(2026, 10, 1, 0, 0, 0, 0, ny), time.Date(2026, 10, 15, 0, 0, 0, 0, ny)), Kinds: []string{"storage"}},
 		{Tenant: "1", Bounds: nyDays(time.Date(2026, 10, 10, 0, 0, 0, 0, ny), time.Date(2026, 11, 2, 0, 0, 0, 0, ny)), Kinds: []string{"storage"}},
+		// Ten buckets, two of their bounds inside UTC days: whole days from
+		// the daily rollup, the two cut ones from the hourly rollup by the
+		// hour, which batches with the New York days above (their other
+		// days must not count twice).
+		{Tenant: "1", Bounds: []time.Time{d(10, 1), d(10, 2).Add(12 * time.Hour), d(10, 5), d(10, 8), d(10, 11), d(10, 14),
+			d(10, 17), d(10, 20), d(10, 23), d(10, 26), d(10, 29).Add(6 * time.Hour)}, Kinds: []string{"storage"}},
 	} {
 		asks = append(asks, ask{fmt.Sprintf("overlapping range %d", i), func(c *ClickHouse) (string, error) {
 			sums, err := c.Usage(context.Background(), q)
