@@ -579,7 +579,13 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 // for the days that a bound cuts (a zone's midnights, a rate change at
 // noon), and those days (the day numbers since 1970). Every grain still
 // lies inside one bucket. It returns no days when the daily rollup alone
-// answers or fewer than two whole days would come from it.
+// answers or fewer than minDailyPart whole days would come from it.
+// minDailyPart is the fewest whole days worth a second query: a query costs
+// ClickHouse 18.16 about 1.5-2 ms of CPU whatever it reads, and a month of
+// the hourly rollup about 3 ms more than of the daily one (benchmark data,
+// 2,000 tenants; 0.1 ms a day).
+const minDailyPart = 14
+
 func splitRollups(bounds []time.Time) (daily, hourly rollup, cut []uint32) {
 	if daysAligned(bounds) {
 		return
@@ -593,7 +599,7 @@ func splitRollups(bounds []time.Time) (daily, hourly rollup, cut []uint32) {
 			}
 		}
 	}
-	if end-first-int64(len(cut)) < 2 {
+	if end-first-int64(len(cut)) < minDailyPart {
 		return daily, hourly, nil
 	}
 	date := func(day int64) string { return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) }
