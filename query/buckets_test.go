@@ -211,21 +211,8 @@ func TestByLocal(t *testing.T) {
 					t.Fatalf("%s %v..%v: %d arguments for %d offset changes", z, from, to, len(bk.args), changes)
 				}
 				for h := from; h.Before(to); h = h.Add(time.Hour) {
-					ts := h.Unix()
-					off := bk.args[len(bk.args)-1].(int64)
-					for i := 0; i+1 < len(bk.args); i += 2 {
-						if ts < int64(bk.args[i].(uint32)) {
-							off = bk.args[i+1].(int64)
-							break
-						}
-					}
-					v := uint32((ts + off + 86400) / 86400) // as ClickHouse's intDiv of a non-negative
-					if strings.HasPrefix(bk.expr, "toYYYYMM(") {
-						y, m, _ := time.Unix(ts+off, 0).UTC().Date()
-						v = uint32(y*100 + int(m))
-					}
 					want := sort.Search(len(bounds), func(i int) bool { return bounds[i].After(h) }) - 1
-					if got := bk.index(v); got != want {
+					if got := bk.index(evalLocal(bk, h.Unix())); got != want {
 						t.Fatalf("%s %v..%v by %v: hour %v in bucket %d, want %d", z, from, to, g, h, got, want)
 					}
 					checked++
@@ -236,6 +223,40 @@ func TestByLocal(t *testing.T) {
 	if checked < 100000 {
 		t.Errorf("only %d hours checked", checked)
 	}
+	// Fixed cases: one day (both a day and a month), a part of a day, days
+	// that each begin a month, Apia's skipped day, Casey's repeated date
+	// (2010-03-05: +11 to +08 at 02:00, so a later bucket has an earlier
+	// date: not by local date at all).
+	for _, c := range []struct {
+		zone     string
+		from, to time.Time
+		g        Granularity
+		byLocal  bool
+	}{
+		{"Europe/Berlin", utc("2026-10-15T22:00:00Z"), utc("2026-10-16T22:00:00Z"), Day, true},
+		{"Europe/Berlin", utc("2026-10-15T22:00:00Z"), utc("2026-10-16T22:00:00Z"), Month, true},
+		{"Europe/Berlin", utc("2026-10-30T23:00:00Z"), utc("2026-11-01T23:00:00Z"), Day, true},
+		{"UTC", utc("2026-10-16T10:00:00Z"), utc("2026-10-16T15:00:00Z"), Day, true},
+		{"Pacific/Apia", utc("2011-12-25"), utc("2012-01-05"), Day, true},
+		{"Antarctica/Casey", utc("2010-03-01"), utc("2010-03-10"), Day, false},
+	} {
+		loc := zone(t, c.zone)
+		bounds, err := splitBuckets(c.from, c.to, loc, c.g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bk, ok := byLocal(bounds, loc, "ts")
+		if ok != c.byLocal {
+			t.Errorf("%s %v..%v by %v: byLocal %v, want %v", c.zone, c.from, c.to, c.g, ok, c.byLocal)
+			continue
+		}
+		for h := c.from; ok && h.Before(c.to); h = h.Add(time.Hour) {
+			want := sort.Search(len(bounds), func(i int) bool { return bounds[i].After(h) }) - 1
+			if got := bk.index(evalLocal(bk, h.Unix())); got != want {
+				t.Fatalf("%s %v..%v by %v: hour %v in bucket %d, want %d", c.zone, c.from, c.to, c.g, h, got, want)
+			}
+		}
+	}
 	// A bound inside a local day (an invoice's rate period): not by day.
 	day := time.Date(2026, 10, 16, 0, 0, 0, 0, time.UTC)
 	if _, ok := byLocal([]time.Time{day, day.Add(12 * time.Hour), day.AddDate(0, 0, 1)}, time.UTC, "ts"); ok {
@@ -245,4 +266,22 @@ func TestByLocal(t *testing.T) {
 	if _, ok := byLocal([]time.Time{day, day.AddDate(0, 2, 0)}, time.UTC, "ts"); ok {
 		t.Error("a bucket of two months bucketed by month")
 	}
+}
+
+// evalLocal computes in Go what byLocal's expression makes ClickHouse
+// return for a row whose grain starts at ts (TestByLocalOnClickHouse runs
+// the expression itself).
+func evalLocal(bk bucketing, ts int64) uint32 {
+	off := bk.args[len(bk.args)-1].(int64)
+	for i := 0; i+1 < len(bk.args); i += 2 {
+		if ts < int64(bk.args[i].(uint32)) {
+			off = bk.args[i+1].(int64)
+			break
+		}
+	}
+	if strings.HasPrefix(bk.expr, "toYYYYMM(") {
+		y, m, _ := time.Unix(ts+off, 0).UTC().Date()
+		return uint32(y*100 + int(m))
+	}
+	return uint32((ts + off + 86400) / 86400) // as ClickHouse's intDiv of a non-negative
 }

@@ -149,6 +149,9 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 	}
 	sums, usageErr = s.store.Usage(ctx, q)
 	wg.Wait()
+	if usageErr == nil && licErr == nil && len(sums)+len(lics) > q.MaxRows {
+		usageErr = &TooManyRowsError{Max: q.MaxRows} // each was within it, together they are not
+	}
 	if err := errors.Join(usageErr, licErr); err != nil {
 		if tm := (*TooManyRowsError)(nil); errors.As(err, &tm) {
 			param := "group_by"

@@ -91,7 +91,7 @@ var zoneName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){
 // tables Go reads as a zone with wrong offsets (right/Europe/Berlin is
 // +02:00 in December).
 func notZone(name string) bool {
-	switch name {
+	switch strings.TrimPrefix(name, "posix/") { // posix/… are copies of the zones
 	case "Local", "localtime", "posixrules", "Factory":
 		return true
 	}
@@ -291,9 +291,10 @@ func encodeCursor(c EventCursor) string {
 }
 
 // maxCursor bounds a cursor's JSON. A cursor holds an entry id, which no
-// rule bounds, so this is as much as serve's request header limit (64 KiB)
-// lets through: the cursor of any entry id up to about 40 KB pages on.
-const maxCursor = 48 << 10
+// rule bounds, so it is serve's request header limit (64 KiB) that binds:
+// the cursor of an entry id up to about 40 KB of printable text (fewer of
+// control characters, which JSON writes in six) pages on.
+const maxCursor = 64 << 10
 
 func parseCursor(p *params) (*EventCursor, error) {
 	if !p.has("cursor") {

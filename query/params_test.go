@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,7 +45,7 @@ func TestCursorRoundTrip(t *testing.T) {
 // not IANA zones are a 400 on tz, not a zone with wrong or the host's
 // offsets.
 func TestZoneFilesThatAreNotZones(t *testing.T) {
-	for _, name := range []string{"Local", "localtime", "posixrules", "Factory", "right/Europe/Berlin", "right/UTC"} {
+	for _, name := range []string{"Local", "localtime", "posixrules", "Factory", "posix/Factory", "posix/localtime", "right/Europe/Berlin", "right/UTC"} {
 		p, err := parseParams("tz="+url.QueryEscape(name), "tz")
 		if err != nil {
 			t.Fatal(err)
@@ -53,7 +55,7 @@ func TestZoneFilesThatAreNotZones(t *testing.T) {
 			t.Errorf("tz=%s: %v, want a 400 on tz", name, err)
 		}
 	}
-	for _, name := range []string{"Europe/Berlin", "UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+5"} {
+	for _, name := range []string{"Europe/Berlin", "UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "posix/Europe/Berlin"} {
 		p, _ := parseParams("tz="+url.QueryEscape(name), "tz")
 		if loc, err := parseZone(p); err != nil || loc.String() != name {
 			t.Errorf("tz=%s: %v, %v", name, loc, err)
@@ -71,16 +73,32 @@ func (tooManyRows) Usage(_ context.Context, q UsageQuery) ([]UsageSum, error) {
 	return nil, fmt.Errorf("usage of tenant %s: %w", q.Tenant, &TooManyRowsError{Max: q.MaxRows})
 }
 
+// fullRows answers usage with as many sums as allowed: with the licences
+// of a month, one row too many.
+type fullRows struct{ checkingStore }
+
+func (fullRows) Usage(_ context.Context, q UsageQuery) ([]UsageSum, error) {
+	out := make([]UsageSum, q.MaxRows)
+	for i := range out {
+		out[i] = UsageSum{Kind: "storage", Group: []string{strconv.Itoa(i)}, Quantity: big.NewInt(1), ByteSeconds: big.NewInt(1)}
+	}
+	return out, nil
+}
+
 // TestTooManyRows: an answer past the row limit is a 400 naming group_by
-// (or granularity without one), not a 500 or a server out of memory.
+// (or granularity without one), not a 500 or a server out of memory; the
+// limit holds for the usage and the licence rows together.
 func TestTooManyRows(t *testing.T) {
 	tokens, toks := testTokens(t, "1001")
-	srv := newTestServer(t, tooManyRows{}, mustCard(t, apiRates), tokens)
-	for q, param := range map[string]string{
-		"period=2026-10&group_by=server": "group_by",
-		"period=2026-10":                 "granularity",
+	rates := mustCard(t, apiRates)
+	srv := newTestServer(t, tooManyRows{}, rates, tokens)
+	full := newTestServer(t, fullRows{}, rates, tokens)
+	for _, c := range []struct{ url, param string }{
+		{srv.URL + "/v1/tenants/1001/usage?period=2026-10&group_by=server", "group_by"},
+		{srv.URL + "/v1/tenants/1001/usage?period=2026-10", "granularity"},
+		{full.URL + "/v1/tenants/1001/usage?period=2026-10&granularity=month&group_by=server&kind=storage,license", "group_by"},
 	} {
-		req, _ := http.NewRequest("GET", srv.URL+"/v1/tenants/1001/usage?"+q, nil)
+		req, _ := http.NewRequest("GET", c.url, nil)
 		req.Header.Set("Authorization", "Bearer "+toks["1001"])
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -89,8 +107,8 @@ func TestTooManyRows(t *testing.T) {
 		var e apiError
 		err = json.NewDecoder(res.Body).Decode(&e)
 		res.Body.Close()
-		if err != nil || res.StatusCode != 400 || e.Error.Parameter != param || !strings.Contains(e.Error.Message, "100000 rows") {
-			t.Errorf("%s: %d %+v, %v", q, res.StatusCode, e, err)
+		if err != nil || res.StatusCode != 400 || e.Error.Parameter != c.param || !strings.Contains(e.Error.Message, "100000 rows") {
+			t.Errorf("%s: %d %+v, %v", c.url, res.StatusCode, e, err)
 		}
 	}
 }

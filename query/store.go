@@ -359,6 +359,7 @@ func byLocal(bounds []time.Time, loc *time.Location, ts string) (bucketing, bool
 	if !days && !months {
 		return bucketing{}, false
 	}
+	months = months && !days // one kind of key for the expression and keys: days when both fit
 	key := func(t time.Time) int64 {
 		if days {
 			return floorDiv(t.Unix()+int64(offsetAt(t, loc))+86400, 86400)
@@ -373,6 +374,13 @@ func byLocal(bounds []time.Time, loc *time.Location, ts string) (bucketing, bool
 	// Above the key of the range's last instant (YYYY13 after a December
 	// is, as index needs).
 	keys[last] = key(to.Add(-time.Nanosecond)) + 1
+	// A date again after a later one (Antarctica/Casey, 2010-03-05: +11 to
+	// +08 at 02:00) makes two buckets share a key: compare instead.
+	for i := 0; i < last; i++ {
+		if keys[i] >= keys[i+1] {
+			return bucketing{}, false
+		}
+	}
 	// loc's offsets over the range: the last one applies from its start on.
 	var branches strings.Builder
 	var args []any
