@@ -233,8 +233,9 @@ func (c *Client) get(ctx context.Context, u string) (*Page, int, time.Duration, 
 	if page.Entry {
 		return nil, 0, 0, fmt.Errorf("GET %s: answered a single entry, not a feed page", u)
 	}
-	if page.Recovered != "" && !bytes.Contains(body[max(0, len(body)-64):], []byte("feed>")) {
-		// Not well-formed and not ended: treat as cut short.
+	if page.Recovered != "" && page.Format == FormatXML && !bytes.Contains(body[max(0, len(body)-64):], []byte("feed>")) {
+		// Not well-formed and not ended: treat as cut short. (A JSON page
+		// is recovered only when its brackets close.)
 		return nil, 0, 0, fmt.Errorf("GET %s: the page does not end (%s)", u, page.Recovered)
 	}
 	return page, http.StatusOK, 0, nil

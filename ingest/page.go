@@ -110,8 +110,9 @@ type Page struct {
 	Rejects []Reject
 	// Entries is how many entries the page held: len(Events)+len(Rejects).
 	Entries int
-	// Recovered is set when the page as a whole was not well-formed XML and
-	// its entries were recovered one by one; it says what was wrong.
+	// Recovered is set when the page as a whole was not well-formed XML or
+	// valid JSON and its entries were recovered one by one; it says what
+	// was wrong.
 	Recovered string
 }
 
@@ -207,6 +208,9 @@ func fillRaw(p *Page, data []byte) {
 		}
 	case FormatJSON:
 		spans := jsonEntrySpans(data)
+		if spans == nil && p.Recovered != "" {
+			_, _, spans, _ = looseJSON(data)
+		}
 		raw = func(i int) []byte {
 			if i < 0 || i >= len(spans) {
 				return nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -504,6 +505,73 @@ func TestFastPathTakesUTF8(t *testing.T) {
 		d := bytes.Replace(data, []byte("Zürich"), bad, 1)
 		if _, ok := fast(d, FormatXML); ok {
 			t.Errorf("fast path took %q", bad)
+		}
+	}
+}
+
+// TestBrokenJSONEntryCostsOnlyItself: a JSON page one of whose entries is
+// not valid JSON is read entry by entry, as a broken XML entry is: that
+// entry is a reject with its id, reason and bytes, every other entry the
+// event it is on the intact page, the links read. A page cut short, or
+// broken outside its entries, is still not a feed.
+func TestBrokenJSONEntryCostsOnlyItself(t *testing.T) {
+	data, err := os.ReadFile("../testdata/pages/feed-head.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := ParsePage(data, FormatJSON)
+	if err != nil || len(whole.Events) != 5 {
+		t.Fatalf("intact page: %v, %d events", err, len(whole.Events))
+	}
+	spans := jsonEntrySpans(data)
+	if open, close, loose, ok := looseJSON(data); !ok || !reflect.DeepEqual(loose, spans) || data[open] != '[' || data[close] != ']' {
+		t.Fatalf("looseJSON on a valid page: %v %v, want the entries %v", ok, loose, spans)
+	}
+	second := data[spans[1][0]:spans[1][1]]
+	for _, c := range []struct{ name, from, to string }{
+		{"trailing comma", "", ""},
+		{"bare word", `"CloudBackup"`, `CloudBackup`},
+		{"missing value", `"resourceType":`, `"resourceType":,`},
+	} {
+		broken := bytes.Replace(second, []byte(c.from), []byte(c.to), 1)
+		if c.from == "" {
+			broken = append(bytes.TrimRight(slices.Clone(second[:len(second)-1]), " \n"), ",}"...)
+		} else if bytes.Equal(broken, second) {
+			t.Fatalf("%s: %s not in the entry", c.name, c.from)
+		}
+		page := slices.Concat(data[:spans[1][0]], broken, data[spans[1][1]:])
+		for _, parse := range []func([]byte, Format) (*Page, error){ParsePage, ReferencePage} {
+			p, err := parse(page, FormatAuto)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if len(p.Events) != 4 || len(p.Rejects) != 1 || p.Entries != 5 || !strings.HasPrefix(p.Recovered, "malformed JSON") {
+				t.Fatalf("%s: %d events, %d rejects, recovered %q", c.name, len(p.Events), len(p.Rejects), p.Recovered)
+			}
+			r := p.Rejects[0]
+			if r.Index != 1 || r.EntryID != whole.Events[1].EntryID || !strings.HasPrefix(r.Reason, "malformed JSON") || !bytes.Equal(r.Raw, broken) {
+				t.Errorf("%s: reject %+v, want entry 1 (%s) with its bytes", c.name, r, whole.Events[1].EntryID)
+			}
+			if !reflect.DeepEqual(p.Events, slices.Delete(slices.Clone(whole.Events), 1, 2)) || !reflect.DeepEqual(p.Indexes, []int{0, 2, 3, 4}) {
+				t.Errorf("%s: the other entries differ from the intact page's", c.name)
+			}
+			if p.Links != whole.Links {
+				t.Errorf("%s: links %+v, want %+v", c.name, p.Links, whole.Links)
+			}
+		}
+		var nf *NotFeedError
+		if _, err := ParsePage(page[:len(page)-10], FormatJSON); !errors.As(err, &nf) {
+			t.Errorf("%s, cut short: %v, want not a feed", c.name, err)
+		}
+	}
+	// Broken outside the entries, or brackets that do not balance.
+	for _, page := range [][]byte{
+		bytes.Replace(data, []byte(`"rel": "current"`), []byte(`"rel": current`), 1),
+		slices.Concat(data[:spans[1][0]], []byte(`{"id":"urn:uuid:x","content":{`), data[spans[1][1]:]),
+	} {
+		var nf *NotFeedError
+		if _, err := ParsePage(page, FormatJSON); !errors.As(err, &nf) {
+			t.Errorf("%.60q…: %v, want not a feed", page, err)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/beevik/etree"
@@ -252,16 +253,31 @@ func recoverXMLPage(data []byte, pageErr error) (*Page, error) {
 	return p, nil
 }
 
-func referenceJSONPage(data []byte) (*Page, error) {
+// decodeJSON decodes one JSON value that is all of data, numbers as
+// json.Number; the error says what is malformed.
+func decodeJSON(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	var top any
-	if err := dec.Decode(&top); err != nil {
-		return nil, &NotFeedError{Format: FormatJSON, What: "malformed JSON: " + err.Error()}
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, errors.New("malformed JSON: " + err.Error())
 	}
 	if len(bytes.Trim(data[dec.InputOffset():], " \t\r\n")) > 0 {
-		return nil, &NotFeedError{Format: FormatJSON, What: "malformed JSON: data after the top-level value"}
+		return nil, errors.New("malformed JSON: data after the top-level value")
 	}
+	return v, nil
+}
+
+func referenceJSONPage(data []byte) (*Page, error) {
+	top, err := decodeJSON(data)
+	if err != nil {
+		return recoverJSONPage(data, err)
+	}
+	return jsonFeedPage(top)
+}
+
+// jsonFeedPage reads a decoded page or entry document.
+func jsonFeedPage(top any) (*Page, error) {
 	obj, _ := top.(map[string]any)
 	p := &Page{}
 	if e, ok := obj["entry"]; ok && len(obj) == 1 {
@@ -289,6 +305,36 @@ func referenceJSONPage(data []byte) (*Page, error) {
 		for i, e := range list {
 			p.add(i, refJSONEntry(e))
 		}
+	}
+	return p, nil
+}
+
+// recoverJSONPage reads a feed page that is not valid JSON entry by entry
+// (looseJSON cuts them out), as recoverXMLPage does for XML: one broken
+// entry costs only itself. The page without its entries must be valid.
+func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
+	notFeed := &NotFeedError{Format: FormatJSON, What: pageErr.Error()}
+	open, close, spans, ok := looseJSON(data)
+	if !ok {
+		return nil, notFeed
+	}
+	skeleton := append(append(slices.Clip(data[:open+1]), ' '), data[close:]...)
+	top, err := decodeJSON(skeleton)
+	if err != nil {
+		return nil, notFeed
+	}
+	p, err := jsonFeedPage(top)
+	if err != nil {
+		return nil, err
+	}
+	p.Recovered = pageErr.Error()
+	for i, sp := range spans {
+		v, err := decodeJSON(data[sp[0]:sp[1]])
+		if err != nil {
+			p.add(i, rejected(looseJSONID(data[sp[0]:sp[1]]), err.Error()))
+			continue
+		}
+		p.add(i, refJSONEntry(v))
 	}
 	return p, nil
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 
@@ -296,4 +297,117 @@ func (sp *xmlSplit) entryID(data []byte, i int) string {
 		return ""
 	}
 	return trim(string(rest[:e]))
+}
+
+// looseJSON finds, in a JSON feed page that may not be valid JSON, the
+// array of "feed"."entry" (the bytes from its '[' to its ']') and the
+// span of each element, by strings and brackets alone: an entry with a bad
+// token (a trailing comma, a bare word, a missing value) is still cut out
+// whole. ok is false unless the page's brackets balance and nothing but
+// white space follows the top-level object (a page cut short is not
+// recovered).
+func looseJSON(data []byte) (open, close int, spans [][2]int, ok bool) {
+	type frame struct {
+		obj bool
+		key string // the key whose value is being read (objects)
+	}
+	var stack []frame
+	var last string // the last string read: a key when ':' follows
+	open, close, start := -1, -1, -1
+	inEntries := func() bool { return open >= 0 && close < 0 && len(stack) == 3 }
+	end := func(i int) { // the element that began at start ends before i
+		if start >= 0 {
+			spans = append(spans, [2]int{start, start + len(bytes.TrimRight(data[start:i], " \t\r\n"))})
+			start = -1
+		}
+	}
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if inEntries() && start < 0 && c != ',' && c != ']' && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			start = i
+		}
+		switch c {
+		case '"':
+			j := i + 1
+			for ; j < len(data) && data[j] != '"'; j++ {
+				if data[j] == '\\' {
+					j++
+				}
+			}
+			if j >= len(data) {
+				return 0, 0, nil, false
+			}
+			last, i = string(data[i+1:j]), j
+		case ':':
+			if n := len(stack); n > 0 && stack[n-1].obj {
+				stack[n-1].key = last
+			}
+		case '{', '[':
+			if c == '[' && open < 0 && len(stack) == 2 && stack[0].obj && stack[0].key == "feed" && stack[1].obj && stack[1].key == "entry" {
+				open = i
+			}
+			stack = append(stack, frame{obj: c == '{'})
+		case '}', ']':
+			if len(stack) == 0 || stack[len(stack)-1].obj != (c == '}') {
+				return 0, 0, nil, false
+			}
+			if c == ']' && inEntries() {
+				end(i)
+				close = i
+			}
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				ok = open >= 0 && close >= 0 && len(bytes.Trim(data[i+1:], " \t\r\n")) == 0
+				return open, close, spans, ok
+			}
+		case ',':
+			if inEntries() {
+				end(i)
+			}
+		}
+	}
+	return 0, 0, nil, false
+}
+
+// looseJSONID returns the string value of the "id" key of the object in
+// span (not of the objects inside it), or "".
+func looseJSONID(span []byte) string {
+	depth, key := 0, false
+	for i := 0; i < len(span); i++ {
+		switch span[i] {
+		case '"':
+			j := i + 1
+			for ; j < len(span) && span[j] != '"'; j++ {
+				if span[j] == '\\' {
+					j++
+				}
+			}
+			if j >= len(span) {
+				return ""
+			}
+			s := string(span[i+1 : j])
+			if key && depth == 1 {
+				if err := json.Unmarshal(span[i:j+1], &s); err != nil {
+					return ""
+				}
+				return trim(s)
+			}
+			i = j
+			if depth == 1 && s == "id" {
+				k := i + 1
+				for k < len(span) && (span[k] == ' ' || span[k] == '\t' || span[k] == '\r' || span[k] == '\n') {
+					k++
+				}
+				key = k < len(span) && span[k] == ':'
+			}
+		case '{', '[':
+			depth++
+			key = false
+		case '}', ']':
+			depth--
+		case ',':
+			key = false
+		}
+	}
+	return ""
 }
