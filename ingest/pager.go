@@ -46,7 +46,16 @@ type Batch struct {
 	Events  []model.Event
 	Rejects []Reject
 	Next    Checkpoint
+	// skipped counts the page's entries that were processed before.
+	skipped int
 }
+
+// PublishError says that a batch could not be published; whether any of
+// it was committed is for the checkpoints in Kafka to say.
+type PublishError struct{ Err error }
+
+func (e *PublishError) Error() string { return "publish: " + e.Err.Error() }
+func (e *PublishError) Unwrap() error { return e.Err }
 
 // Publisher commits a batch: events, dead letters and checkpoint together
 // or not at all. Declared here, where it is used; the Kafka one is in
@@ -75,6 +84,7 @@ type Reader struct {
 func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Checkpoint, error) {
 	cp.Feed, cp.Tenant = r.Feed, r.Tenant
 	recovering := false // reading by time after a lost marker: drop duplicates
+	lost := ""          // that marker, never to be the marker again in this run
 	for {
 		q := url.Values{}
 		switch {
@@ -97,7 +107,7 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 			if cp.Published.IsZero() {
 				return cp, fmt.Errorf("tenant %s: marker %s is gone and its time is unknown: %w", r.Tenant, cp.Marker, err)
 			}
-			recovering = true
+			recovering, lost = true, cp.Marker
 			continue
 		}
 		if err != nil {
@@ -106,14 +116,18 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 		if page.Entries == 0 {
 			return cp, nil
 		}
-		b := batchOf(page, cp, recovering)
+		b := batchOf(page, cp, recovering, lost)
 		b.Feed, b.Tenant, b.Request = r.Feed, r.Tenant, q.Encode()
+		if b.Next.Marker == cp.Marker && len(b.Events)+len(b.Rejects) == 0 && b.skipped > 0 {
+			// Only entries already processed: caught up.
+			return cp, nil
+		}
 		if b.Next.Marker == cp.Marker && !recovering {
 			return cp, fmt.Errorf("tenant %s: the page after %s names no newer entry", r.Tenant, cp.Marker)
 		}
 		if len(b.Events)+len(b.Rejects) > 0 || b.Next.Marker != cp.Marker {
 			if err := pub.Publish(ctx, b); err != nil {
-				return cp, fmt.Errorf("tenant %s: publish: %w", r.Tenant, err)
+				return cp, fmt.Errorf("tenant %s: %w", r.Tenant, &PublishError{Err: err})
 			}
 			if r.OnPage != nil {
 				r.OnPage(b)
@@ -130,9 +144,11 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 }
 
 // batchOf turns a page (newest first) into a batch (oldest first) and the
-// checkpoint after it. When recovering, entries already processed (older
-// than the checkpoint's time, or at that time and listed) are dropped.
-func batchOf(p *Page, cp Checkpoint, recovering bool) *Batch {
+// checkpoint after it. Entries already processed are dropped: those at the
+// checkpoint's time that it lists and, when recovering, those older. The
+// marker still follows them (an entry the feed has is a place to read on
+// from), but never to lost, the marker that was not found.
+func batchOf(p *Page, cp Checkpoint, recovering bool, lost string) *Batch {
 	b := &Batch{Next: cp}
 	// Entry ids and publication times in feed order, events and rejects
 	// merged back by index.
@@ -157,8 +173,12 @@ func batchOf(p *Page, cp Checkpoint, recovering bool) *Batch {
 	}
 	for i := len(items) - 1; i >= 0; i-- { // oldest first
 		it := items[i]
-		if recovering && it.ev != nil && !it.published.IsZero() &&
-			(it.published.Before(cp.Published) || it.published.Equal(cp.Published) && slices.Contains(cp.SameTime, it.id)) {
+		if it.ev != nil && !it.published.IsZero() &&
+			(recovering && it.published.Before(cp.Published) || it.published.Equal(cp.Published) && slices.Contains(cp.SameTime, it.id)) {
+			b.skipped++
+			if it.id != "" && it.id != lost {
+				b.Next.Marker = it.id
+			}
 			continue
 		}
 		if it.ev != nil {
@@ -176,6 +196,16 @@ func batchOf(p *Page, cp Checkpoint, recovering bool) *Batch {
 				b.Next.Published, b.Next.SameTime = it.published, nil
 			}
 			b.Next.SameTime = append(b.Next.SameTime, it.id)
+		}
+	}
+	// The newest entry has no id that could be read: the page's previous
+	// link (?marker=<newest id on page>&direction=forward) names it, so the
+	// next page begins after it instead of with it again.
+	if len(items) > 0 && items[0].id == "" && p.Links.Previous != "" {
+		if u, err := url.Parse(p.Links.Previous); err == nil {
+			if m := trim(u.Query().Get("marker")); m != "" {
+				b.Next.Marker = m
+			}
 		}
 	}
 	b.Next.Entries += int64(len(b.Events))

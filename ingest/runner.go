@@ -246,8 +246,31 @@ func (r *Runner) once(ctx context.Context) error {
 }
 
 // readSlot takes a slot over and reads its tenants: once, or on their
-// schedules until ctx is done.
+// schedules until ctx is done. When a publish fails (the producer fenced
+// by another owner, a transaction that could not end, a commit whose
+// outcome is unknown), the slot is taken over again: a new producer, and
+// the checkpoints read again from Kafka, so the next page starts after
+// what was committed, whatever that was.
 func (r *Runner) readSlot(ctx context.Context, slot int32, once bool, wake <-chan struct{}) error {
+	for failures := 0; ; failures++ {
+		err := r.serveSlot(ctx, slot, once, wake)
+		var pe *PublishError
+		if once || !errors.As(err, &pe) || ctx.Err() != nil {
+			return err
+		}
+		wait := min(time.Duration(failures+1)*time.Second, 30*time.Second)
+		r.cfg.Log.Error("publishing failed: taking the slot over again", "slot", slot, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// serveSlot is one takeover of readSlot: it returns a *PublishError (in
+// its chain) when the slot must be taken over again.
+func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-chan struct{}) error {
 	var sp *SlotProducer
 	var cps map[string]Checkpoint
 	for attempt := 1; ; attempt++ {
@@ -296,6 +319,10 @@ func (r *Runner) readSlot(ctx context.Context, slot int32, once bool, wake <-cha
 				if err := r.poll(ctx, sp, s); err != nil {
 					if ctx.Err() != nil {
 						return nil
+					}
+					var pe *PublishError
+					if !once && errors.As(err, &pe) {
+						return err // this producer is done: take the slot over again
 					}
 					errs = append(errs, err)
 				}

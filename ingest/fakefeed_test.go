@@ -1,0 +1,317 @@
+package ingest_test
+
+// A small, fully controlled Atom Hopper stand-in (marker, direction,
+// marker=last, startingAt, limit, 404 on chosen markers, previous links) so
+// that paging edge cases can be staged entry by entry.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/feedmeter/feedmeter/ingest"
+	"github.com/feedmeter/feedmeter/internal/e2e"
+	"github.com/feedmeter/feedmeter/model"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+type fentry struct {
+	id    string // full atom id; "" renders an entry without atom:id
+	pub   time.Time
+	raw   string // when set, served verbatim instead of a rendered entry
+	label string // for entries without id: how the fake finds them
+}
+
+type fakeFeed struct {
+	mu      sync.Mutex
+	tenant  string
+	entries []fentry        // oldest first
+	missing map[string]bool // markers answered 404 although the entry is listed
+	gets    []string
+}
+
+func newFakeFeed(tenant string) *fakeFeed {
+	return &fakeFeed{tenant: tenant, missing: map[string]bool{}}
+}
+
+func (f *fakeFeed) add(e fentry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.entries = append(f.entries, e)
+}
+
+func rid(n int) string { return fmt.Sprintf("urn:uuid:00000000-0000-4000-8000-%012d", n) }
+
+func entryXML(tenant string, e fentry) string {
+	if e.raw != "" {
+		return e.raw
+	}
+	id := ""
+	if e.id != "" {
+		id = "<atom:id>" + e.id + "</atom:id>"
+	}
+	ev := strings.TrimPrefix(e.id, "urn:uuid:")
+	if ev == "" {
+		ev = "11111111-1111-4111-8111-111111111111"
+	}
+	p := e.pub.UTC().Format("2006-01-02T15:04:05.000Z")
+	return `<atom:entry xmlns:atom="http://www.w3.org/2005/Atom">` + id +
+		`<atom:content type="application/xml"><event xmlns="http://docs.rackspace.com/core/event" xmlns:p="http://docs.rackspace.com/usage/cloudbackup/bandwidthIn" dataCenter="DFW1" endTime="2012-06-15T10:19:52Z" environment="PROD" id="` + ev +
+		`" region="DFW" resourceId="r1" startTime="2012-06-14T10:19:52Z" tenantId="` + tenant + `" type="USAGE" version="1"><p:product bandwidthIn="5" resourceType="AGENT" serverID="9" serviceCode="CloudBackup" version="1"/></event></atom:content>` +
+		`<atom:updated>` + p + `</atom:updated><atom:published>` + p + `</atom:published></atom:entry>` + "\n"
+}
+
+func (f *fakeFeed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets = append(f.gets, r.URL.RawQuery)
+	q := r.URL.Query()
+	limit := 25
+	if l := q.Get("limit"); l != "" {
+		limit, _ = strconv.Atoi(l)
+	}
+	n := len(f.entries)
+	var idx []int // oldest first
+	up := func(from int) {
+		for i := from; i < n && len(idx) < limit; i++ {
+			idx = append(idx, i)
+		}
+	}
+	switch m := q.Get("marker"); {
+	case m == "last":
+		up(0)
+	case m != "":
+		at := -1
+		for i, e := range f.entries {
+			if (e.id == m || "urn:uuid:"+e.label == m) && !f.missing[m] {
+				at = i
+			}
+		}
+		if at < 0 {
+			http.Error(w, "marker not found", http.StatusNotFound)
+			return
+		}
+		if q.Get("direction") == "backward" {
+			for i := at; i >= 0 && len(idx) < limit; i-- {
+				idx = append([]int{i}, idx...)
+			}
+		} else {
+			up(at + 1)
+		}
+	case q.Get("startingAt") != "":
+		t, err := time.Parse(time.RFC3339Nano, q.Get("startingAt"))
+		if err != nil {
+			http.Error(w, "bad time", http.StatusBadRequest)
+			return
+		}
+		from := n
+		for i, e := range f.entries {
+			if !e.pub.Before(t.Truncate(time.Millisecond)) {
+				from = i
+				break
+			}
+		}
+		up(from)
+	default:
+		for i := n - 1; i >= 0 && len(idx) < limit; i-- {
+			idx = append([]int{i}, idx...)
+		}
+	}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<feed xmlns="http://www.w3.org/2005/Atom">` + "\n")
+	if len(idx) > 0 {
+		newest := f.entries[idx[len(idx)-1]].id
+		if newest == "" {
+			newest = "urn:uuid:" + f.entries[idx[len(idx)-1]].label
+		}
+		b.WriteString(`<link rel="previous" href="http://x/backup/events/` + f.tenant + `?marker=` + newest + `&amp;direction=forward"/>` + "\n")
+	}
+	for k := len(idx) - 1; k >= 0; k-- {
+		b.WriteString(entryXML(f.tenant, f.entries[idx[k]]))
+	}
+	b.WriteString("</feed>\n")
+	w.Header().Set("Content-Type", "application/atom+xml")
+	w.Write([]byte(b.String()))
+}
+
+func fakeReader(t *testing.T, f *fakeFeed, limit int) (*ingest.Reader, *httptest.Server) {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	c, err := ingest.NewClient(ingest.ClientConfig{Limit: limit, Format: ingest.FormatXML,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Attempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ingest.Reader{Client: c, Feed: srv.URL + "/backup/events/" + f.tenant, Tenant: f.tenant,
+		Log: testLogger()}, srv
+}
+
+// TestLostMarkerAfterAFullPageOfTwins: recovering after a lost marker, a
+// first page made only of entries already processed (the same publication
+// instant, listed in SameTime) is read past, not taken for "caught up"
+// (the newer entries were never read while the marker stayed gone); and
+// with nothing newer a run ends, publishing nothing twice.
+func TestLostMarkerAfterAFullPageOfTwins(t *testing.T) {
+	f := newFakeFeed("1234")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
+	f.add(fentry{id: rid(1), pub: T})
+	f.add(fentry{id: rid(2), pub: T})
+	r, _ := fakeReader(t, f, 2)
+	var rec recorder
+	cp, err := r.CatchUp(context.Background(), ingest.Checkpoint{}, &rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A newer entry arrives; the marker's entry then answers 404.
+	f.add(fentry{id: rid(3), pub: T.Add(time.Second)})
+	f.mu.Lock()
+	f.missing[rid(2)] = true
+	f.mu.Unlock()
+	var rest recorder
+	for run := 0; run < 3; run++ {
+		cp2, err := r.CatchUp(context.Background(), cp, &rest)
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		cp = cp2
+	}
+	if len(rest.events()) != 1 {
+		t.Errorf("after 3 polls that report success, %d events published; entry %s, newer than the checkpoint, was never read", len(rest.events()), rid(3))
+	}
+	// The lost marker again, nothing newer than what was published: a run
+	// ends after a few pages.
+	cp.Marker = rid(2)
+	before := len(rest.batches)
+	if _, err := r.CatchUp(context.Background(), cp, &rest); err != nil || len(rest.events()) != 1 || len(rest.batches)-before > 3 {
+		t.Errorf("with nothing new: %v, %d events, %d batches published", err, len(rest.events()), len(rest.batches)-before)
+	}
+}
+
+// TestIDlessEntryAtTheHead: an entry whose atom:id cannot be read, newest
+// on its page, is dead-lettered once and the checkpoint moves past it (to
+// the id the page's previous link names). It used to stay on the entry
+// before: every later poll failed while the bad entry was the head, it was
+// dead-lettered again when a newer entry came, and with limit=1 the newer
+// entries were never reached.
+func TestIDlessEntryAtTheHead(t *testing.T) {
+	f := newFakeFeed("1234")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.add(fentry{id: rid(1), pub: T})
+	f.add(fentry{id: "", label: "00000000-0000-4000-8000-0000000000bb", pub: T.Add(time.Second)}) // well-formed, no atom:id
+	r, _ := fakeReader(t, f, 1000)
+	var rec recorder
+	cp, err := r.CatchUp(context.Background(), ingest.Checkpoint{}, &rec)
+	if err != nil {
+		t.Errorf("first run fails although every entry was published or dead-lettered: %v", err)
+	}
+	rejects := 0
+	for _, b := range rec.batches {
+		rejects += len(b.Rejects)
+	}
+	if len(rec.events()) != 1 || rejects != 1 {
+		t.Errorf("first run: %d events, %d rejects, want 1 and 1", len(rec.events()), rejects)
+	}
+	cp2, err := r.CatchUp(context.Background(), cp, &rec)
+	if err != nil {
+		t.Errorf("a poll with nothing new fails: %v", err)
+	}
+	f.add(fentry{id: rid(3), pub: T.Add(2 * time.Second)})
+	_, err = r.CatchUp(context.Background(), cp2, &rec)
+	if err != nil || len(rec.events()) != 2 {
+		t.Errorf("third run (a newer entry arrived): %v, %d events in all", err, len(rec.events()))
+	}
+	rejects = 0
+	for _, b := range rec.batches {
+		rejects += len(b.Rejects)
+	}
+	if rejects != 1 {
+		t.Errorf("one bad entry became %d dead letters", rejects)
+	}
+
+	// With limit=1 the page after the good entry is the id-less one alone:
+	// the run must read on past it.
+	g := newFakeFeed("1234")
+	g.add(fentry{id: rid(1), pub: T})
+	g.add(fentry{id: "", label: "00000000-0000-4000-8000-0000000000bb", pub: T.Add(time.Second)})
+	g.add(fentry{id: rid(3), pub: T.Add(2 * time.Second)})
+	r1, _ := fakeReader(t, g, 1)
+	var rec1 recorder
+	cp1, err := r1.CatchUp(context.Background(), ingest.Checkpoint{}, &rec1)
+	if err != nil || cp1.Marker != rid(3) || len(rec1.events()) != 2 {
+		t.Errorf("limit=1: %v, %d of 2 good entries published, checkpoint %s", err, len(rec1.events()), cp1.Marker)
+	}
+}
+
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// TestFencedRunnerTakesTheSlotBack: a process whose slot producer was
+// fenced (a --once run took the slot over) takes the slot over again and
+// goes on; it used to fail every publish from then on.
+func TestFencedRunnerTakesTheSlotBack(t *testing.T) {
+	f := newFakeFeed("1234")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.add(fentry{id: rid(1), pub: T})
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	brokers := e2eKafka(t)
+	cfg := ingest.Config{
+		Feed: srv.URL + "/backup/events", Tenants: []string{"1234"}, Workers: 2,
+		Client:    ingest.ClientConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Attempts: 3},
+		Kafka:     ingest.KafkaConfig{Brokers: brokers, Slots: 4, TransactionTimeout: 5 * time.Second},
+		IdleEvery: 200 * time.Millisecond,
+		Log:       testLogger(),
+	}
+	a, err := ingest.NewRunner(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitUsage(t, brokers, 1, 10*time.Second)
+
+	once := cfg
+	once.Once = true
+	b, err := ingest.NewRunner(once)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The --once run took the slot over: the running process's producer is
+	// fenced. It takes the slot back and publishes the next entry.
+	f.add(fentry{id: rid(2), pub: T.Add(time.Second)})
+	waitUsage(t, brokers, 2, 15*time.Second)
+	if n := len(e2eRecords(t, brokers)); n != 2 {
+		t.Errorf("%d usage records, want 2", n)
+	}
+}
+
+func e2eKafka(t *testing.T) []string { return e2e.KafkaCluster(t) }
+
+func e2eRecords(t *testing.T, brokers []string) []*kgo.Record {
+	return e2e.TopicRecords(t, brokers, model.TopicUsage)
+}
+
+func waitUsage(t *testing.T, brokers []string, n int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if len(e2eRecords(t, brokers)) >= n {
+			return
+		}
+	}
+	t.Fatalf("fewer than %d usage records after %s", n, d)
+}
