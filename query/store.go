@@ -447,11 +447,8 @@ func groupCols(groupBy []string) string {
 // conditional distinct count and a bucket lambda; 2.5-3 ms without): it
 // reads every kind (the rows of other kinds are dropped here), counts
 // distinct servers only when licences are asked for, and, in a batch,
-// leaves additive sums by the day for index to put in buckets. Additive
-// sums over bounds that are not all UTC midnights (a zone's days or months,
-// a rate change at noon) are read from the daily rollup for the whole UTC
-// days and from the hourly one only for the days a bound cuts
-// (splitRollups), the two at once. (PREWHERE on the tenant:
+// leaves additive sums by the day for index to put in buckets.
+// (PREWHERE on the tenant:
 // 10-20 % less time per query than WHERE, measured on the benchmark's 106
 // million events.)
 func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error) {
@@ -459,6 +456,7 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		return nil, nil
 	}
 	servers := slices.Contains(q.Kinds, "license")
+	r := rollupFor(q.Bounds)
 	g := groupCols(q.GroupBy)
 	type row struct {
 		alone   bool // read by the query's alone shape
@@ -466,11 +464,57 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		s       UsageSum
 		qty, bs string
 	}
+	aloneBk := bucketOf(q.Bounds, q.Zone, r.ts, r.exact, r.unit, r.step, !servers)
+	batchedBk := aloneBk
+	if !servers && r.step >= 86400 {
+		// In a batch, by the day: the query is then the same for every
+		// range, so the queries of different months batch together
+		// (batch.go). (By the hour a month would be 720 rows a kind.)
+		batchedBk = byGrain(q.Bounds, r.exact, r.unit)
+	}
+	query := func(bk bucketing, alone bool) *shape[row] {
+		sh := &shape[row]{
+			sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events)",
+			args: bk.args, from: r.table, group: "b, kind" + g,
+			scan: func(rows driver.Rows) (string, row, error) {
+				var tenant string
+				x := row{alone: alone}
+				x.s.Group = make([]string, len(q.GroupBy))
+				dest := []any{&tenant, &x.b, &x.s.Kind}
+				for i := range x.s.Group {
+					dest = append(dest, &x.s.Group[i])
+				}
+				dest = append(dest, &x.qty, &x.bs, &x.s.Events)
+				if servers {
+					dest = append(dest, &x.s.Servers)
+				}
+				err := rows.Scan(dest...)
+				return tenant, x, err
+			},
+		}
+		if servers {
+			// Distinct servers of every kind, read only for licences:
+			// cheaper in 18.16 than uniqExactIf.
+			sh.sel += ", uniqExact(server)"
+		}
+		if bk.unit == 0 {
+			sh.ranged = r.args
+		}
+		return sh
+	}
+	tq := &tenantQuery[row]{tenant: q.Tenant, cond: r.cond, args: r.args}
+	sh := query(batchedBk, false)
+	if aloneBk.expr != batchedBk.expr {
+		tq.alone = query(aloneBk, true)
+	}
 	var out []UsageSum
 	at := map[string]int{} // bucket, kind and group of a sum in out
-	var mu sync.Mutex      // out and at, when the parts are read at once
-	take := func(x row, bk *bucketing) (bool, error) {
+	take := func(x row) (bool, error) {
 		s := x.s
+		bk := batchedBk
+		if x.alone {
+			bk = aloneBk
+		}
 		if s.Bucket = bk.index(x.b); s.Bucket < 0 {
 			return false, nil
 		}
@@ -488,8 +532,6 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 			return true, err
 		}
 		k := strconv.Itoa(s.Bucket) + "\x00" + s.Kind + "\x00" + strings.Join(s.Group, "\x00")
-		mu.Lock()
-		defer mu.Unlock()
 		if i, ok := at[k]; ok { // another grain of the same bucket: additive
 			o := &out[i]
 			o.Quantity.Add(o.Quantity, s.Quantity)
@@ -504,119 +546,11 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		out = append(out, s)
 		return true, nil
 	}
-	// read reads the rows of one rollup whose grains keep keeps (nil: all;
-	// in a batch, the rows of other queries of the tenant come too).
-	read := func(r rollup, keep func(day int64) bool) error {
-		aloneBk := bucketOf(q.Bounds, q.Zone, r.ts, r.exact, r.unit, r.step, !servers)
-		batchedBk := aloneBk
-		if !servers && r.step >= 86400 {
-			// In a batch, by the day: the query is then the same for every
-			// range, so the queries of different months batch together
-			// (batch.go). (By the hour a month would be 720 rows a kind.)
-			batchedBk = byGrain(q.Bounds, r.exact, r.unit)
-		}
-		query := func(bk bucketing, alone bool) *shape[row] {
-			sh := &shape[row]{
-				sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events)",
-				args: bk.args, from: r.table, group: "b, kind" + g,
-				scan: func(rows driver.Rows) (string, row, error) {
-					var tenant string
-					x := row{alone: alone}
-					x.s.Group = make([]string, len(q.GroupBy))
-					dest := []any{&tenant, &x.b, &x.s.Kind}
-					for i := range x.s.Group {
-						dest = append(dest, &x.s.Group[i])
-					}
-					dest = append(dest, &x.qty, &x.bs, &x.s.Events)
-					if servers {
-						dest = append(dest, &x.s.Servers)
-					}
-					err := rows.Scan(dest...)
-					return tenant, x, err
-				},
-			}
-			if servers {
-				// Distinct servers of every kind, read only for licences:
-				// cheaper in 18.16 than uniqExactIf.
-				sh.sel += ", uniqExact(server)"
-			}
-			if bk.unit == 0 {
-				sh.ranged = r.args
-			}
-			return sh
-		}
-		tq := &tenantQuery[row]{tenant: q.Tenant, cond: r.cond, args: r.args}
-		tq.take = func(x row) (bool, error) {
-			bk := &batchedBk
-			if x.alone {
-				bk = &aloneBk
-			}
-			// A row by the grain may be another query's: one of a day this
-			// part does not read.
-			if keep != nil && bk.unit != 0 && !keep(floorDiv(int64(x.b)*bk.unit, 86400)) {
-				return false, nil
-			}
-			return take(x, bk)
-		}
-		sh := query(batchedBk, false)
-		if aloneBk.expr != batchedBk.expr {
-			tq.alone = query(aloneBk, true)
-		}
-		return ask(ctx, c, sh, tq)
-	}
-	var err error
-	if daily, hourly, cut := splitRollups(q.Bounds); servers || cut == nil {
-		err = read(rollupFor(q.Bounds), nil)
-	} else {
-		var wg sync.WaitGroup
-		var hourlyErr error
-		wg.Go(func() { hourlyErr = read(hourly, func(day int64) bool { return slices.Contains(cut, uint32(day)) }) })
-		err = read(daily, func(day int64) bool { return !slices.Contains(cut, uint32(day)) })
-		wg.Wait()
-		err = errors.Join(err, hourlyErr)
-	}
-	if err != nil {
+	tq.take = take
+	if err := ask(ctx, c, sh, tq); err != nil {
 		return nil, fmt.Errorf("usage of tenant %s: %w", q.Tenant, err)
 	}
 	return out, nil
-}
-
-// splitRollups returns, for bounds that are not all UTC midnights, the two
-// reads that answer additive sums with the fewest rows: the daily rollup
-// for the whole UTC days of the range that no bound cuts, the hourly one
-// for the days that a bound cuts (a zone's midnights, a rate change at
-// noon), and those days (the day numbers since 1970). Every grain still
-// lies inside one bucket. It returns no days when the daily rollup alone
-// answers or fewer than minDailyPart whole days would come from it.
-// minDailyPart is the fewest whole days worth a second query: a query costs
-// ClickHouse 18.16 about 1.5-2 ms of CPU whatever it reads, and a month of
-// the hourly rollup about 3 ms more than of the daily one (benchmark data,
-// 2,000 tenants; 0.1 ms a day).
-const minDailyPart = 14
-
-func splitRollups(bounds []time.Time) (daily, hourly rollup, cut []uint32) {
-	if daysAligned(bounds) {
-		return
-	}
-	from, to := bounds[0], bounds[len(bounds)-1]
-	first, end := floorDiv(from.Unix(), 86400), floorDiv(to.Unix()+86399, 86400) // days [first, end)
-	for _, b := range bounds {
-		if b.Unix()%86400 != 0 {
-			if d := uint32(floorDiv(b.Unix(), 86400)); !slices.Contains(cut, d) {
-				cut = append(cut, d)
-			}
-		}
-	}
-	if end-first-int64(len(cut)) < minDailyPart {
-		return daily, hourly, nil
-	}
-	date := func(day int64) string { return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) }
-	daily = rollup{table: "usage_daily", ts: "toUInt32(day) * 86400", exact: "toUInt32(day)", unit: 86400, step: 86400,
-		cond: "day >= toDate(?) AND day < toDate(?) AND NOT has(?, toUInt32(day))", args: []any{date(first), date(end), cut}}
-	hourly = rollup{table: "usage_hourly", ts: "toUInt32(hour)", exact: "toUInt32(hour)", unit: 1, step: 3600,
-		cond: "hour >= toDateTime(?) AND hour < toDateTime(?) AND has(?, toUInt32(toDate(hour)))",
-		args: []any{uint32(from.Unix()), uint32(to.Unix()), cut}}
-	return daily, hourly, cut
 }
 
 // decimalBytes reads a Decimal128(0) sum that the query passed through
