@@ -6,7 +6,12 @@ package ingest_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -314,4 +319,133 @@ func waitUsage(t *testing.T, brokers []string, n int, d time.Duration) {
 		}
 	}
 	t.Fatalf("fewer than %d usage records after %s", n, d)
+}
+
+// capped fails a publish past max batches: a run that would go on for
+// ever ends.
+type capped struct {
+	recorder
+	max int
+}
+
+func (c *capped) Publish(ctx context.Context, b *ingest.Batch) error {
+	if len(c.batches) >= c.max {
+		return errors.New("too many batches: the run does not end")
+	}
+	return c.recorder.Publish(ctx, b)
+}
+
+// TestTwoLostMarkers: two markers that both answer 404 (while the feed
+// still lists them) end a run after a few pages, publishing no event; a
+// run used to go back and forth between them, publishing checkpoints for
+// ever.
+func TestTwoLostMarkers(t *testing.T) {
+	f := newFakeFeed("1234")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.add(fentry{id: rid(1), pub: T})
+	f.add(fentry{id: rid(2), pub: T})
+	r, _ := fakeReader(t, f, 1000)
+	var rec recorder
+	cp, err := r.CatchUp(context.Background(), ingest.Checkpoint{}, &rec)
+	if err != nil || cp.Marker != rid(2) {
+		t.Fatal(err, cp.Marker)
+	}
+	f.mu.Lock()
+	f.missing[rid(1)], f.missing[rid(2)] = true, true
+	f.mu.Unlock()
+	c := &capped{max: 50}
+	if _, err := r.CatchUp(context.Background(), cp, c); err != nil || len(c.batches) > 2 || len(c.events()) != 0 {
+		t.Errorf("%v; %d batches, %d events published", err, len(c.batches), len(c.events()))
+	}
+}
+
+// brokenEntry is an entry that is not well-formed XML, with n bytes of
+// random (incompressible) content: a reject whose dead letter carries
+// about n bytes.
+func brokenEntry(id string, n int) fentry {
+	junk := make([]byte, n/2)
+	rand.Read(junk)
+	return fentry{id: id, raw: `<atom:entry xmlns:atom="http://www.w3.org/2005/Atom"><atom:id>` + id +
+		`</atom:id><atom:content type="application/xml">` + hex.EncodeToString(junk) +
+		` & not well-formed</atom:content><atom:published>2026-01-02T03:04:05Z</atom:published></atom:entry>` + "\n"}
+}
+
+// runTwoTenants runs ingest (not --once) over tenants aaa and bbb, which
+// share its one slot, until the test ends.
+func runTwoTenants(t *testing.T, fa, fb *fakeFeed, brokers []string) {
+	mux := http.NewServeMux()
+	mux.Handle("/backup/events/aaa", fa)
+	mux.Handle("/backup/events/bbb", fb)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	r, err := ingest.NewRunner(ingest.Config{
+		Feed: srv.URL + "/backup/events", Tenants: []string{"aaa", "bbb"}, Workers: 2,
+		Client:    ingest.ClientConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Attempts: 3},
+		Kafka:     ingest.KafkaConfig{Brokers: brokers, Slots: 1, TransactionTimeout: 5 * time.Second},
+		IdleEvery: 200 * time.Millisecond,
+		Log:       testLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestHugeRejectIsCut: a broken entry of 2 MB is dead-lettered with its
+// first 256 KiB and a reason that says so (the whole would exceed the
+// broker's max.message.bytes and fail its page for ever), and the slot's
+// other tenant is read.
+func TestHugeRejectIsCut(t *testing.T) {
+	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
+	fa.add(brokenEntry(rid(1), 2<<20))
+	fb.add(fentry{id: rid(2), pub: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+	brokers := e2eKafka(t)
+	runTwoTenants(t, fa, fb, brokers)
+	waitUsage(t, brokers, 1, 10*time.Second)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter); len(dls) > 0 {
+			var dl model.DeadLetter
+			if err := json.Unmarshal(dls[0].Value, &dl); err != nil {
+				t.Fatal(err)
+			}
+			if len(dl.Raw) != 256<<10 || dl.EntryID != rid(1) || !strings.Contains(dl.Reason, "the first 262144 of ") {
+				t.Errorf("dead letter of %s: %d raw bytes, reason %q", dl.EntryID, len(dl.Raw), dl.Reason)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no dead letter in 10 s")
+		}
+	}
+}
+
+// TestTenantThatCannotPublishDoesNotStarveItsSlot: a tenant whose page can
+// never be published (here its dead letter is over the topic's
+// max.message.bytes) fails on its own schedule; the slot is taken over again
+// after each failure, and its other tenant is still read. The first
+// tenant used to come first after every takeover, and the other was never
+// read.
+func TestTenantThatCannotPublishDoesNotStarveItsSlot(t *testing.T) {
+	brokers := e2eKafka(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := "20000"
+	_, err = kadm.NewClient(cl).CreateTopic(context.Background(), 1, -1, map[string]*string{"max.message.bytes": &small}, model.TopicDeadLetter)
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
+	fa.add(brokenEntry(rid(1), 60000))
+	fb.add(fentry{id: rid(2), pub: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+	runTwoTenants(t, fa, fb, brokers)
+	waitUsage(t, brokers, 1, 10*time.Second)
+	if dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter); len(dls) != 0 {
+		t.Errorf("%d dead letters on a topic that takes none this large", len(dls))
+	}
 }

@@ -254,6 +254,10 @@ func (sp *SlotProducer) inTxn(ctx context.Context, fn func() error) error {
 	return sp.cl.EndTransaction(ctx, kgo.TryCommit)
 }
 
+// maxDeadLetterRaw bounds the entry bytes a dead letter carries: base64 in
+// JSON, they stay well under a broker's default max.message.bytes (1 MB).
+const maxDeadLetterRaw = 256 << 10
+
 // Publish commits a batch: its events, its dead letters and its checkpoint
 // in one transaction.
 func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
@@ -280,9 +284,16 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 		}
 		now := time.Now().UTC()
 		for _, r := range b.Rejects {
+			raw, reason := r.Raw, r.Reason
+			if len(raw) > maxDeadLetterRaw {
+				// A record over the broker's max.message.bytes (1 MB by
+				// default) would fail the page's transaction every time.
+				raw = raw[:maxDeadLetterRaw]
+				reason += fmt.Sprintf(" (raw: the first %d of %d bytes)", maxDeadLetterRaw, len(r.Raw))
+			}
 			v, err := json.Marshal(model.DeadLetter{
 				Stage: model.StageIngest, Feed: b.Feed, TenantID: b.Tenant, Marker: b.Request,
-				EntryID: r.EntryID, Index: r.Index, Reason: r.Reason, Raw: r.Raw, Time: now,
+				EntryID: r.EntryID, Index: r.Index, Reason: reason, Raw: raw, Time: now,
 			})
 			if err != nil {
 				return err

@@ -208,7 +208,7 @@ func fillRaw(p *Page, data []byte) {
 		}
 	case FormatJSON:
 		spans := jsonEntrySpans(data)
-		if spans == nil && p.Recovered != "" {
+		if p.Recovered != "" { // cut as the recovery cut it
 			_, _, spans, _ = looseJSON(data)
 		}
 		raw = func(i int) []byte {

@@ -83,8 +83,8 @@ type Reader struct {
 // one committed).
 func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Checkpoint, error) {
 	cp.Feed, cp.Tenant = r.Feed, r.Tenant
-	recovering := false // reading by time after a lost marker: drop duplicates
-	lost := ""          // that marker, never to be the marker again in this run
+	recovering := false       // reading by time after a lost marker: drop duplicates
+	lost := map[string]bool{} // markers not found: never the marker again in this run
 	for {
 		q := url.Values{}
 		switch {
@@ -107,7 +107,7 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 			if cp.Published.IsZero() {
 				return cp, fmt.Errorf("tenant %s: marker %s is gone and its time is unknown: %w", r.Tenant, cp.Marker, err)
 			}
-			recovering, lost = true, cp.Marker
+			recovering, lost[cp.Marker] = true, true
 			continue
 		}
 		if err != nil {
@@ -147,8 +147,8 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 // checkpoint after it. Entries already processed are dropped: those at the
 // checkpoint's time that it lists and, when recovering, those older. The
 // marker still follows them (an entry the feed has is a place to read on
-// from), but never to lost, the marker that was not found.
-func batchOf(p *Page, cp Checkpoint, recovering bool, lost string) *Batch {
+// from), but never to a marker that was not found (lost).
+func batchOf(p *Page, cp Checkpoint, recovering bool, lost map[string]bool) *Batch {
 	b := &Batch{Next: cp}
 	// Entry ids and publication times in feed order, events and rejects
 	// merged back by index.
@@ -176,7 +176,7 @@ func batchOf(p *Page, cp Checkpoint, recovering bool, lost string) *Batch {
 		if it.ev != nil && !it.published.IsZero() &&
 			(recovering && it.published.Before(cp.Published) || it.published.Equal(cp.Published) && slices.Contains(cp.SameTime, it.id)) {
 			b.skipped++
-			if it.id != "" && it.id != lost {
+			if it.id != "" && !lost[it.id] {
 				b.Next.Marker = it.id
 			}
 			continue
@@ -203,7 +203,7 @@ func batchOf(p *Page, cp Checkpoint, recovering bool, lost string) *Batch {
 	// next page begins after it instead of with it again.
 	if len(items) > 0 && items[0].id == "" && p.Links.Previous != "" {
 		if u, err := url.Parse(p.Links.Previous); err == nil {
-			if m := trim(u.Query().Get("marker")); m != "" {
+			if m := trim(u.Query().Get("marker")); m != "" && !lost[m] {
 				b.Next.Marker = m
 			}
 		}

@@ -564,10 +564,37 @@ func TestBrokenJSONEntryCostsOnlyItself(t *testing.T) {
 			t.Errorf("%s, cut short: %v, want not a feed", c.name, err)
 		}
 	}
-	// Broken outside the entries, or brackets that do not balance.
+	entry := func(i int) []byte { return data[spans[i][0]:spans[i][1]] }
+	trailingComma := func(i int) []byte {
+		return append(bytes.TrimRight(slices.Clone(entry(i)[:len(entry(i))-1]), " \n"), ",}"...)
+	}
+	// No comma between entries 0 and 1, a trailing comma in entry 3: an
+	// entry ends at its bracket, so 0 and 1 are events, 3 alone a reject
+	// with its own bytes (every prefix of this page is not a feed: a page
+	// cut short is fetched again, never half read).
+	page := slices.Concat(data[:spans[0][1]], []byte("\n"), data[spans[1][0]:spans[3][0]], trailingComma(3), data[spans[3][1]:])
+	p, err := ParsePage(page, FormatJSON)
+	if err != nil || len(p.Events) != 4 || len(p.Rejects) != 1 || p.Rejects[0].Index != 3 ||
+		p.Rejects[0].EntryID != whole.Events[3].EntryID || !bytes.Equal(p.Rejects[0].Raw, trailingComma(3)) {
+		t.Fatalf("a missing comma and a broken entry: %v, %d events, rejects %+v", err, len(p.Events), p.Rejects)
+	}
+	end := len(bytes.TrimRight(page, " \r\n\t"))
+	for n := range end {
+		var nf *NotFeedError
+		if _, err := ParsePage(page[:n], FormatJSON); !errors.As(err, &nf) {
+			t.Fatalf("the first %d of %d bytes: %v, want not a feed", n, end, err)
+		}
+	}
+	// Not recovered: broken outside the entries; brackets that do not
+	// balance; an unescaped quote in two entries (strings turned inside
+	// out between them, so one cut would hold four entries); a second
+	// "entry" array.
+	oddQuote := func(i int) []byte { return bytes.Replace(entry(i), []byte(`"DFW1"`), []byte(`"DF"W1"`), 1) }
 	for _, page := range [][]byte{
 		bytes.Replace(data, []byte(`"rel": "current"`), []byte(`"rel": current`), 1),
 		slices.Concat(data[:spans[1][0]], []byte(`{"id":"urn:uuid:x","content":{`), data[spans[1][1]:]),
+		slices.Concat(data[:spans[0][0]], oddQuote(0), data[spans[0][1]:spans[3][0]], oddQuote(3), data[spans[3][1]:]),
+		slices.Concat(data[:spans[0][0]], trailingComma(0), []byte(","), entry(1), []byte(`], "entry": [`), data[spans[2][0]:]),
 	} {
 		var nf *NotFeedError
 		if _, err := ParsePage(page, FormatJSON); !errors.As(err, &nf) {

@@ -17,6 +17,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -327,17 +328,31 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Entry || p.Entries > 0 || len(p.Events)+len(p.Rejects) > 0 {
+		return nil, notFeed // entries outside the array looseJSON cut (a second "entry" key)
+	}
 	p.Recovered = pageErr.Error()
 	for i, sp := range spans {
-		v, err := decodeJSON(data[sp[0]:sp[1]])
+		raw := data[sp[0]:sp[1]]
+		v, err := decodeJSON(raw)
 		if err != nil {
-			p.add(i, rejected(looseJSONID(data[sp[0]:sp[1]]), err.Error()))
+			if len(entryIDs.FindAllIndex(raw, 2)) > 1 {
+				// More than one entry in what was cut as one (a quote
+				// left unescaped turns strings inside out): entries would
+				// be lost in one reject. The page is refused whole.
+				return nil, notFeed
+			}
+			p.add(i, rejected(looseJSONID(raw), err.Error()))
 			continue
 		}
 		p.add(i, refJSONEntry(v))
 	}
 	return p, nil
 }
+
+// entryIDs matches an entry's id in JSON: the key "id" with a urn value
+// (the ids of the events inside are bare UUIDs).
+var entryIDs = regexp.MustCompile(`"id"\s*:\s*"(\s|\\[nrt])*urn:`)
 
 // jsonScalar renders a JSON scalar as the text its XML twin would carry.
 func jsonScalar(v any) (string, bool) {

@@ -252,13 +252,19 @@ func (r *Runner) once(ctx context.Context) error {
 // the checkpoints read again from Kafka, so the next page starts after
 // what was committed, whatever that was.
 func (r *Runner) readSlot(ctx context.Context, slot int32, once bool, wake <-chan struct{}) error {
-	for failures := 0; ; failures++ {
-		err := r.serveSlot(ctx, slot, once, wake)
+	failed := "" // the tenant whose publish failed
+	for failures, takeovers := 0, 0; ; takeovers++ {
+		start := time.Now()
+		err := r.serveSlot(ctx, slot, once, wake, takeovers == 0, &failed)
 		var pe *PublishError
 		if once || !errors.As(err, &pe) || ctx.Err() != nil {
 			return err
 		}
-		wait := min(time.Duration(failures+1)*time.Second, 30*time.Second)
+		if time.Since(start) > 5*time.Minute {
+			failures = 0 // the last takeover served a while: not a storm
+		}
+		failures++
+		wait := min(time.Duration(failures)*time.Second, 30*time.Second)
 		r.cfg.Log.Error("publishing failed: taking the slot over again", "slot", slot, "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
@@ -269,8 +275,12 @@ func (r *Runner) readSlot(ctx context.Context, slot int32, once bool, wake <-cha
 }
 
 // serveSlot is one takeover of readSlot: it returns a *PublishError (in
-// its chain) when the slot must be taken over again.
-func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-chan struct{}) error {
+// its chain) when the slot must be taken over again, and sets *failed to
+// the tenant whose publish failed. The first takeover makes every tenant
+// due; a later one keeps their schedules and begins with the tenants after
+// *failed, so a tenant whose pages cannot be published does not come first
+// again and starve the others.
+func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-chan struct{}, first bool, failed *string) error {
 	var sp *SlotProducer
 	var cps map[string]Checkpoint
 	for attempt := 1; ; attempt++ {
@@ -291,11 +301,16 @@ func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-ch
 	}
 	defer sp.Close()
 	subs := r.tenantsOf(slot)
+	if i := slices.IndexFunc(subs, func(s *subscription) bool { return s.tenant == *failed }); i >= 0 {
+		subs = slices.Concat(subs[i+1:], subs[:i+1])
+	}
 	r.mu.Lock()
 	for _, s := range subs {
 		s.cp = cps[(&Checkpoint{Feed: r.feedOf(s.tenant), Tenant: s.tenant}).Key()]
 		s.owned = true
-		s.next = time.Now()
+		if first {
+			s.next = time.Now()
+		}
 	}
 	r.mu.Unlock()
 	defer func() {
@@ -322,6 +337,7 @@ func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-ch
 					}
 					var pe *PublishError
 					if !once && errors.As(err, &pe) {
+						*failed = s.tenant
 						return err // this producer is done: take the slot over again
 					}
 					errs = append(errs, err)

@@ -303,7 +303,8 @@ func (sp *xmlSplit) entryID(data []byte, i int) string {
 // array of "feed"."entry" (the bytes from its '[' to its ']') and the
 // span of each element, by strings and brackets alone: an entry with a bad
 // token (a trailing comma, a bare word, a missing value) is still cut out
-// whole. ok is false unless the page's brackets balance and nothing but
+// whole, and an entry ends at its closing bracket even when no comma
+// follows. ok is false unless the page's brackets balance and nothing but
 // white space follows the top-level object (a page cut short is not
 // recovered).
 func looseJSON(data []byte) (open, close int, spans [][2]int, ok bool) {
@@ -356,6 +357,9 @@ func looseJSON(data []byte) (open, close int, spans [][2]int, ok bool) {
 				close = i
 			}
 			stack = stack[:len(stack)-1]
+			if inEntries() {
+				end(i + 1) // an entry's own bracket ends it, comma or not
+			}
 			if len(stack) == 0 {
 				ok = open >= 0 && close >= 0 && len(bytes.Trim(data[i+1:], " \t\r\n")) == 0
 				return open, close, spans, ok
