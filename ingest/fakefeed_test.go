@@ -160,22 +160,30 @@ func fakeReader(t *testing.T, f *fakeFeed, limit int) (*ingest.Reader, *httptest
 		Log: testLogger()}, srv
 }
 
+// readTwins reads to its head a feed of two entries published at one
+// instant, limit entries a page: the checkpoint lists both at that instant.
+func readTwins(t *testing.T, limit int) (*fakeFeed, *ingest.Reader, ingest.Checkpoint) {
+	f := newFakeFeed("1234")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
+	f.add(fentry{id: rid(1), pub: T})
+	f.add(fentry{id: rid(2), pub: T})
+	r, _ := fakeReader(t, f, limit)
+	var rec recorder
+	cp, err := r.CatchUp(context.Background(), ingest.Checkpoint{}, &rec)
+	if err != nil || cp.Marker != rid(2) || len(cp.SameTime) != 2 {
+		t.Fatalf("%v; checkpoint %+v", err, cp)
+	}
+	return f, r, cp
+}
+
 // TestLostMarkerAfterAFullPageOfTwins: recovering after a lost marker, a
 // first page made only of entries already processed (the same publication
 // instant, listed in SameTime) is read past, not taken for "caught up"
 // (the newer entries were never read while the marker stayed gone); and
 // with nothing newer a run ends, publishing nothing twice.
 func TestLostMarkerAfterAFullPageOfTwins(t *testing.T) {
-	f := newFakeFeed("1234")
-	T := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
-	f.add(fentry{id: rid(1), pub: T})
-	f.add(fentry{id: rid(2), pub: T})
-	r, _ := fakeReader(t, f, 2)
-	var rec recorder
-	cp, err := r.CatchUp(context.Background(), ingest.Checkpoint{}, &rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, r, cp := readTwins(t, 2)
+	T := cp.Published
 	// A newer entry arrives; the marker's entry then answers 404.
 	f.add(fentry{id: rid(3), pub: T.Add(time.Second)})
 	f.mu.Lock()
@@ -340,16 +348,7 @@ func (c *capped) Publish(ctx context.Context, b *ingest.Batch) error {
 // run used to go back and forth between them, publishing checkpoints for
 // ever.
 func TestTwoLostMarkers(t *testing.T) {
-	f := newFakeFeed("1234")
-	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	f.add(fentry{id: rid(1), pub: T})
-	f.add(fentry{id: rid(2), pub: T})
-	r, _ := fakeReader(t, f, 1000)
-	var rec recorder
-	cp, err := r.CatchUp(context.Background(), ingest.Checkpoint{}, &rec)
-	if err != nil || cp.Marker != rid(2) {
-		t.Fatal(err, cp.Marker)
-	}
+	f, r, cp := readTwins(t, 1000)
 	f.mu.Lock()
 	f.missing[rid(1)], f.missing[rid(2)] = true, true
 	f.mu.Unlock()
