@@ -448,3 +448,55 @@ func TestTenantThatCannotPublishDoesNotStarveItsSlot(t *testing.T) {
 		t.Errorf("%d dead letters on a topic that takes none this large", len(dls))
 	}
 }
+
+// TestFullPageOfLostTwins: when a whole page (limit 1 or 2) is entries
+// already processed whose markers are all not found, a run cannot read
+// past them: it says so, every run, instead of reporting caught up while
+// the newer entry waits unread.
+func TestFullPageOfLostTwins(t *testing.T) {
+	for _, c := range []struct {
+		limit int
+		lost  []string
+	}{{1, []string{rid(2)}}, {2, []string{rid(1), rid(2)}}} {
+		f, r, cp := readTwins(t, c.limit)
+		f.add(fentry{id: rid(3), pub: cp.Published.Add(time.Second)})
+		f.mu.Lock()
+		for _, id := range c.lost {
+			f.missing[id] = true
+		}
+		f.mu.Unlock()
+		var rest recorder
+		for run := range 3 {
+			next, err := r.CatchUp(context.Background(), cp, &rest)
+			if err == nil || !strings.Contains(err.Error(), "cannot read past them") {
+				t.Errorf("limit %d, run %d: %v, marker %s, want the stall reported", c.limit, run, err, next.Marker)
+			}
+			cp = next
+		}
+		if len(rest.events()) != 0 {
+			t.Errorf("limit %d: %d events published", c.limit, len(rest.events()))
+		}
+	}
+}
+
+// TestHugeValidEvent: a well-formed entry whose event is over what a Kafka
+// record may be (a resourceId of 1.5 MB) is dead-lettered with the reason,
+// and its tenant reads on; its page used to fail every poll.
+func TestHugeValidEvent(t *testing.T) {
+	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	junk := make([]byte, 750<<10)
+	rand.Read(junk)
+	big := strings.Replace(entryXML("aaa", fentry{id: rid(1), pub: T}), `resourceId="r1"`, `resourceId="`+hex.EncodeToString(junk)+`"`, 1)
+	fa.add(fentry{id: rid(1), pub: T, raw: big})
+	fa.add(fentry{id: rid(2), pub: T.Add(time.Second)})
+	fb.add(fentry{id: rid(3), pub: T})
+	brokers := e2eKafka(t)
+	runTwoTenants(t, fa, fb, brokers)
+	waitUsage(t, brokers, 2, 10*time.Second) // aaa's second entry and bbb's
+	dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter)
+	var dl model.DeadLetter
+	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil || dl.EntryID != rid(1) || !strings.Contains(dl.Reason, "bytes as JSON, over the") {
+		t.Fatalf("%d dead letters, the first %+v", len(dls), dl.Reason)
+	}
+}

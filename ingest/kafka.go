@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -156,7 +157,10 @@ func OpenSlot(ctx context.Context, cfg KafkaConfig, slot int32, owner string) (*
 		kgo.TransactionTimeout(cfg.TransactionTimeout),
 		kgo.RecordPartitioner(slotPartitioner{cfg.CheckpointTopic, kgo.StickyKeyPartitioner(nil)}),
 		kgo.ProducerLinger(0),
-		kgo.ProducerBatchMaxBytes(16<<20),
+		// A record batch over a broker's max.message.bytes (about 1 MB by
+		// default) fails its page on every try: franz-go's own default,
+		// not more. A transaction spans as many batches as it needs.
+		kgo.ProducerBatchMaxBytes(1_000_000),
 		kgo.MaxBufferedRecords(1<<20),
 	)
 	if err != nil {
@@ -256,7 +260,12 @@ func (sp *SlotProducer) inTxn(ctx context.Context, fn func() error) error {
 
 // maxDeadLetterRaw bounds the entry bytes a dead letter carries: base64 in
 // JSON, they stay well under a broker's default max.message.bytes (1 MB).
-const maxDeadLetterRaw = 256 << 10
+// maxEventBytes bounds a usage record; a larger event (a field of a
+// megabyte) is dead-lettered instead.
+const (
+	maxDeadLetterRaw = 256 << 10
+	maxEventBytes    = 900 << 10
+)
 
 // Publish commits a batch: its events, its dead letters and its checkpoint
 // in one transaction.
@@ -270,10 +279,20 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 		}
 		key := []byte(b.Tenant)
 		buf := make([]byte, 0, len(b.Events)*700)
+		rejects := slices.Clip(b.Rejects) // appended to, never into the batch's
 		for i := range b.Events {
 			e := &b.Events[i]
 			start := len(buf)
 			buf = e.AppendJSON(buf)
+			if n := len(buf) - start; n > maxEventBytes {
+				// No broker would take it: a dead letter, with its start.
+				rejects = append(rejects, Reject{EntryID: e.EntryID, Index: -1, Raw: buf[start:],
+					Reason: fmt.Sprintf("the event is %d bytes as JSON, over the %d a usage record may be", n, maxEventBytes)})
+				b.Next.Entries--
+				b.Next.Rejects++
+				buf = buf[:start]
+				continue
+			}
 			sp.cl.Produce(ctx, &kgo.Record{
 				Topic: sp.cfg.UsageTopic, Key: key, Value: buf[start:len(buf):len(buf)],
 				Headers: []kgo.RecordHeader{
@@ -283,7 +302,7 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 			}, promise)
 		}
 		now := time.Now().UTC()
-		for _, r := range b.Rejects {
+		for _, r := range rejects {
 			raw, reason := r.Raw, r.Reason
 			if len(raw) > maxDeadLetterRaw {
 				// A record over the broker's max.message.bytes (1 MB by

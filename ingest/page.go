@@ -208,7 +208,7 @@ func fillRaw(p *Page, data []byte) {
 		}
 	case FormatJSON:
 		spans := jsonEntrySpans(data)
-		if p.Recovered != "" { // cut as the recovery cut it
+		if p.Recovered != "" || spans == nil { // cut as the recovery cut it, or as it can
 			_, _, spans, _ = looseJSON(data)
 		}
 		raw = func(i int) []byte {

@@ -119,6 +119,11 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 		b := batchOf(page, cp, recovering, lost)
 		b.Feed, b.Tenant, b.Request = r.Feed, r.Tenant, q.Encode()
 		if b.Next.Marker == cp.Marker && len(b.Events)+len(b.Rejects) == 0 && b.skipped > 0 {
+			if page.Entries >= r.Client.Limit() {
+				// A full page of them, none a marker to read on from (all
+				// not found): newer entries may follow, out of reach.
+				return cp, fmt.Errorf("tenant %s: a full page of entries already processed whose markers are not found: cannot read past them", r.Tenant)
+			}
 			// Only entries already processed: caught up.
 			return cp, nil
 		}
