@@ -5,6 +5,7 @@ package ingest_test
 // that paging edge cases can be staged entry by entry.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -498,5 +499,10 @@ func TestHugeValidEvent(t *testing.T) {
 	var dl model.DeadLetter
 	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil || dl.EntryID != rid(1) || !strings.Contains(dl.Reason, "bytes as JSON, over the") {
 		t.Fatalf("%d dead letters, the first %+v", len(dls), dl.Reason)
+	}
+	// The event's own first 256 KiB (the page's next event is encoded
+	// after it in the same buffer).
+	if len(dl.Raw) != 256<<10 || !bytes.Contains(dl.Raw[:200], []byte(rid(1))) || bytes.Contains(dl.Raw, []byte(rid(2))) {
+		t.Errorf("dead letter raw: %d bytes beginning %.120q", len(dl.Raw), dl.Raw)
 	}
 }

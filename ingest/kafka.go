@@ -11,6 +11,7 @@ package ingest
 // from the last committed page, never from a half-published one.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -286,7 +287,10 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 			buf = e.AppendJSON(buf)
 			if n := len(buf) - start; n > maxEventBytes {
 				// No broker would take it: a dead letter, with its start.
-				rejects = append(rejects, Reject{EntryID: e.EntryID, Index: -1, Raw: buf[start:],
+				// Its bytes copied (buf is written over next), as many as
+				// a dead letter carries.
+				raw := bytes.Clone(buf[start : start+min(n, maxDeadLetterRaw)])
+				rejects = append(rejects, Reject{EntryID: e.EntryID, Index: -1, Raw: raw,
 					Reason: fmt.Sprintf("the event is %d bytes as JSON, over the %d a usage record may be", n, maxEventBytes)})
 				b.Next.Entries--
 				b.Next.Rejects++
