@@ -130,9 +130,6 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("GET %s: %d %s: %s", e.URL, e.Status, http.StatusText(e.Status), e.Body)
 }
 
-// Limit is the page size the client asks for.
-func (c *Client) Limit() int { return c.cfg.Limit }
-
 // Fetch GETs one page of feed with the query q (limit is added) and parses
 // it. It retries what can be retried and re-authenticates once on a 401.
 func (c *Client) Fetch(ctx context.Context, feed string, q url.Values) (*Page, error) {

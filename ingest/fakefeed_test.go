@@ -41,6 +41,7 @@ type fakeFeed struct {
 	tenant  string
 	entries []fentry        // oldest first
 	missing map[string]bool // markers answered 404 although the entry is listed
+	maxPage int             // when not 0, pages hold at most this many entries whatever the limit
 	gets    []string
 }
 
@@ -83,6 +84,9 @@ func (f *fakeFeed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	limit := 25
 	if l := q.Get("limit"); l != "" {
 		limit, _ = strconv.Atoi(l)
+	}
+	if f.maxPage > 0 {
+		limit = min(limit, f.maxPage)
 	}
 	n := len(f.entries)
 	var idx []int // oldest first
@@ -480,6 +484,21 @@ func TestFullPageOfLostTwins(t *testing.T) {
 	}
 }
 
+// TestLostTwinsOnAShortPage: the same when the server's pages are shorter
+// than the limit asked (2 of 1,000): the page of lost twins is not full by
+// the limit, and the entry after it must still be reported out of reach.
+func TestLostTwinsOnAShortPage(t *testing.T) {
+	f, r, cp := readTwins(t, 1000)
+	f.add(fentry{id: rid(3), pub: cp.Published.Add(time.Second)})
+	f.mu.Lock()
+	f.maxPage, f.missing[rid(1)], f.missing[rid(2)] = 2, true, true
+	f.mu.Unlock()
+	var rest recorder
+	if _, err := r.CatchUp(context.Background(), cp, &rest); err == nil || !strings.Contains(err.Error(), "cannot read past them") {
+		t.Errorf("%v, want the stall reported", err)
+	}
+}
+
 // TestHugeValidEvent: a well-formed entry whose event is over what a Kafka
 // record may be (a resourceId of 1.5 MB) is dead-lettered with the reason,
 // and its tenant reads on; its page used to fail every poll.
@@ -504,5 +523,28 @@ func TestHugeValidEvent(t *testing.T) {
 	// after it in the same buffer).
 	if len(dl.Raw) != 256<<10 || !bytes.Contains(dl.Raw[:200], []byte(rid(1))) || bytes.Contains(dl.Raw, []byte(rid(2))) {
 		t.Errorf("dead letter raw: %d bytes beginning %.120q", len(dl.Raw), dl.Raw)
+	}
+}
+
+// TestLongReasonIsCut: an entry whose bad value is 700 KB (its reject's
+// reason quotes it) is dead-lettered with the reason cut, and its tenant
+// reads on; the dead letter used to be over max.message.bytes.
+func TestLongReasonIsCut(t *testing.T) {
+	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	junk := make([]byte, 350<<10)
+	rand.Read(junk)
+	bad := strings.Replace(entryXML("aaa", fentry{id: rid(1), pub: T}), `bandwidthIn="5"`, `bandwidthIn="`+hex.EncodeToString(junk)+`"`, 1)
+	fa.add(fentry{id: rid(1), pub: T, raw: bad})
+	fa.add(fentry{id: rid(2), pub: T.Add(time.Second)})
+	fb.add(fentry{id: rid(3), pub: T})
+	brokers := e2eKafka(t)
+	runTwoTenants(t, fa, fb, brokers)
+	waitUsage(t, brokers, 2, 10*time.Second)
+	dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter)
+	var dl model.DeadLetter
+	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil || dl.EntryID != rid(1) ||
+		len(dl.Reason) > 5<<10 || !strings.Contains(dl.Reason, "bytes in all)") {
+		t.Fatalf("%d dead letters, the first's reason %.200q… (%d bytes)", len(dls), dl.Reason, len(dl.Reason))
 	}
 }

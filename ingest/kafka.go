@@ -11,14 +11,12 @@ package ingest
 // from the last committed page, never from a half-published one.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"slices"
 	"strconv"
 	"time"
 
@@ -259,14 +257,24 @@ func (sp *SlotProducer) inTxn(ctx context.Context, fn func() error) error {
 	return sp.cl.EndTransaction(ctx, kgo.TryCommit)
 }
 
-// maxDeadLetterRaw bounds the entry bytes a dead letter carries: base64 in
-// JSON, they stay well under a broker's default max.message.bytes (1 MB).
-// maxEventBytes bounds a usage record; a larger event (a field of a
-// megabyte) is dead-lettered instead.
+// maxDeadLetterRaw bounds the entry bytes a dead letter carries, and
+// maxDeadLetterText each of its texts: base64 and JSON escapes included,
+// a dead letter stays well under a broker's default max.message.bytes
+// (1 MB). maxEventBytes bounds a usage record; a larger event (a field of a
+// megabyte) is dead-lettered instead (batchOf).
 const (
-	maxDeadLetterRaw = 256 << 10
-	maxEventBytes    = 900 << 10
+	maxDeadLetterRaw  = 256 << 10
+	maxDeadLetterText = 4 << 10
+	maxEventBytes     = 900 << 10
 )
+
+// cut shortens s to maxDeadLetterText bytes, saying so.
+func cut(s string) string {
+	if len(s) <= maxDeadLetterText {
+		return s
+	}
+	return s[:maxDeadLetterText] + fmt.Sprintf("… (%d bytes in all)", len(s))
+}
 
 // Publish commits a batch: its events, its dead letters and its checkpoint
 // in one transaction.
@@ -280,23 +288,10 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 		}
 		key := []byte(b.Tenant)
 		buf := make([]byte, 0, len(b.Events)*700)
-		rejects := slices.Clip(b.Rejects) // appended to, never into the batch's
-		for i := range b.Events {
+		for i := range b.Events { // each within maxEventBytes (batchOf)
 			e := &b.Events[i]
 			start := len(buf)
 			buf = e.AppendJSON(buf)
-			if n := len(buf) - start; n > maxEventBytes {
-				// No broker would take it: a dead letter, with its start.
-				// Its bytes copied (buf is written over next), as many as
-				// a dead letter carries.
-				raw := bytes.Clone(buf[start : start+min(n, maxDeadLetterRaw)])
-				rejects = append(rejects, Reject{EntryID: e.EntryID, Index: -1, Raw: raw,
-					Reason: fmt.Sprintf("the event is %d bytes as JSON, over the %d a usage record may be", n, maxEventBytes)})
-				b.Next.Entries--
-				b.Next.Rejects++
-				buf = buf[:start]
-				continue
-			}
 			sp.cl.Produce(ctx, &kgo.Record{
 				Topic: sp.cfg.UsageTopic, Key: key, Value: buf[start:len(buf):len(buf)],
 				Headers: []kgo.RecordHeader{
@@ -306,17 +301,19 @@ func (sp *SlotProducer) Publish(ctx context.Context, b *Batch) error {
 			}, promise)
 		}
 		now := time.Now().UTC()
-		for _, r := range rejects {
-			raw, reason := r.Raw, r.Reason
+		for _, r := range b.Rejects {
+			// A record over the broker's max.message.bytes (1 MB by
+			// default) would fail the page's transaction every time: the
+			// raw bytes and every text are cut (the reason quotes a bad
+			// value, which may be long).
+			raw, reason := r.Raw, cut(r.Reason)
 			if len(raw) > maxDeadLetterRaw {
-				// A record over the broker's max.message.bytes (1 MB by
-				// default) would fail the page's transaction every time.
 				raw = raw[:maxDeadLetterRaw]
 				reason += fmt.Sprintf(" (raw: the first %d of %d bytes)", maxDeadLetterRaw, len(r.Raw))
 			}
 			v, err := json.Marshal(model.DeadLetter{
-				Stage: model.StageIngest, Feed: b.Feed, TenantID: b.Tenant, Marker: b.Request,
-				EntryID: r.EntryID, Index: r.Index, Reason: reason, Raw: raw, Time: now,
+				Stage: model.StageIngest, Feed: cut(b.Feed), TenantID: cut(b.Tenant), Marker: cut(b.Request),
+				EntryID: cut(r.EntryID), Index: r.Index, Reason: reason, Raw: raw, Time: now,
 			})
 			if err != nil {
 				return err

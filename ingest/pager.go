@@ -46,8 +46,10 @@ type Batch struct {
 	Events  []model.Event
 	Rejects []Reject
 	Next    Checkpoint
-	// skipped counts the page's entries that were processed before.
+	// skipped counts the page's entries that were processed before, and
+	// newest is the latest publication time among them.
 	skipped int
+	newest  time.Time
 }
 
 // PublishError says that a batch could not be published; whether any of
@@ -119,12 +121,18 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 		b := batchOf(page, cp, recovering, lost)
 		b.Feed, b.Tenant, b.Request = r.Feed, r.Tenant, q.Encode()
 		if b.Next.Marker == cp.Marker && len(b.Events)+len(b.Rejects) == 0 && b.skipped > 0 {
-			if page.Entries >= r.Client.Limit() {
-				// A full page of them, none a marker to read on from (all
-				// not found): newer entries may follow, out of reach.
-				return cp, fmt.Errorf("tenant %s: a full page of entries already processed whose markers are not found: cannot read past them", r.Tenant)
+			// Only entries already processed, none a marker to read on
+			// from (each was not found). Caught up, unless the feed has
+			// entries after them: then they are out of reach (the page was
+			// full, or the server's pages are shorter than asked).
+			probe := url.Values{"startingAt": {b.newest.Add(time.Millisecond).UTC().Format(time.RFC3339Nano)}, "direction": {"forward"}}
+			after, err := r.Client.Fetch(ctx, r.Feed, probe)
+			if err != nil {
+				return cp, fmt.Errorf("tenant %s: %w", r.Tenant, err)
 			}
-			// Only entries already processed: caught up.
+			if after.Entries > 0 {
+				return cp, fmt.Errorf("tenant %s: a page of entries already processed whose markers are not found, and newer entries after it: cannot read past them", r.Tenant)
+			}
 			return cp, nil
 		}
 		if b.Next.Marker == cp.Marker && !recovering {
@@ -146,6 +154,21 @@ func (r *Reader) CatchUp(ctx context.Context, cp Checkpoint, pub Publisher) (Che
 		cp = b.Next
 		recovering = false
 	}
+}
+
+// oversized returns a reject for an event whose usage record (its JSON and
+// the entry-id header) would be over maxEventBytes, or nil; index is its
+// entry's place on the page.
+func oversized(e *model.Event, index int) *Reject {
+	if 6*e.TextBytes()+1024+len(e.EntryID) <= maxEventBytes {
+		return nil // the cheap bound: every real event
+	}
+	j := e.AppendJSON(nil)
+	if n := len(j) + len(e.EntryID); n <= maxEventBytes {
+		return nil
+	}
+	return &Reject{EntryID: e.EntryID, Index: index, Raw: j,
+		Reason: fmt.Sprintf("the event is %d bytes as JSON, over the %d a usage record may be", len(j), maxEventBytes)}
 }
 
 // batchOf turns a page (newest first) into a batch (oldest first) and the
@@ -181,10 +204,18 @@ func batchOf(p *Page, cp Checkpoint, recovering bool, lost map[string]bool) *Bat
 		if it.ev != nil && !it.published.IsZero() &&
 			(recovering && it.published.Before(cp.Published) || it.published.Equal(cp.Published) && slices.Contains(cp.SameTime, it.id)) {
 			b.skipped++
+			if it.published.After(b.newest) {
+				b.newest = it.published
+			}
 			if it.id != "" && !lost[it.id] {
 				b.Next.Marker = it.id
 			}
 			continue
+		}
+		if it.ev != nil {
+			if rej := oversized(it.ev, i); rej != nil {
+				it.ev, it.rej = nil, rej // no broker would take it
+			}
 		}
 		if it.ev != nil {
 			b.Events = append(b.Events, *it.ev)

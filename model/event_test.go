@@ -186,3 +186,28 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 		t.Fatal("unknown stage accepted")
 	}
 }
+
+// TestTextBytesCountsEveryString: TextBytes covers every string field of
+// Event (a field added later and left out would let an oversized event past
+// ingest's cheap size check), and 6 x TextBytes + 1 KiB bounds the JSON.
+func TestTextBytesCountsEveryString(t *testing.T) {
+	var e Event
+	v := reflect.ValueOf(&e).Elem()
+	want := 0
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.String {
+			n := 1 << i // a length of its own per field
+			f.SetString(strings.Repeat("\x01", n))
+			want += n
+		}
+	}
+	if got := e.TextBytes(); got != want {
+		t.Fatalf("TextBytes %d, want %d: a string field is not counted", got, want)
+	}
+	now := time.Date(2026, 10, 1, 0, 0, 0, 123456789, time.UTC)
+	ext := true
+	e.External, e.StartTime, e.EndTime, e.EventTime, e.Updated, e.Published, e.Quantity = &ext, now, now, now, now, now, 1<<64-1
+	if n := len(e.AppendJSON(nil)); n > 6*e.TextBytes()+1024 {
+		t.Errorf("JSON of %d bytes over the bound %d", n, 6*e.TextBytes()+1024)
+	}
+}
