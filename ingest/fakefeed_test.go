@@ -499,16 +499,20 @@ func TestLostTwinsOnAShortPage(t *testing.T) {
 	}
 }
 
-// TestHugeValidEvent: a well-formed entry whose event is over what a Kafka
-// record may be (a resourceId of 1.5 MB) is dead-lettered with the reason,
-// and its tenant reads on; its page used to fail every poll.
-func TestHugeValidEvent(t *testing.T) {
+// deadLetterOfHuge runs ingest over tenant aaa, whose first entry is the
+// rendered entry with attribute attr="…" set to n random bytes as hex and
+// whose second is plain, and tenant bbb in the same slot. Both tenants must
+// read on: it returns the one dead letter, of aaa's first entry.
+func deadLetterOfHuge(t *testing.T, attr string, n int) model.DeadLetter {
+	t.Helper()
 	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
 	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	junk := make([]byte, 750<<10)
+	junk := make([]byte, n/2)
 	rand.Read(junk)
-	big := strings.Replace(entryXML("aaa", fentry{id: rid(1), pub: T}), `resourceId="r1"`, `resourceId="`+hex.EncodeToString(junk)+`"`, 1)
-	fa.add(fentry{id: rid(1), pub: T, raw: big})
+	entry := entryXML("aaa", fentry{id: rid(1), pub: T})
+	at := strings.Index(entry, attr+`="`) + len(attr) + 2
+	end := at + strings.IndexByte(entry[at:], '"')
+	fa.add(fentry{id: rid(1), pub: T, raw: entry[:at] + hex.EncodeToString(junk) + entry[end:]})
 	fa.add(fentry{id: rid(2), pub: T.Add(time.Second)})
 	fb.add(fentry{id: rid(3), pub: T})
 	brokers := e2eKafka(t)
@@ -516,13 +520,21 @@ func TestHugeValidEvent(t *testing.T) {
 	waitUsage(t, brokers, 2, 10*time.Second) // aaa's second entry and bbb's
 	dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter)
 	var dl model.DeadLetter
-	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil || dl.EntryID != rid(1) || !strings.Contains(dl.Reason, "bytes as JSON, over the") {
-		t.Fatalf("%d dead letters, the first %+v", len(dls), dl.Reason)
+	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil || dl.EntryID != rid(1) {
+		t.Fatalf("%d dead letters, the first of %s", len(dls), dl.EntryID)
 	}
-	// The event's own first 256 KiB (the page's next event is encoded
-	// after it in the same buffer).
-	if len(dl.Raw) != 256<<10 || !bytes.Contains(dl.Raw[:200], []byte(rid(1))) || bytes.Contains(dl.Raw, []byte(rid(2))) {
-		t.Errorf("dead letter raw: %d bytes beginning %.120q", len(dl.Raw), dl.Raw)
+	return dl
+}
+
+// TestHugeValidEvent: a well-formed entry whose event is over what a Kafka
+// record may be (a resourceId of 1.5 MB) is dead-lettered with the reason
+// and its first 256 KiB, and its tenant reads on; its page used to fail
+// every poll.
+func TestHugeValidEvent(t *testing.T) {
+	dl := deadLetterOfHuge(t, "resourceId", 1500<<10)
+	if !strings.Contains(dl.Reason, "bytes as JSON, over the") || len(dl.Raw) != 256<<10 ||
+		!bytes.Contains(dl.Raw[:200], []byte(rid(1))) || bytes.Contains(dl.Raw, []byte(rid(2))) {
+		t.Errorf("dead letter: reason %.100q, %d raw bytes beginning %.120q", dl.Reason, len(dl.Raw), dl.Raw)
 	}
 }
 
@@ -530,21 +542,8 @@ func TestHugeValidEvent(t *testing.T) {
 // reason quotes it) is dead-lettered with the reason cut, and its tenant
 // reads on; the dead letter used to be over max.message.bytes.
 func TestLongReasonIsCut(t *testing.T) {
-	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
-	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	junk := make([]byte, 350<<10)
-	rand.Read(junk)
-	bad := strings.Replace(entryXML("aaa", fentry{id: rid(1), pub: T}), `bandwidthIn="5"`, `bandwidthIn="`+hex.EncodeToString(junk)+`"`, 1)
-	fa.add(fentry{id: rid(1), pub: T, raw: bad})
-	fa.add(fentry{id: rid(2), pub: T.Add(time.Second)})
-	fb.add(fentry{id: rid(3), pub: T})
-	brokers := e2eKafka(t)
-	runTwoTenants(t, fa, fb, brokers)
-	waitUsage(t, brokers, 2, 10*time.Second)
-	dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter)
-	var dl model.DeadLetter
-	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil || dl.EntryID != rid(1) ||
-		len(dl.Reason) > 5<<10 || !strings.Contains(dl.Reason, "bytes in all)") {
-		t.Fatalf("%d dead letters, the first's reason %.200q… (%d bytes)", len(dls), dl.Reason, len(dl.Reason))
+	dl := deadLetterOfHuge(t, "bandwidthIn", 700<<10)
+	if len(dl.Reason) > 5<<10 || !strings.Contains(dl.Reason, "bytes in all)") {
+		t.Errorf("reason %.200q… (%d bytes)", dl.Reason, len(dl.Reason))
 	}
 }
