@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -273,7 +274,11 @@ func cut(s string) string {
 	if len(s) <= maxDeadLetterText {
 		return s
 	}
-	return s[:maxDeadLetterText] + fmt.Sprintf("… (%d bytes in all)", len(s))
+	n := maxDeadLetterText
+	for n > 0 && !utf8.RuneStart(s[n]) { // not inside a character
+		n--
+	}
+	return s[:n] + fmt.Sprintf("… (%d bytes in all)", len(s))
 }
 
 // Publish commits a batch: its events, its dead letters and its checkpoint
