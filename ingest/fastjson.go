@@ -666,36 +666,3 @@ func noDuplicateNames(a attrs) bool {
 	}
 	return true
 }
-
-// jsonEntrySpans returns the byte ranges of the entries of a JSON feed page
-// (nil when it is not one), for the raw bytes of the reference's rejects.
-func jsonEntrySpans(data []byte) [][2]int {
-	s := jscanner{b: data, page: string(data)}
-	var spans [][2]int
-	for key := range s.object {
-		if key != "feed" || s.kind() != jObject {
-			if !s.skip() {
-				return nil
-			}
-			continue
-		}
-		for key := range s.object {
-			if key != "entry" || s.kind() != jArray {
-				if !s.skip() {
-					return nil
-				}
-				continue
-			}
-			for range s.array {
-				s.ws()
-				start := s.i
-				if !s.skip() {
-					return nil
-				}
-				spans = append(spans, [2]int{start, s.i})
-			}
-			return spans
-		}
-	}
-	return nil
-}

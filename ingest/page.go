@@ -207,10 +207,7 @@ func fillRaw(p *Page, data []byte) {
 			return data[sp.chunks[i][0]:sp.chunks[i][1]]
 		}
 	case FormatJSON:
-		spans := jsonEntrySpans(data)
-		if p.Recovered != "" || spans == nil { // cut as the recovery cut it, or as it can
-			_, _, spans, _ = looseJSON(data)
-		}
+		_, _, spans, _ := looseJSON(data) // as a recovered page was cut
 		raw = func(i int) []byte {
 			if i < 0 || i >= len(spans) {
 				return nil

@@ -602,3 +602,37 @@ func TestBrokenJSONEntryCostsOnlyItself(t *testing.T) {
 		}
 	}
 }
+
+// jsonEntrySpans returns the byte ranges of the entries of a valid JSON feed
+// page (nil when it is not one) by the strict scanner: what looseJSON,
+// which cuts the entries of pages valid or not, is held to on valid pages.
+func jsonEntrySpans(data []byte) [][2]int {
+	s := jscanner{b: data, page: string(data)}
+	var spans [][2]int
+	for key := range s.object {
+		if key != "feed" || s.kind() != jObject {
+			if !s.skip() {
+				return nil
+			}
+			continue
+		}
+		for key := range s.object {
+			if key != "entry" || s.kind() != jArray {
+				if !s.skip() {
+					return nil
+				}
+				continue
+			}
+			for range s.array {
+				s.ws()
+				start := s.i
+				if !s.skip() {
+					return nil
+				}
+				spans = append(spans, [2]int{start, s.i})
+			}
+			return spans
+		}
+	}
+	return nil
+}

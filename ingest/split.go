@@ -324,18 +324,13 @@ func looseJSON(data []byte) (open, close int, spans [][2]int, ok bool) {
 	}
 	for i := 0; i < len(data); i++ {
 		c := data[i]
-		if inEntries() && start < 0 && c != ',' && c != ']' && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+		if inEntries() && start < 0 && c != ',' && c != ']' && !jsonSpace(c) {
 			start = i
 		}
 		switch c {
 		case '"':
-			j := i + 1
-			for ; j < len(data) && data[j] != '"'; j++ {
-				if data[j] == '\\' {
-					j++
-				}
-			}
-			if j >= len(data) {
+			j := stringEnd(data, i)
+			if j < 0 {
 				return 0, 0, nil, false
 			}
 			last, i = string(data[i+1:j]), j
@@ -380,13 +375,8 @@ func looseJSONID(span []byte) string {
 	for i := 0; i < len(span); i++ {
 		switch span[i] {
 		case '"':
-			j := i + 1
-			for ; j < len(span) && span[j] != '"'; j++ {
-				if span[j] == '\\' {
-					j++
-				}
-			}
-			if j >= len(span) {
+			j := stringEnd(span, i)
+			if j < 0 {
 				return ""
 			}
 			s := string(span[i+1 : j])
@@ -399,7 +389,7 @@ func looseJSONID(span []byte) string {
 			i = j
 			if depth == 1 && s == "id" {
 				k := i + 1
-				for k < len(span) && (span[k] == ' ' || span[k] == '\t' || span[k] == '\r' || span[k] == '\n') {
+				for k < len(span) && jsonSpace(span[k]) {
 					k++
 				}
 				key = k < len(span) && span[k] == ':'
@@ -415,3 +405,20 @@ func looseJSONID(span []byte) string {
 	}
 	return ""
 }
+
+// stringEnd returns the index of the quote that closes the JSON string
+// whose opening quote is at data[i], or -1 when none does.
+func stringEnd(data []byte, i int) int {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j
+		}
+	}
+	return -1
+}
+
+// jsonSpace reports whether c is JSON white space.
+func jsonSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
