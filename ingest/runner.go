@@ -253,9 +253,9 @@ func (r *Runner) once(ctx context.Context) error {
 // what was committed, whatever that was.
 func (r *Runner) readSlot(ctx context.Context, slot int32, once bool, wake <-chan struct{}) error {
 	failed := "" // the tenant whose publish failed
-	for failures, takeovers := 0, 0; ; takeovers++ {
+	for failures, first := 0, true; ; first = false {
 		start := time.Now()
-		err := r.serveSlot(ctx, slot, once, wake, takeovers == 0, &failed)
+		err := r.serveSlot(ctx, slot, once, wake, first, &failed)
 		var pe *PublishError
 		if once || !errors.As(err, &pe) || ctx.Err() != nil {
 			return err
@@ -264,13 +264,24 @@ func (r *Runner) readSlot(ctx context.Context, slot int32, once bool, wake <-cha
 			failures = 0 // the last takeover served a while: not a storm
 		}
 		failures++
-		wait := min(time.Duration(failures)*time.Second, 30*time.Second)
-		r.cfg.Log.Error("publishing failed: taking the slot over again", "slot", slot, "in", wait, "err", err)
-		select {
-		case <-ctx.Done():
+		r.cfg.Log.Error("publishing failed: taking the slot over again", "slot", slot, "in", retryWait(failures), "err", err)
+		if !sleep(ctx, retryWait(failures)) {
 			return nil
-		case <-time.After(wait):
 		}
+	}
+}
+
+// retryWait is the wait before the n-th try again at a slot (n from 1): a
+// second more each time, at most 30.
+func retryWait(n int) time.Duration { return min(time.Duration(n)*time.Second, 30*time.Second) }
+
+// sleep waits d; it reports false, sooner, when ctx ends.
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 
@@ -293,10 +304,8 @@ func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-ch
 			return fmt.Errorf("slot %d: %w", slot, err)
 		}
 		r.cfg.Log.Error("cannot take the slot over; trying again", "slot", slot, "err", err)
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, retryWait(attempt)) {
 			return nil
-		case <-time.After(min(time.Duration(attempt)*time.Second, 30*time.Second)):
 		}
 	}
 	defer sp.Close()
