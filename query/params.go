@@ -208,11 +208,11 @@ func parseInstant(p *params, name string, loc *time.Location, grain time.Duratio
 	if t.Before(minInstant) || t.After(maxInstant) {
 		return time.Time{}, badParam(name, "%s is outside 1970 to 2106", v)
 	}
-	if grain == time.Second && t.Truncate(time.Second) != t {
+	if t.Truncate(grain) != t {
+		if grain == time.Hour {
+			return time.Time{}, badParam(name, "%s is not on a whole UTC hour: usage is stored by the hour", v)
+		}
 		return time.Time{}, badParam(name, "%s has a fraction of a second: events are filed by the second", v)
-	}
-	if grain == time.Hour && !onGrain(t) {
-		return time.Time{}, badParam(name, "%s is not on a whole UTC hour: usage is stored by the hour", v)
 	}
 	return t.UTC(), nil
 }

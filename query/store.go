@@ -272,7 +272,7 @@ type bucketing struct {
 	expr   string // a UInt32 expression
 	args   []any
 	bounds []time.Time
-	unit   int64 // 0: expr is the 1-based bucket (or a local day, with days); else expr x unit is the grain's start
+	unit   int64 // 0: expr is the 1-based bucket (or a key, with keys); else expr x unit is the grain's start
 	// keys, when not nil, are the local days or months (byLocal) that
 	// begin each bucket, and one past the last bucket's: expr is the
 	// grain's.
