@@ -282,22 +282,9 @@ func TestFencedRunnerTakesTheSlotBack(t *testing.T) {
 	f.add(fentry{id: rid(1), pub: T})
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	brokers := e2eKafka(t)
-	cfg := ingest.Config{
-		Feed: srv.URL + "/backup/events", Tenants: []string{"1234"}, Workers: 2,
-		Client:    ingest.ClientConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Attempts: 3},
-		Kafka:     ingest.KafkaConfig{Brokers: brokers, Slots: 4, TransactionTimeout: 5 * time.Second},
-		IdleEvery: 200 * time.Millisecond,
-		Log:       testLogger(),
-	}
-	a, err := ingest.NewRunner(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	brokers := e2e.KafkaCluster(t)
+	cfg := runnerConfig(srv.URL, []string{"1234"}, brokers, 4)
+	startRunner(t, cfg)
 	waitUsage(t, brokers, 1, 10*time.Second)
 
 	once := cfg
@@ -317,8 +304,6 @@ func TestFencedRunnerTakesTheSlotBack(t *testing.T) {
 		t.Errorf("%d usage records, want 2", n)
 	}
 }
-
-func e2eKafka(t *testing.T) []string { return e2e.KafkaCluster(t) }
 
 func e2eRecords(t *testing.T, brokers []string) []*kgo.Record {
 	return e2e.TopicRecords(t, brokers, model.TopicUsage)
@@ -383,13 +368,24 @@ func runTwoTenants(t *testing.T, fa, fb *fakeFeed, brokers []string) {
 	mux.Handle("/backup/events/bbb", fb)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	r, err := ingest.NewRunner(ingest.Config{
-		Feed: srv.URL + "/backup/events", Tenants: []string{"aaa", "bbb"}, Workers: 2,
+	startRunner(t, runnerConfig(srv.URL, []string{"aaa", "bbb"}, brokers, 1))
+}
+
+// runnerConfig is ingest of tenants from the fake feeds at srvURL into
+// slots slots: polls every 200 ms, fetches retried within milliseconds.
+func runnerConfig(srvURL string, tenants, brokers []string, slots int32) ingest.Config {
+	return ingest.Config{
+		Feed: srvURL + "/backup/events", Tenants: tenants, Workers: 2,
 		Client:    ingest.ClientConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Attempts: 3},
-		Kafka:     ingest.KafkaConfig{Brokers: brokers, Slots: 1, TransactionTimeout: 5 * time.Second},
+		Kafka:     ingest.KafkaConfig{Brokers: brokers, Slots: slots, TransactionTimeout: 5 * time.Second},
 		IdleEvery: 200 * time.Millisecond,
 		Log:       testLogger(),
-	})
+	}
+}
+
+// startRunner runs cfg (not --once) until the test ends.
+func startRunner(t *testing.T, cfg ingest.Config) {
+	r, err := ingest.NewRunner(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +403,7 @@ func TestHugeRejectIsCut(t *testing.T) {
 	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
 	fa.add(brokenEntry(rid(1), 2<<20))
 	fb.add(fentry{id: rid(2), pub: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
-	brokers := e2eKafka(t)
+	brokers := e2e.KafkaCluster(t)
 	runTwoTenants(t, fa, fb, brokers)
 	waitUsage(t, brokers, 1, 10*time.Second)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -434,7 +430,7 @@ func TestHugeRejectIsCut(t *testing.T) {
 // tenant used to come first after every takeover, and the other was never
 // read.
 func TestTenantThatCannotPublishDoesNotStarveItsSlot(t *testing.T) {
-	brokers := e2eKafka(t)
+	brokers := e2e.KafkaCluster(t)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
@@ -519,7 +515,7 @@ func deadLetterOfHuge(t *testing.T, attr string, n int) model.DeadLetter {
 	fa.add(fentry{id: rid(1), pub: T, raw: entry[:at] + hex.EncodeToString(junk) + entry[end:]})
 	fa.add(fentry{id: rid(2), pub: T.Add(time.Second)})
 	fb.add(fentry{id: rid(3), pub: T})
-	brokers := e2eKafka(t)
+	brokers := e2e.KafkaCluster(t)
 	runTwoTenants(t, fa, fb, brokers)
 	waitUsage(t, brokers, 2, 10*time.Second) // aaa's second entry and bbb's
 	dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter)
