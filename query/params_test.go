@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -93,22 +92,18 @@ func TestTooManyRows(t *testing.T) {
 	rates := mustCard(t, apiRates)
 	srv := newTestServer(t, tooManyRows{}, rates, tokens)
 	full := newTestServer(t, fullRows{}, rates, tokens)
-	for _, c := range []struct{ url, param string }{
-		{srv.URL + "/v1/tenants/1001/usage?period=2026-10&group_by=server", "group_by"},
-		{srv.URL + "/v1/tenants/1001/usage?period=2026-10", "granularity"},
-		{full.URL + "/v1/tenants/1001/usage?period=2026-10&granularity=month&group_by=server&kind=storage,license", "group_by"},
+	for _, c := range []struct {
+		base, path, param string
+	}{
+		{srv.URL, "/v1/tenants/1001/usage?period=2026-10&group_by=server", "group_by"},
+		{srv.URL, "/v1/tenants/1001/usage?period=2026-10", "granularity"},
+		{full.URL, "/v1/tenants/1001/usage?period=2026-10&granularity=month&group_by=server&kind=storage,license", "group_by"},
 	} {
-		req, _ := http.NewRequest("GET", c.url, nil)
-		req.Header.Set("Authorization", "Bearer "+toks["1001"])
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		code, body, _ := apiClient{t, c.base, toks["1001"]}.get(c.path)
 		var e apiError
-		err = json.NewDecoder(res.Body).Decode(&e)
-		res.Body.Close()
-		if err != nil || res.StatusCode != 400 || e.Error.Parameter != c.param || !strings.Contains(e.Error.Message, "100000 rows") {
-			t.Errorf("%s: %d %+v, %v", c.url, res.StatusCode, e, err)
+		err := json.Unmarshal(body, &e)
+		if err != nil || code != 400 || e.Error.Parameter != c.param || !strings.Contains(e.Error.Message, "100000 rows") {
+			t.Errorf("%s: %d %+v, %v", c.path, code, e, err)
 		}
 	}
 }
