@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	_ "time/tzdata" // any IANA zone, even where the system has no tz database
@@ -188,16 +187,16 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		return code
 	}
 	tuneGC()
-	for _, s := range strings.FieldsFunc(*clients, isComma) {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
+	for _, s := range splitList(*clients) {
+		n, err := strconv.Atoi(s)
 		if err != nil {
 			fmt.Fprintf(stderr, "feedmeter bench query: --clients: %q is not a number\n", s)
 			return 2
 		}
 		c.Clients = append(c.Clients, n)
 	}
-	for _, s := range strings.FieldsFunc(*rates, isComma) {
-		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	for _, s := range splitList(*rates) {
+		r, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			fmt.Fprintf(stderr, "feedmeter bench query: --rates: %q is not a number\n", s)
 			return 2
@@ -269,8 +268,6 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	querybench.Report(stdout, c, ver, c.Events(), took, results)
 	return 0
 }
-
-func isComma(r rune) bool { return r == ',' }
 
 // serveGCPercent is the collector's target for serve (and bench query, which
 // runs the server in its process) unless GOGC is set. The server's live heap
