@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // apiError is the body of every error answer.
@@ -66,10 +68,17 @@ func writeCSV(w http.ResponseWriter, name string, t *csvTable) {
 }
 
 // cell makes a text value from the data (a server name, an entry id) safe
-// for spreadsheets: a value that a spreadsheet would run as a formula gets
-// a leading apostrophe.
+// for spreadsheets: a value that a spreadsheet could run as a formula gets
+// a leading apostrophe. That is one that starts with a tab, CR or LF, or
+// whose first character after any leading white space (an import may trim
+// it) is = + - @ or one of their full-width forms, which some spreadsheets
+// take for the ASCII ones.
 func cell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+	if s == "" {
+		return s
+	}
+	first, _ := utf8.DecodeRuneInString(strings.TrimLeftFunc(s, unicode.IsSpace))
+	if strings.ContainsRune("\t\r\n", rune(s[0])) || strings.ContainsRune("=+-@＝＋－＠", first) {
 		return "'" + s
 	}
 	return s
