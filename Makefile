@@ -34,8 +34,13 @@ fuzz:
 golden:
 	$(GO) test -count=1 -run 'TestGolden' ./ingest/ -update
 
+# The whole pipeline on embedded defaults, beside a throwaway ClickHouse
+# (scripts/clickhouse.sh installs Debian's when missing and run as root;
+# without one the demo stops after Kafka). DEMO_FLAGS=--keep leaves the API
+# and the usage page up at the end; `./bin/feedmeter demo -h` lists the rest.
+DEMO_FLAGS ?=
 run: build
-	./bin/feedmeter demo
+	bash scripts/clickhouse.sh run -- ./bin/feedmeter demo $(DEMO_FLAGS)
 
 clean:
 	rm -rf bin

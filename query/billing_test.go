@@ -704,8 +704,11 @@ func TestParseRateCardErrors(t *testing.T) {
 	if rc := mustCard(t, "minor_units: 3\n"+strings.Replace(flat, "USD", "XYZ", 1)); rc.MinorUnits != 3 {
 		t.Errorf("XYZ: %d minor units, want 3", rc.MinorUnits)
 	}
-	// The example card in testdata parses.
-	if _, err := LoadRateCard("testdata/rates.yaml"); err != nil {
+	// The example card parses, from its file and embedded.
+	if _, err := LoadRateCard("rates.example.yaml"); err != nil {
+		t.Error(err)
+	}
+	if _, err := ParseRateCard(ExampleRateCard); err != nil {
 		t.Error(err)
 	}
 	// Unquoted numbers are read from their text: 0.1 is exactly 1/10.

@@ -2,6 +2,7 @@ package query
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
 	"math/big"
@@ -96,6 +97,12 @@ type RateCard struct {
 // DefaultGBBytes is the byte size of a GB unless the card says otherwise.
 const DefaultGBBytes = 1 << 30
 
+// ExampleRateCard is query/rates.example.yaml: a commented example of every
+// field, and the card `feedmeter demo` bills with.
+//
+//go:embed rates.example.yaml
+var ExampleRateCard []byte
+
 // LoadRateCard reads a rate card from a YAML file.
 func LoadRateCard(path string) (*RateCard, error) {
 	b, err := os.ReadFile(path)
@@ -140,7 +147,7 @@ var (
 	tenantID     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 )
 
-// ParseRateCard reads a rate card from YAML (see query/testdata/rates.yaml)
+// ParseRateCard reads a rate card from YAML (see query/rates.example.yaml)
 // and checks it, reporting every problem at once.
 func ParseRateCard(data []byte) (*RateCard, error) {
 	var raw rawCard

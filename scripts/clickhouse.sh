@@ -206,7 +206,7 @@ cmd_run() {
 	export CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-19000}
 	export CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-18123}
 	if ! server_bin >/dev/null && [[ "${CI:-}" != true ]] && [[ "$(id -u)" != 0 ]]; then
-		echo "clickhouse.sh: clickhouse-server is not installed; tests that need ClickHouse will skip (scripts/clickhouse.sh install)" >&2
+		echo "clickhouse.sh: clickhouse-server is not installed; running without it: tests that need it skip (scripts/clickhouse.sh install)" >&2
 		"$@"
 		return
 	fi
@@ -217,7 +217,7 @@ cmd_run() {
 	local addr
 	if ! addr=$(cmd_start); then
 		[[ "${CI:-}" == true ]] && die "CI=true and ClickHouse could not be started"
-		echo "clickhouse.sh: ClickHouse could not be started; tests that need it will skip" >&2
+		echo "clickhouse.sh: ClickHouse could not be started; running without it: tests that need it skip" >&2
 		"$@"
 		return
 	fi

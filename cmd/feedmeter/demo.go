@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -20,18 +21,22 @@ import (
 	"github.com/feedmeter/feedmeter/feedsim"
 	"github.com/feedmeter/feedmeter/ingest"
 	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/query"
+	"github.com/feedmeter/feedmeter/schemas"
 )
 
 func init() {
 	commands["demo"] = command{
-		summary: "run the pipeline on embedded defaults: feedsim → ingest → Kafka, and show what landed",
+		summary: "run the pipeline on embedded defaults: feedsim → ingest → Kafka → sink → ClickHouse → serve, checked against feedsim's truth",
 		run:     runDemo,
 	}
 }
 
 // runDemo starts feedsim (with faults) and an embedded Kafka in this
 // process, ingests every tenant once, then reads the usage topic back and
-// prints each tenant's totals beside feedsim's ground truth.
+// prints each tenant's totals beside feedsim's ground truth. Given a
+// ClickHouse, it goes on (downstream): the sink, the query service's usage
+// beside the truth, and the invoices.
 func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -39,8 +44,29 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	days := fs.Int("days", 7, "days of history")
 	faults := fs.String("faults", "429=0.05,503=0.02,500=0.01,drop=0.01,malformed=0.002,expire=0.01", "feedsim faults")
 	format := fs.String("format", "xml", "xml or json")
+	var down downstream
+	fs.StringVar(&down.addr, "clickhouse", os.Getenv("FEEDMETER_CLICKHOUSE"),
+		"ClickHouse native-protocol address: the sink writes the topic there and serve answers from it (default $FEEDMETER_CLICKHOUSE, which make run sets; empty: stop after Kafka)")
+	fs.StringVar(&down.database, "database", "feedmeter_demo", "ClickHouse database of the demo: dropped and made anew at every run")
+	ratesPath := fs.String("rates", "", "rate card YAML of the invoices (default: query/rates.example.yaml, embedded)")
+	fs.StringVar(&down.listen, "listen", "127.0.0.1:0", "HTTP address of the query service and usage page")
+	fs.BoolVar(&down.keep, "keep", false, "after the checks, keep serving the API and the usage page until interrupted")
 	if code, ok := parseFlags(fs, args, 0); !ok {
 		return code
+	}
+	if down.addr != "" && !schemas.ValidDatabase(down.database) {
+		fmt.Fprintf(stderr, "feedmeter demo: --database %q is not a plain name ([A-Za-z_][A-Za-z0-9_]*)\n", down.database)
+		return 2
+	}
+	var err error
+	if *ratesPath == "" {
+		down.rates, err = query.ParseRateCard(query.ExampleRateCard)
+	} else {
+		down.rates, err = query.LoadRateCard(*ratesPath)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "feedmeter demo: %v\n", err)
+		return 2
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "feedmeter demo: %v\n", err)
@@ -55,6 +81,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		return fail(err)
 	}
 	cfg.Faults = f
+	down.from, down.to = cfg.Start, cfg.Start.AddDate(0, 0, cfg.Days)
 	sim, err := feedsim.New(cfg, log)
 	if err != nil {
 		return fail(err)
@@ -92,7 +119,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if err := r.Run(ctx); err != nil {
 		return fail(err)
 	}
-	got, deadLetters, err := readUsage(ctx, brokers)
+	got, deadLetters, ends, err := readUsage(ctx, brokers)
 	if err != nil {
 		return fail(err)
 	}
@@ -147,19 +174,36 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		return 1
 	}
 	fmt.Fprintln(stdout, "every entry counted once.")
+	if down.addr == "" {
+		fmt.Fprintln(stdout, "\nNo ClickHouse (--clickhouse or $FEEDMETER_CLICKHOUSE; make run starts one): the sink and the query service were left out.")
+		return 0
+	}
+	down.sim, down.brokers, down.ends, down.log, down.out = sim, brokers, ends, log, stdout
+	if err := down.run(ctx); err != nil {
+		return fail(err)
+	}
 	return 0
 }
 
+// topicPartition names a Kafka partition.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
 // readUsage sums the committed usage records by tenant and kind (events
-// and quantity), and counts the dead letters.
-func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, int, error) {
+// and quantity), counts the dead letters, and returns each partition's
+// offset after its last record (where a sink that has read everything
+// stands).
+func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, int, map[topicPartition]int64, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(model.TopicUsage, model.TopicDeadLetter),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer cl.Close()
 	sums := map[string]*[2]big.Int{}
+	next := map[topicPartition]int64{}
 	dead := 0
 	for idle := 0; idle < 2; {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
@@ -169,6 +213,7 @@ func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, i
 		var decodeErr error
 		fetches.EachRecord(func(r *kgo.Record) {
 			n++
+			next[topicPartition{r.Topic, r.Partition}] = r.Offset + 1
 			if r.Topic == model.TopicDeadLetter {
 				dead++
 				return
@@ -187,10 +232,10 @@ func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, i
 			s[1].Add(&s[1], new(big.Int).SetUint64(e.Quantity))
 		})
 		if decodeErr != nil {
-			return nil, 0, decodeErr
+			return nil, 0, nil, decodeErr
 		}
 		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
+			return nil, 0, nil, ctx.Err()
 		}
 		if n == 0 {
 			idle++
@@ -198,5 +243,5 @@ func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, i
 			idle = 0
 		}
 	}
-	return sums, dead, nil
+	return sums, dead, next, nil
 }

@@ -42,7 +42,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	database := fs.String("database", "feedmeter", "ClickHouse database the sink writes")
 	chUser := fs.String("clickhouse-user", "default", "ClickHouse user (a read-only one will do; password from $FEEDMETER_CLICKHOUSE_PASSWORD)")
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address")
-	ratesPath := fs.String("rates", "", "rate card YAML (required; see query/testdata/rates.yaml)")
+	ratesPath := fs.String("rates", "", "rate card YAML (required; see query/rates.example.yaml)")
 	tokensPath := fs.String("tokens", "", "tokens file: SHA-256 hashes from `feedmeter token new` (required)")
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "answer 503 when ClickHouse takes longer than this")
 	slots := fs.Int("clickhouse-slots", 0, "per-tenant ClickHouse queries running at once, the rest queued (0: no bound); about the cores of the ClickHouse server")
