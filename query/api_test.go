@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas"
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
@@ -1048,6 +1049,49 @@ func TestUnavailable(t *testing.T) {
 	}
 	if code, _, _ := c.get("/healthz"); code != 200 {
 		t.Errorf("healthz: %d", code)
+	}
+}
+
+// TestDatabaseNotYetMade: serve started before the sink or migrate made
+// its database answers 503 with Retry-After (not 500), /readyz says why,
+// and both answer once the database is there.
+func TestDatabaseNotYetMade(t *testing.T) {
+	addr := chtest.Addr(t)
+	name := chtest.NewDatabaseName("fmtest_later")
+	tokens, toks := testTokens(t, "1001")
+	conn, err := OpenClickHouse(addr, name, "default", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	srv := newTestServer(t, NewClickHouse(conn), mustCard(t, apiRates), tokens)
+	c := apiClient{t: t, base: srv.URL, token: toks["admin"]}
+	paths := []string{"/v1/tenants/1001/usage?period=2026-03", "/v1/tenants/1001/invoice?period=2026-03",
+		"/v1/tenants/1001/events?period=2026-03", "/v1/usage/tenants?period=2026-03"}
+	for _, p := range paths {
+		if code, body, hdr := c.get(p); code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+			t.Errorf("%s before the database: %d (Retry-After %q), want 503 with Retry-After: %s", p, code, hdr.Get("Retry-After"), body)
+		}
+	}
+	if code, body, _ := c.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "does not exist yet") {
+		t.Errorf("/readyz before the database: %d %s", code, body)
+	}
+	ctx := context.Background()
+	boot, err := schemas.Connect(ctx, schemas.ConnOptions(addr, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		boot.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
+		boot.Close()
+	})
+	if _, err := schemas.Apply(ctx, boot); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(paths, "/readyz") {
+		if code, body, _ := c.get(p); code != http.StatusOK {
+			t.Errorf("%s once migrated: %d %s", p, code, body)
+		}
 	}
 }
 

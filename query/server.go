@@ -259,8 +259,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.Warn("readyz: clickhouse does not answer", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "", "clickhouse does not answer")
+		msg := "clickhouse does not answer"
+		if ex := (*clickhouse.Exception)(nil); errors.As(err, &ex) && ex.Code == 81 {
+			msg = "the database does not exist yet: feedmeter migrate, or the sink when it starts, makes it"
+		}
+		s.log.Warn("readyz: "+msg, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "", msg)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -325,6 +329,7 @@ func unavailable(err error) bool {
 	if errors.As(err, &ex) {
 		switch ex.Code {
 		case 60, // UNKNOWN_TABLE: a rollup being rebuilt (schemas 0005), or no migrations yet
+			81,  // UNKNOWN_DATABASE: serve started before the sink or migrate made it
 			159, // TIMEOUT_EXCEEDED
 			160, // TOO_SLOW
 			202, // TOO_MANY_SIMULTANEOUS_QUERIES
