@@ -32,7 +32,7 @@ fuzz:
 
 # Rewrite the golden files from the current parser (review the diff!).
 golden:
-	$(GO) test -count=1 -run 'TestGolden' ./ingest/ -update
+	$(GO) test -count=1 -run TestParseGolden ./cmd/feedmeter/ -update
 
 # The whole pipeline on embedded defaults, beside a throwaway ClickHouse
 # (scripts/clickhouse.sh installs Debian's when missing and run as root;

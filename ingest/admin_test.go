@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +170,18 @@ func TestAdminModes(t *testing.T) {
 		if !strings.Contains(string(metrics), m) {
 			t.Errorf("/metrics lacks %s", m)
 		}
+	}
+	// The lag grows between polls: this idle tenant was last read to its
+	// head at least 650 ms ago.
+	var lag float64
+	prefix := `feedmeter_ingest_lag_seconds{tenant="` + tenant + `"} `
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			lag, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if since := time.Since(*a2[0].LastSuccess).Seconds(); lag < 0.6 || lag > since {
+		t.Errorf("lag %v s, want at least 0.6 and at most the %v s since the last success", lag, since)
 	}
 	if resp, err := http.Get(admin.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Errorf("/healthz: %v %v", resp, err)

@@ -77,7 +77,11 @@ func referenceXMLPage(data []byte) (*Page, error) {
 	case ns == model.NSAtom && local == "feed":
 		refFeedChildren(p, root, 0)
 	default:
-		return nil, &NotFeedError{Format: FormatXML, What: fmt.Sprintf("the root element is {%s}%s, not an Atom feed or entry", ns, local)}
+		what := "<" + local + ">"
+		if ns != "" {
+			what = fmt.Sprintf("<%s> in namespace %q", local, ns)
+		}
+		return nil, &NotFeedError{Format: FormatXML, What: "the root element is " + what + ", not an Atom feed or entry"}
 	}
 	return p, nil
 }

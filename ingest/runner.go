@@ -136,6 +136,7 @@ type subscription struct {
 	owned       bool
 	lastPoll    time.Time
 	lastSuccess time.Time
+	ownedSince  time.Time // when this process last took the tenant's slot
 	lastErr     string
 	cp          Checkpoint
 	pages       int64
@@ -167,6 +168,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 	for _, t := range cfg.Tenants {
 		r.subs[t] = &subscription{tenant: t, slot: cfg.Kafka.Slot(t), mode: ModeIdle}
 	}
+	m.lag.setSource(r.lagging)
 	return r, nil
 }
 
@@ -316,6 +318,9 @@ func (r *Runner) serveSlot(ctx context.Context, slot int32, once bool, wake <-ch
 	r.mu.Lock()
 	for _, s := range subs {
 		s.cp = cps[(&Checkpoint{Feed: r.feedOf(s.tenant), Tenant: s.tenant}).Key()]
+		if !s.owned {
+			s.ownedSince = time.Now()
+		}
 		s.owned = true
 		if first {
 			s.next = time.Now()
@@ -412,13 +417,30 @@ func (r *Runner) poll(ctx context.Context, sp *SlotProducer, s *subscription) er
 	}
 	s.lastErr = ""
 	s.lastSuccess = now
-	m.lag.WithLabelValues(s.tenant).Set(0)
 	if r.cfg.Progress != nil {
 		secs := now.Sub(start).Seconds()
 		r.cfg.Progress(fmt.Sprintf("tenant %s: %d pages, %d entries (%d rejected) in all; %d this run, %.0f entries/s; caught up to %s",
 			s.tenant, s.pages, cp.Entries+cp.Rejects, cp.Rejects, entries, float64(entries)/max(secs, 1e-9), orNone(cp.Marker)))
 	}
 	return nil
+}
+
+// lagging returns, for each tenant this process owns, since when it lags:
+// its last read to the head, or when the process took it.
+func (r *Runner) lagging() map[string]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]time.Time{}
+	for _, s := range r.subs {
+		if s.owned {
+			since := s.ownedSince
+			if s.lastSuccess.After(since) {
+				since = s.lastSuccess
+			}
+			out[s.tenant] = since
+		}
+	}
+	return out
 }
 
 func orNone(s string) string {

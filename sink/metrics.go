@@ -15,7 +15,7 @@ type metrics struct {
 	commitErrs prometheus.Counter     // failed offset commits
 	insertSecs prometheus.Histogram   // duration of a flush's ClickHouse writes
 	flushSecs  prometheus.Histogram   // duration of a whole flush, commit included
-	lag        *prometheus.GaugeVec   // records behind the high watermark, by topic and partition
+	lag        *prometheus.GaugeVec   // offsets behind the high watermark (commit markers too), by topic and partition
 	buffered   prometheus.Gauge       // records waiting for the next flush
 	up         prometheus.Gauge       // 1 when the last ClickHouse attempt succeeded
 	cacheLoads prometheus.Counter     // tenants whose key fingerprints were loaded
@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, cacheKeys func() int) *metrics {
 		flushSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "feedmeter_sink_flush_seconds",
 			Help: "Time of a whole flush, offset commit included.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "feedmeter_sink_lag",
-			Help: "Records between the last one read and the partition's high watermark."}, []string{"topic", "partition"}),
+			Help: "Offsets between the last record read and the partition's high watermark. A transactional producer's commit marker takes an offset too, so a sink that has read everything ingest wrote shows 1, not 0: alert on lag that stays above a bound, not on lag above 0."}, []string{"topic", "partition"}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_buffered_records",
 			Help: "Records read and waiting for the next flush."}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_clickhouse_up",

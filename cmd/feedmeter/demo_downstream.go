@@ -40,15 +40,14 @@ type downstream struct {
 	out     io.Writer
 }
 
+// demoMark is the table by which the demo knows a database as its own: it
+// drops and makes its database anew at every run, and refuses one that
+// holds tables without it (an operator's `--database feedmeter`).
+const demoMark = "feedmeter_demo_made"
+
 func (d *downstream) run(ctx context.Context) error {
-	boot, err := schemas.Connect(ctx, schemas.ConnOptions(d.addr, "default"))
-	if err != nil {
+	if err := d.fresh(ctx); err != nil {
 		return err
-	}
-	err = boot.Exec(ctx, "DROP DATABASE IF EXISTS "+d.database)
-	boot.Close()
-	if err != nil {
-		return fmt.Errorf("drop the demo database %s: %w", d.database, err)
 	}
 
 	started := time.Now()
@@ -137,6 +136,33 @@ func (d *downstream) run(ctx context.Context) error {
 		fmt.Fprintf(d.out, "\nThe usage page: %s/#tenant=%s&period=%s\nThe API: %s/v1/… (admin token, also for the page: %s)\nCtrl-C stops.\n",
 			api.base, first, d.from.Format("2006-01"), api.base, token)
 		<-ctx.Done()
+	}
+	return nil
+}
+
+// fresh drops the demo's database, if it is the demo's or empty, and makes
+// it anew with demoMark in it.
+func (d *downstream) fresh(ctx context.Context) error {
+	boot, err := schemas.Connect(ctx, schemas.ConnOptions(d.addr, "default"))
+	if err != nil {
+		return err
+	}
+	defer boot.Close()
+	var tables, marks uint64
+	if err := boot.QueryRow(ctx, "SELECT count(), countIf(name = ?) FROM system.tables WHERE database = ?", demoMark, d.database).Scan(&tables, &marks); err != nil {
+		return fmt.Errorf("look at database %s: %w", d.database, err)
+	}
+	if tables > 0 && marks == 0 {
+		return fmt.Errorf("database %s holds %d tables that feedmeter demo did not make; the demo drops its database at every run, so give it another --database", d.database, tables)
+	}
+	for _, sql := range []string{
+		"DROP DATABASE IF EXISTS " + d.database,
+		"CREATE DATABASE " + d.database,
+		"CREATE TABLE " + d.database + "." + demoMark + " (made_at DateTime('UTC')) ENGINE = TinyLog",
+	} {
+		if err := boot.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("make the demo database %s anew: %w", d.database, err)
+		}
 	}
 	return nil
 }

@@ -108,3 +108,19 @@ func TestDemoMismatch(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoRefusesAnotherDatabase: the demo drops its database at every
+// run, so it refuses one that holds tables it did not make (an operator's
+// --database feedmeter), and leaves that database as it was.
+func TestDemoRefusesAnotherDatabase(t *testing.T) {
+	db := chtest.NewDB(t, true) // migrated: the tables of a real pipeline
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"demo", "--clickhouse", db.Addr, "--database", db.Name,
+		"--tenants", "1", "--days", "1"}, nil, &out, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "feedmeter demo did not make") {
+		t.Fatalf("exit %d, stderr %q; want a refusal", code, errb.String())
+	}
+	if got := chtest.QueryStrings(t, db.Conn, "SELECT name FROM system.tables WHERE database = '"+db.Name+"' AND name = 'usage_events'"); len(got) != 1 {
+		t.Errorf("usage_events after the refusal: %v", got)
+	}
+}

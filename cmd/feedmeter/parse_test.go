@@ -99,7 +99,7 @@ func TestParseExitCodes(t *testing.T) {
 		{"stdin entry", mustRead(t, "../../testdata/seed/license-v1.json"), []string{"parse", "-"}, 0, ""},
 		{"stdin default", mustRead(t, "../../testdata/seed/bandwidthIn.xml"), []string{"parse"}, 0, ""},
 		{"forced format mismatch", mustRead(t, "../../testdata/seed/bandwidthIn.xml"), []string{"parse", "--format", "json"}, 2, "not a json feed page or entry: malformed JSON"},
-		{"not a feed", "<html/>", []string{"parse"}, 2, "root element is {}html, not an Atom feed or entry"},
+		{"not a feed", "<html/>", []string{"parse"}, 2, "root element is <html>, not an Atom feed or entry"},
 		{"empty", "", []string{"parse"}, 2, "the input is empty"},
 		{"bad format flag", "", []string{"parse", "--format", "yaml"}, 2, `--format: format "yaml"`},
 		{"missing file", "", []string{"parse", "/nonexistent/page.xml"}, 2, "no such file"},
