@@ -54,6 +54,10 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if code, ok := parseFlags(fs, args, 0); !ok {
 		return code
 	}
+	if *days < 1 {
+		fmt.Fprintf(stderr, "feedmeter demo: --days %d: the demo needs at least a day of history\n", *days)
+		return 2
+	}
 	if down.addr != "" && !schemas.ValidDatabase(down.database) {
 		fmt.Fprintf(stderr, "feedmeter demo: --database %q is not a plain name ([A-Za-z_][A-Za-z0-9_]*)\n", down.database)
 		return 2
@@ -82,6 +86,14 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	}
 	cfg.Faults = f
 	down.from, down.to = cfg.Start, cfg.Start.AddDate(0, 0, cfg.Days)
+	if down.addr != "" {
+		// ClickHouse and the address first: a bad one fails before the
+		// upstream half.
+		if err := down.prepare(ctx); err != nil {
+			return fail(err)
+		}
+		defer down.close()
+	}
 	sim, err := feedsim.New(cfg, log)
 	if err != nil {
 		return fail(err)
@@ -119,6 +131,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if err := r.Run(ctx); err != nil {
 		return fail(err)
 	}
+	truth := sim.Truth() // once: what was served up to the end of ingest
 	got, deadLetters, ends, err := readUsage(ctx, brokers)
 	if err != nil {
 		return fail(err)
@@ -127,7 +140,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "tenant\tkind\tevents\ttruth\tquantity\ttruth\t")
 	ok := true
-	for _, tt := range sim.Truth().Tenants {
+	for _, tt := range truth.Tenants {
 		want := map[string]*[2]big.Int{}
 		for _, d := range tt.Days {
 			w := want[d.Kind]
@@ -165,7 +178,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	}
 	tw.Flush()
 	malformed := 0
-	for _, tt := range sim.Truth().Tenants {
+	for _, tt := range truth.Tenants {
 		malformed += len(tt.Malformed)
 	}
 	fmt.Fprintf(stdout, "\ndead letters: %d (feedsim served %d entries malformed)\n", deadLetters, malformed)
@@ -178,7 +191,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		fmt.Fprintln(stdout, "\nNo ClickHouse (--clickhouse or $FEEDMETER_CLICKHOUSE; make run starts one): the sink and the query service were left out.")
 		return 0
 	}
-	down.sim, down.brokers, down.ends, down.log, down.out = sim, brokers, ends, log, stdout
+	down.truth, down.brokers, down.ends, down.log, down.out = truth, brokers, ends, log, stdout
 	if err := down.run(ctx); err != nil {
 		return fail(err)
 	}

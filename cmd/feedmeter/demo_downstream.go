@@ -33,7 +33,12 @@ type downstream struct {
 	rates                  *query.RateCard
 	from, to               time.Time // feedsim's days
 
-	sim     *feedsim.Server
+	// Made by prepare, before the upstream half runs, so that a bad
+	// ClickHouse, database or address fails at once.
+	conn driver.Conn  // the demo's database, migrated
+	ln   net.Listener // the query service's
+
+	truth   feedsim.Truth // as of the end of ingest
 	brokers []string
 	ends    map[topicPartition]int64 // offset after each partition's last record
 	log     *slog.Logger
@@ -45,41 +50,90 @@ type downstream struct {
 // holds tables without it (an operator's `--database feedmeter`).
 const demoMark = "feedmeter_demo_made"
 
-func (d *downstream) run(ctx context.Context) error {
-	if err := d.fresh(ctx); err != nil {
-		return err
+// prepare makes the demo's database anew (dropping it if it is the demo's
+// or empty), migrates it, and listens for the query service.
+func (d *downstream) prepare(ctx context.Context) error {
+	if d.database == "default" || d.database == "system" {
+		return fmt.Errorf("--database %s: the demo drops its database at every run; name one of its own", d.database)
 	}
-
-	started := time.Now()
-	s, err := sink.New(sink.Config{Brokers: d.brokers, ClickHouse: d.addr, Database: d.database,
-		Group: "feedmeter-demo", BatchAge: 200 * time.Millisecond, Logger: d.log})
+	c, err := net.DialTimeout("tcp", d.addr, 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("ClickHouse at %s does not answer: %w", d.addr, err)
+	}
+	c.Close()
+	boot, err := schemas.Connect(ctx, schemas.ConnOptions(d.addr, "default"))
 	if err != nil {
 		return err
 	}
-	sctx, stopSink := context.WithCancel(ctx)
-	sinkDone := make(chan error, 1)
-	go func() { sinkDone <- s.Run(sctx) }()
-	stopped := false
-	stop := func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		stopSink()
-		return <-sinkDone
+	defer boot.Close()
+	var tables, marks uint64
+	if err := boot.QueryRow(ctx, "SELECT count(), countIf(name = ?) FROM system.tables WHERE database = ?", demoMark, d.database).Scan(&tables, &marks); err != nil {
+		return fmt.Errorf("look at database %s: %w", d.database, err)
 	}
-	defer stop()
-
+	if tables > 0 && marks == 0 {
+		return fmt.Errorf("database %s holds %d tables that feedmeter demo did not make; the demo drops its database at every run, so give it another --database", d.database, tables)
+	}
+	for _, sql := range []string{
+		"DROP DATABASE IF EXISTS " + d.database,
+		"CREATE DATABASE " + d.database,
+		"CREATE TABLE " + d.database + "." + demoMark + " (made_at DateTime('UTC')) ENGINE = TinyLog",
+	} {
+		if err := boot.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("make the demo database %s anew: %w", d.database, err)
+		}
+	}
 	conn, err := schemas.Connect(ctx, schemas.ConnOptions(d.addr, d.database))
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if err := d.waitSink(ctx, conn, sinkDone); err != nil {
+	// The migrations here, not in the sink: every query below meets the tables.
+	if _, err := schemas.Apply(ctx, conn); err != nil {
+		conn.Close()
+		return fmt.Errorf("migrate the demo database %s: %w", d.database, err)
+	}
+	ln, err := net.Listen("tcp", d.listen)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("--listen: %w", err)
+	}
+	d.conn, d.ln = conn, ln
+	return nil
+}
+
+// close releases what prepare made.
+func (d *downstream) close() {
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	if d.ln != nil {
+		d.ln.Close()
+	}
+}
+
+func (d *downstream) run(ctx context.Context) error {
+	started := time.Now()
+	s, err := sink.New(sink.Config{Brokers: d.brokers, ClickHouse: d.addr, Database: d.database,
+		Group: "feedmeter-demo", BatchAge: 200 * time.Millisecond, SkipMigrate: true, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	sctx, stopSink := context.WithCancel(ctx)
+	// sinkDone is closed when Run has returned, and sinkErr holds its error
+	// then: waitSink and stop both wait for it.
+	var sinkErr error
+	sinkDone := make(chan struct{})
+	go func() { sinkErr = s.Run(sctx); close(sinkDone) }()
+	stop := func() error {
+		stopSink()
+		<-sinkDone
+		return sinkErr
+	}
+	defer stop()
+	if err := d.waitSink(ctx, sinkDone, func() error { return sinkErr }); err != nil {
 		return err
 	}
 	took := time.Since(started)
-	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+	if err := stop(); err != nil {
 		return fmt.Errorf("sink: %w", err)
 	}
 	var events, others, rejects uint64
@@ -87,7 +141,7 @@ func (d *downstream) run(ctx context.Context) error {
 		table string
 		n     *uint64
 	}{{"usage_events", &events}, {"other_events", &others}, {"rejects", &rejects}} {
-		if err := conn.QueryRow(ctx, "SELECT count() FROM "+c.table).Scan(c.n); err != nil {
+		if err := d.conn.QueryRow(ctx, "SELECT count() FROM "+c.table).Scan(c.n); err != nil {
 			return fmt.Errorf("count %s: %w", c.table, err)
 		}
 	}
@@ -111,20 +165,16 @@ func (d *downstream) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", d.listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
+	go hs.Serve(d.ln)
 	defer hs.Close()
-	api := apiGetter{base: "http://" + ln.Addr().String(), token: token}
+	api := apiGetter{base: "http://" + d.ln.Addr().String(), token: token}
 
-	ok, err := d.checkUsage(api, rejects)
+	ok, err := d.checkUsage(ctx, api, others, rejects)
 	if err != nil {
 		return err
 	}
-	if err := d.invoices(api); err != nil {
+	if err := d.invoices(ctx, api); err != nil {
 		return err
 	}
 	if !ok {
@@ -132,7 +182,7 @@ func (d *downstream) run(ctx context.Context) error {
 	}
 	fmt.Fprintln(d.out, "\nEvery rollup equals feedsim's ground truth.")
 	if d.keep {
-		first := d.sim.Truth().Tenants[0].Tenant
+		first := d.truth.Tenants[0].Tenant
 		fmt.Fprintf(d.out, "\nThe usage page: %s/#tenant=%s&period=%s\nThe API: %s/v1/… (admin token, also for the page: %s)\nCtrl-C stops.\n",
 			api.base, first, d.from.Format("2006-01"), api.base, token)
 		<-ctx.Done()
@@ -140,49 +190,14 @@ func (d *downstream) run(ctx context.Context) error {
 	return nil
 }
 
-// fresh drops the demo's database, if it is the demo's or empty, and makes
-// it anew with demoMark in it.
-func (d *downstream) fresh(ctx context.Context) error {
-	boot, err := schemas.Connect(ctx, schemas.ConnOptions(d.addr, "default"))
-	if err != nil {
-		return err
-	}
-	defer boot.Close()
-	var tables, marks uint64
-	if err := boot.QueryRow(ctx, "SELECT count(), countIf(name = ?) FROM system.tables WHERE database = ?", demoMark, d.database).Scan(&tables, &marks); err != nil {
-		return fmt.Errorf("look at database %s: %w", d.database, err)
-	}
-	if tables > 0 && marks == 0 {
-		return fmt.Errorf("database %s holds %d tables that feedmeter demo did not make; the demo drops its database at every run, so give it another --database", d.database, tables)
-	}
-	for _, sql := range []string{
-		"DROP DATABASE IF EXISTS " + d.database,
-		"CREATE DATABASE " + d.database,
-		"CREATE TABLE " + d.database + "." + demoMark + " (made_at DateTime('UTC')) ENGINE = TinyLog",
-	} {
-		if err := boot.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("make the demo database %s anew: %w", d.database, err)
-		}
-	}
-	return nil
-}
-
 // waitSink waits until sink_progress holds every partition's end, at most
 // two minutes.
-func (d *downstream) waitSink(ctx context.Context, conn driver.Conn, sinkDone <-chan error) error {
+func (d *downstream) waitSink(ctx context.Context, sinkDone <-chan struct{}, sinkErr func() error) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		at := map[topicPartition]int64{}
-		rows, err := conn.Query(ctx, "SELECT kafka_topic, kafka_partition, max(next_offset) FROM sink_progress GROUP BY kafka_topic, kafka_partition")
-		if err == nil { // before its migrations the table is not there yet
-			for rows.Next() {
-				var tp topicPartition
-				var n uint64
-				if err := rows.Scan(&tp.topic, &tp.partition, &n); err == nil {
-					at[tp] = int64(n)
-				}
-			}
-			rows.Close()
+		at, err := sinkProgress(ctx, d.conn)
+		if err != nil {
+			return err
 		}
 		var behind []string
 		for tp, end := range d.ends {
@@ -195,8 +210,8 @@ func (d *downstream) waitSink(ctx context.Context, conn driver.Conn, sinkDone <-
 		}
 		sort.Strings(behind)
 		select {
-		case err := <-sinkDone:
-			return fmt.Errorf("the sink stopped before it had written everything (%s): %v", strings.Join(behind, ", "), err)
+		case <-sinkDone:
+			return fmt.Errorf("the sink stopped before it had written everything (%s): %v", strings.Join(behind, ", "), sinkErr())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
@@ -207,18 +222,41 @@ func (d *downstream) waitSink(ctx context.Context, conn driver.Conn, sinkDone <-
 	}
 }
 
+// sinkProgress reads where the sink stands in each partition.
+func sinkProgress(ctx context.Context, conn driver.Conn) (map[topicPartition]int64, error) {
+	rows, err := conn.Query(ctx, "SELECT kafka_topic, kafka_partition, max(next_offset) FROM sink_progress GROUP BY kafka_topic, kafka_partition")
+	if err != nil {
+		return nil, fmt.Errorf("read sink_progress: %w", err)
+	}
+	defer rows.Close()
+	at := map[topicPartition]int64{}
+	for rows.Next() {
+		var tp topicPartition
+		var n uint64
+		if err := rows.Scan(&tp.topic, &tp.partition, &n); err != nil {
+			return nil, fmt.Errorf("read sink_progress: %w", err)
+		}
+		at[tp] = int64(n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read sink_progress: %w", err)
+	}
+	return at, nil
+}
+
 // checkUsage asks the usage API for every tenant's days (a day more on
 // each side, so that every interval's pieces are in) and prints the sums
 // beside feedsim's ground truth; it also holds the rejects to the entries
 // feedsim served malformed.
-func (d *downstream) checkUsage(api apiGetter, rejects uint64) (bool, error) {
+func (d *downstream) checkUsage(ctx context.Context, api apiGetter, others, rejects uint64) (bool, error) {
 	fmt.Fprintf(d.out, "\nThe query service's usage of %s – %s (GET /v1/tenants/{tid}/usage), beside feedsim's ground truth:\n\n",
 		d.from.Format(time.DateOnly), d.to.AddDate(0, 0, -1).Format(time.DateOnly))
 	tw := tabwriter.NewWriter(d.out, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "tenant\tkind\tevents\ttruth\tmeasure\tvalue\ttruth\t")
 	ok := true
 	malformed := 0
-	for _, tt := range d.sim.Truth().Tenants {
+	var otherTruth uint64
+	for _, tt := range d.truth.Tenants {
 		malformed += len(tt.Malformed)
 		var ans struct {
 			Rows []struct {
@@ -231,7 +269,7 @@ func (d *downstream) checkUsage(api apiGetter, rejects uint64) (bool, error) {
 		}
 		v := url.Values{"granularity": {"day"}, "from": {d.from.AddDate(0, 0, -1).Format(time.DateOnly)},
 			"to": {d.to.AddDate(0, 0, 1).Format(time.DateOnly)}}
-		if err := api.get("/v1/tenants/"+url.PathEscape(tt.Tenant)+"/usage?"+v.Encode(), &ans); err != nil {
+		if err := api.get(ctx, "/v1/tenants/"+url.PathEscape(tt.Tenant)+"/usage?"+v.Encode(), &ans); err != nil {
 			return false, err
 		}
 		type sums struct {
@@ -270,6 +308,7 @@ func (d *downstream) checkUsage(api apiGetter, rejects uint64) (bool, error) {
 		}
 		for _, day := range tt.Days {
 			if day.Kind == "other" {
+				otherTruth += uint64(day.Entries)
 				continue
 			}
 			value := day.BandwidthBytes
@@ -302,10 +341,12 @@ func (d *downstream) checkUsage(api apiGetter, rejects uint64) (bool, error) {
 		}
 	}
 	tw.Flush()
-	// The truth's events count every entry served, malformed ones too;
-	// those are rejects, not events.
-	fmt.Fprintf(d.out, "\nrejects in ClickHouse: %d (feedsim served %d entries malformed)\n", rejects, malformed)
-	if rejects != uint64(malformed) {
+	// The truth leaves out the entries it served malformed (it lists
+	// them): those are rejects. System entries (kind other) have no usage,
+	// only their table.
+	fmt.Fprintf(d.out, "\nother events in ClickHouse: %d (feedsim served %d)\n", others, otherTruth)
+	fmt.Fprintf(d.out, "rejects in ClickHouse: %d (feedsim served %d entries malformed)\n", rejects, malformed)
+	if others != otherTruth || rejects != uint64(malformed) {
 		ok = false
 	}
 	if !ok {
@@ -315,11 +356,13 @@ func (d *downstream) checkUsage(api apiGetter, rejects uint64) (bool, error) {
 }
 
 // invoices prints every tenant's invoice for feedsim's days.
-func (d *downstream) invoices(api apiGetter) error {
+func (d *downstream) invoices(ctx context.Context, api apiGetter) error {
 	fmt.Fprintf(d.out, "\nInvoices for the same days (GET /v1/tenants/{tid}/invoice, the rate card's %s):\n", d.rates.Currency)
-	for _, tt := range d.sim.Truth().Tenants {
+	for _, tt := range d.truth.Tenants {
 		var inv struct {
 			Lines []struct {
+				From      string `json:"from"`
+				To        string `json:"to"`
 				Item      string `json:"item"`
 				Quantity  string `json:"quantity"`
 				Unit      string `json:"unit"`
@@ -330,26 +373,29 @@ func (d *downstream) invoices(api apiGetter) error {
 			Currency string `json:"currency"`
 		}
 		v := url.Values{"from": {d.from.Format(time.DateOnly)}, "to": {d.to.Format(time.DateOnly)}}
-		if err := api.get("/v1/tenants/"+url.PathEscape(tt.Tenant)+"/invoice?"+v.Encode(), &inv); err != nil {
+		if err := api.get(ctx, "/v1/tenants/"+url.PathEscape(tt.Tenant)+"/invoice?"+v.Encode(), &inv); err != nil {
 			return err
 		}
 		fmt.Fprintf(d.out, "\ntenant %s\n", tt.Tenant)
 		tw := tabwriter.NewWriter(d.out, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "item\tquantity\tunit\tunit price\tamount\t")
+		fmt.Fprintln(tw, "from\tto\titem\tquantity\tunit\tunit price\tamount\t")
 		for _, l := range inv.Lines {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", l.Item, l.Quantity, l.Unit, l.UnitPrice, l.Amount)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", day(l.From), day(l.To), l.Item, l.Quantity, l.Unit, l.UnitPrice, l.Amount)
 		}
-		fmt.Fprintf(tw, "total\t\t\t\t%s %s\t\n", inv.Total, inv.Currency)
+		fmt.Fprintf(tw, "total\t\t\t\t\t\t%s %s\t\n", inv.Total, inv.Currency)
 		tw.Flush()
 	}
 	return nil
 }
 
+// day shortens an RFC 3339 time at a UTC midnight to its date.
+func day(ts string) string { return strings.TrimSuffix(ts, "T00:00:00Z") }
+
 // apiGetter asks the demo's query service with its admin token.
 type apiGetter struct{ base, token string }
 
-func (a apiGetter) get(path string, v any) error {
-	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
+func (a apiGetter) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func TestDemo(t *testing.T) {
 }
 
 // TestDemoMismatch holds the demo's comparison to what it checks: a usage
-// answer a byte off, or a reject too many, is a MISMATCH.
+// answer a byte off, a reject or a system event too many, is a MISMATCH.
 func TestDemoMismatch(t *testing.T) {
 	cfg := feedsim.DefaultConfig()
 	cfg.Tenants, cfg.Days = 1, 2
@@ -53,7 +53,8 @@ func TestDemoMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tt := sim.Truth().Tenants[0]
+	truth := sim.Truth()
+	tt := truth.Tenants[0]
 	// The truth as the usage API would answer it, day by day.
 	rowsOf := func(off int) string {
 		var rows []string
@@ -77,15 +78,22 @@ func TestDemoMismatch(t *testing.T) {
 		return `{"rows":[` + strings.Join(rows, ",") + `]}`
 	}
 	malformed := uint64(len(tt.Malformed))
+	var others uint64
+	for _, d := range tt.Days {
+		if d.Kind == "other" {
+			others += uint64(d.Entries)
+		}
+	}
 	for _, c := range []struct {
-		name    string
-		off     int
-		rejects uint64
-		ok      bool
+		name            string
+		off             int
+		others, rejects uint64
+		ok              bool
 	}{
-		{"equal", 0, malformed, true},
-		{"a byte more", 1, malformed, false},
-		{"a reject more", 0, malformed + 1, false},
+		{"equal", 0, others, malformed, true},
+		{"a byte more", 1, others, malformed, false},
+		{"a reject more", 0, others, malformed + 1, false},
+		{"an other event more", 0, others + 1, malformed, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -97,8 +105,8 @@ func TestDemoMismatch(t *testing.T) {
 			}))
 			defer api.Close()
 			var out bytes.Buffer
-			d := &downstream{sim: sim, out: &out, from: cfg.Start, to: cfg.Start.Add(48 * time.Hour)}
-			ok, err := d.checkUsage(apiGetter{base: api.URL, token: "tok"}, c.rejects)
+			d := &downstream{truth: truth, out: &out, from: cfg.Start, to: cfg.Start.Add(48 * time.Hour)}
+			ok, err := d.checkUsage(context.Background(), apiGetter{base: api.URL, token: "tok"}, c.others, c.rejects)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,5 +130,51 @@ func TestDemoRefusesAnotherDatabase(t *testing.T) {
 	}
 	if got := chtest.QueryStrings(t, db.Conn, "SELECT name FROM system.tables WHERE database = '"+db.Name+"' AND name = 'usage_events'"); len(got) != 1 {
 		t.Errorf("usage_events after the refusal: %v", got)
+	}
+}
+
+// TestDemoSinkStopsEarly: a sink that stops before it has written
+// everything (here: a broker address its Kafka client refuses) ends the
+// demo with the reason, and does not hang it.
+func TestDemoSinkStopsEarly(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	d := &downstream{addr: db.Addr, database: db.Name, listen: "127.0.0.1:0",
+		brokers: []string{"127.0.0.1:notaport"},
+		ends:    map[topicPartition]int64{{"feedmeter.usage.v1", 0}: 1},
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil)), out: io.Discard}
+	if err := d.prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	done := make(chan error, 1)
+	go func() { done <- d.run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "the sink stopped") {
+			t.Errorf("run: %v, want the sink stopped", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the demo hangs after its sink stopped early")
+	}
+}
+
+// TestDemoFlags: flags the demo cannot use are refused before it starts.
+func TestDemoFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--days", "0"},
+		{"--database", "no-dashes", "--clickhouse", "127.0.0.1:1"},
+		{"--rates", "/nonexistent/rates.yaml"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), append([]string{"demo"}, args...), nil, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, errb.String())
+		}
+	}
+	// --database default: refused before anything is dropped.
+	db := chtest.NewDB(t, false)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"demo", "--clickhouse", db.Addr, "--database", "default"}, nil, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), "name one of its own") || strings.Contains(out.String(), "feedsim at") {
+		t.Errorf("--database default: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 }
