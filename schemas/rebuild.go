@@ -214,18 +214,33 @@ func writersOf(ctx context.Context, conn driver.Conn, table string) ([]string, e
 	return out, nil
 }
 
-// copyRows copies the rows of the old tables into fresh (its ordinary
-// columns: MATERIALIZED and ALIAS ones are computed).
+// copyRows copies the rows of the old tables into fresh: the ordinary
+// columns (MATERIALIZED and ALIAS ones are computed) that an old table has
+// too; a column new in fresh gets its default.
 func copyRows(ctx context.Context, conn driver.Conn, olds []string, fresh string) error {
-	cols, err := queryNames(ctx, conn, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')", fresh)
+	const columns = "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')"
+	cols, err := queryNames(ctx, conn, columns, fresh)
 	if err != nil {
 		return fmt.Errorf("columns of %s: %w", fresh, err)
 	}
 	if len(cols) == 0 {
 		return fmt.Errorf("columns of %s: none found", fresh)
 	}
-	list := strings.Join(cols, ", ")
 	for _, t := range olds {
+		had, err := queryNames(ctx, conn, columns, t)
+		if err != nil {
+			return fmt.Errorf("columns of %s: %w", t, err)
+		}
+		var both []string
+		for _, c := range cols {
+			if slices.Contains(had, c) {
+				both = append(both, c)
+			}
+		}
+		if len(both) == 0 {
+			return fmt.Errorf("copy %s into %s: no column in common", t, fresh)
+		}
+		list := strings.Join(both, ", ")
 		if err := conn.Exec(ctx, "INSERT INTO "+fresh+" ("+list+") SELECT "+list+" FROM "+t); err != nil {
 			return fmt.Errorf("copy %s into %s: %w", t, fresh, err)
 		}

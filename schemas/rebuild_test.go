@@ -211,10 +211,11 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	exec("RENAME TABLE r TO r_rebuild_old_3")
 	check("an old table numbered 3", true, 13)
 
-	// A copy that fails puts the old table back as it was.
-	bad := strings.Replace(create, "v UInt64", "v UInt64, w UInt8 MATERIALIZED 0, x UInt8", 1)
+	// A copy that fails (ClickHouse cannot cast r's UInt32 keys to the new k's FixedString)
+	// puts the old table back as it was.
+	bad := strings.Replace(create, "k UInt32", "k FixedString(1)", 1)
 	if _, err := schemas.Rebuild(ctx, conn, "r", bad, nil); err == nil {
-		t.Fatal("rebuild into a table with a column r lacks: no error")
+		t.Fatal("rebuild into a table whose k cannot hold r's: no error")
 	}
 	if got := chtest.QueryStrings(t, conn, sums); len(got) != 100 || got[0] != "0 13" {
 		t.Errorf("after a failed copy: sums %q…, want r back with 100 keys of 13", got[:min(3, len(got))])
@@ -232,6 +233,19 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	}
 	if got := chtest.QueryStrings(t, conn, "SELECT toString(sum(w)) FROM r"); got[0] != "3900" {
 		t.Errorf("MATERIALIZED w after two rebuilds: sum %s, want 3 x 1300", got[0])
+	}
+
+	// A column new in the table (0006's kafka_topic_id) takes its default in
+	// the rows copied; the others keep their values.
+	withU := strings.Replace(create, "v UInt64", "v UInt64, u String DEFAULT 'old'", 1)
+	if _, err := schemas.Rebuild(ctx, conn, "r", withU, nil); err != nil {
+		t.Fatalf("rebuild with a new column: %v", err)
+	}
+	if got := chtest.QueryStrings(t, conn, "SELECT concat(toString(uniqExact(k)), ' ', toString(sum(v)), ' ', toString(groupUniqArray(u))) FROM r"); got[0] != "100 1300 ['old']" {
+		t.Errorf("after a rebuild with a new column: %q, want 100 keys, v summing to 1300, u 'old'", got[0])
+	}
+	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 3", 1), nil); err != nil {
+		t.Fatalf("rebuild without the new column again: %v", err)
 	}
 
 	// A context that ends right after the rename (before the copy): the

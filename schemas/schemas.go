@@ -10,8 +10,8 @@
 //     from and its split into hourly and daily pieces.
 //   - other_events: system events and kind other, kept and never billed.
 //   - rejects: dead letters of ingest and the sink, with raw bytes and reason.
-//   - sink_progress: per Kafka partition, the offset below which everything is
-//     in ClickHouse.
+//   - sink_progress: per Kafka partition and life of its topic (the topic's
+//     id, 0006), the offset below which everything is in ClickHouse.
 //   - usage_hourly, usage_daily: SummingMergeTree rollups per tenant, kind,
 //     region, data center, resource and server, written by materialized views
 //     on usage_events.

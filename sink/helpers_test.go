@@ -205,21 +205,26 @@ func genWorkload(seed uint64, n int) *workload {
 			}
 		}
 	}
-	// The rejects: one per fingerprint (the same bad bytes are one reject).
+	w.rejects = rejectsOf(w.records)
+	return w
+}
+
+// rejectsOf counts the rejects recs make: one per fingerprint (the same bad
+// bytes are one reject).
+func rejectsOf(recs []*kgo.Record) int {
 	fps := map[string]bool{}
-	for _, rec := range w.records {
+	for _, rec := range recs {
 		var d decoded
 		if rec.Topic == model.TopicDeadLetter {
-			d.decodeDeadLetter(rec, base)
+			d.decodeDeadLetter(rec, time.Now())
 		} else {
-			d.decodeUsage(rec, base)
+			d.decodeUsage(rec, time.Now())
 		}
 		for _, r := range d.rejects {
 			fps[r.fp] = true
 		}
 	}
-	w.rejects = len(fps)
-	return w
+	return len(fps)
 }
 
 // produce sends recs keyed by tenant (partitioned by key hash, as ingest

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/feedmeter/feedmeter/schemas"
@@ -50,6 +52,12 @@ type Sink struct {
 	oldest  time.Time
 
 	rebalanceWanted atomic.Bool
+	// topicIDs holds the id of each topic as first seen at an assignment
+	// (Kafka's topic ids; "" where the cluster has none), written with the
+	// progress rows. fatal is set when a topic's id changed under the
+	// running sink: it stops without writing what it holds.
+	topicIDs sync.Map // topic -> string
+	fatal    atomic.Pointer[error]
 	// unsettled is the query id of an INSERT whose outcome is unknown, ""
 	// when there is none. The writer sets and clears it; the loop reads it
 	// before an early lookup.
@@ -154,13 +162,15 @@ func (s *Sink) Run(ctx context.Context) error {
 		"group", s.cfg.Group, "clickhouse", s.cfg.ClickHouse, "database", s.cfg.Database)
 	// While idle, a ping every 5 s keeps /healthz and clickhouse_up true.
 	pingDone := make(chan struct{})
+	pingCtx, stopPing := context.WithCancel(ctx)
+	defer stopPing()
 	go func() {
 		defer close(pingDone)
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-pingCtx.Done():
 				return
 			case <-t.C:
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -178,7 +188,15 @@ func (s *Sink) Run(ctx context.Context) error {
 	var stopped atomic.Pointer[time.Time]
 	context.AfterFunc(ctx, func() { t := time.Now(); stopped.Store(&t) })
 	s.loop(ctx)
+	stopPing()
 	<-pingDone
+	if errp := s.fatal.Load(); errp != nil {
+		// Nothing buffered is written: it may be of the topic's former
+		// life; nothing was committed, so it is read again after a restart.
+		kc.Close()
+		s.log.Error("sink stopped", "err", *errp)
+		return *errp
+	}
 	// Hold the partitions through the final flush (the loop's last pass may
 	// have allowed rebalances) until the client closes. Without it another
 	// member could load a tenant's keys, then this flush insert more of them.
@@ -216,8 +234,12 @@ func (s *Sink) connect(ctx context.Context) error {
 					return err
 				}
 			}
+			var st *store
 			if err == nil {
-				s.conn, s.st = conn, &store{conn: conn}
+				st, err = newStore(ctx, conn)
+			}
+			if err == nil {
+				s.conn, s.st = conn, st
 				s.setHealth(nil)
 				return nil
 			}
@@ -290,6 +312,12 @@ func (s *Sink) onRevoked(_ context.Context, _ *kgo.Client, lost map[string][]int
 // holds when that is past the committed offset: an insert whose offset
 // commit was lost is not read again. If ClickHouse cannot be asked, the
 // committed offsets stand (records read again are found by the key lookup).
+//
+// Progress counts only for the topic's present life: a topic deleted and
+// made again under its name starts its offsets again, so progress written
+// under another topic id would skip its records. Such a partition is read
+// from its start instead (the key lookup drops what ClickHouse holds), and
+// a topic whose id changed under the running sink stops it.
 func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	topics := make([]string, 0, len(offs))
 	for t := range offs {
@@ -297,6 +325,11 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	ids, err := s.topicIDsOf(qctx, topics)
+	if err != nil {
+		s.log.Warn("cannot read the topics' ids; resuming from committed offsets", "err", err)
+		return offs, nil
+	}
 	prog, err := s.st.progress(qctx, topics)
 	if err != nil {
 		s.log.Warn("cannot read progress from clickhouse; resuming from committed offsets", "err", err)
@@ -304,8 +337,13 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 	}
 	for t, ps := range offs {
 		for p, o := range ps {
-			next, ok := prog[t][p]
-			if ok && next > o.EpochOffset().Offset {
+			next, lives := prog.of(t, ids[t], p)
+			switch {
+			case next < 0 && lives > 0:
+				s.log.Warn("clickhouse's progress is of an earlier life of this topic (another topic id): reading the partition from its start; the key lookup skips what clickhouse holds",
+					"topic", t, "topic_id", ids[t], "partition", p, "committed", o.EpochOffset().Offset)
+				ps[p] = kgo.NewOffset().AtStart()
+			case next >= 0 && next > o.EpochOffset().Offset:
 				s.log.Info("resuming past the committed offset from clickhouse progress",
 					"topic", t, "partition", p, "committed", o.EpochOffset().Offset, "progress", next)
 				ps[p] = kgo.NewOffset().At(next).WithEpoch(-1)
@@ -313,6 +351,42 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 		}
 	}
 	return offs, nil
+}
+
+// topicIDsOf returns the present id of each topic ("" when the cluster has
+// no topic ids), and remembers the first one seen of each: progress rows
+// carry it. A topic whose id changed since sets s.fatal.
+func (s *Sink) topicIDsOf(ctx context.Context, topics []string) (map[string]string, error) {
+	details, err := kadm.NewClient(s.kc).ListTopics(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(topics))
+	for _, t := range topics {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			return nil, fmt.Errorf("metadata of topic %s: %v", t, d.Err)
+		}
+		id := ""
+		if d.ID != (kadm.TopicID{}) {
+			id = d.ID.String()
+		}
+		out[t] = id
+		if was, loaded := s.topicIDs.LoadOrStore(t, id); loaded && was.(string) != id {
+			err := fmt.Errorf("topic %s was deleted and made again while the sink ran (topic id %s, now %s): "+
+				"stopping without writing what it holds; started again, the sink reads the new topic from its start", t, was, id)
+			s.fatal.CompareAndSwap(nil, &err)
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// topicID is the id of topic written with its progress.
+func (s *Sink) topicID(topic string) string {
+	id, _ := s.topicIDs.Load(topic)
+	str, _ := id.(string)
+	return str
 }
 
 // doneCtx is a context that is already done.
@@ -386,7 +460,7 @@ func (s *Sink) loop(ctx context.Context) {
 		return ok
 	}
 	defer finish(nil)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && s.fatal.Load() == nil {
 		s.mu.Lock()
 		n, oldest := len(s.pending), s.oldest
 		s.mu.Unlock()
@@ -824,10 +898,23 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		*t.rows = nil
 	}
 	next := make(map[source]bool, len(b.last))
+	var unknown []string // topics whose id is not known yet: every progress row names its topic's life
 	for k, r := range b.last {
 		next[source{k.topic, k.partition, r.Offset + 1}] = true
+		if _, ok := s.topicIDs.Load(k.topic); !ok && !slices.Contains(unknown, k.topic) {
+			unknown = append(unknown, k.topic)
+		}
 	}
-	if err := s.st.insert(ctx, newQueryID(), "sink_progress", "kafka_topic, kafka_partition, next_offset, written_at", fillProgress(next, now)); err != nil {
+	if len(unknown) > 0 && s.st.topicIDs {
+		if _, err := s.topicIDsOf(ctx, unknown); err != nil {
+			return fmt.Errorf("topic ids for sink_progress: %w", err)
+		}
+	}
+	cols, topicID := "kafka_topic, kafka_topic_id, kafka_partition, next_offset, written_at", s.topicID
+	if !s.st.topicIDs {
+		cols, topicID = "kafka_topic, kafka_partition, next_offset, written_at", nil
+	}
+	if err := s.st.insert(ctx, newQueryID(), "sink_progress", cols, fillProgress(next, topicID, now)); err != nil {
 		return track(err)
 	}
 	return nil

@@ -27,6 +27,19 @@ const (
 // store writes batches to ClickHouse.
 type store struct {
 	conn driver.Conn
+	// topicIDs: sink_progress has kafka_topic_id (migration 0006). A sink
+	// started on an older schema (--no-migrate) writes and reads progress
+	// as before until it starts again.
+	topicIDs bool
+}
+
+// newStore asks which of the schema's later columns conn's database has.
+func newStore(ctx context.Context, conn driver.Conn) (*store, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'sink_progress' AND name = 'kafka_topic_id'").Scan(&n); err != nil {
+		return nil, fmt.Errorf("columns of sink_progress: %w", err)
+	}
+	return &store{conn: conn, topicIDs: n > 0}, nil
 }
 
 // key is a dedupe key of usage_events and other_events.
@@ -112,26 +125,65 @@ func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[stri
 	return found, res.Err()
 }
 
-// progress returns, per topic and partition, the offset below which
-// sink_progress says every record is in ClickHouse.
-func (s *store) progress(ctx context.Context, topics []string) (map[string]map[int32]int64, error) {
-	rows, err := s.conn.Query(ctx, "SELECT kafka_topic, kafka_partition, max(next_offset) FROM sink_progress WHERE has(?, kafka_topic) GROUP BY kafka_topic, kafka_partition", topics)
+// progressRows are sink_progress's offsets: per topic, topic id and
+// partition, the offset below which every record is in ClickHouse.
+type progressRows map[string]map[string]map[int32]int64
+
+// of returns the progress of a partition in the topic's present life (id),
+// or -1 when there is none, and how many other lives have progress there.
+// Rows without an id were written before migration 0006 and count for the
+// present life unless rows of another life are there too; where the
+// cluster has no topic ids (id ""), every row counts.
+func (pr progressRows) of(topic, id string, partition int32) (next int64, others int) {
+	next = -1
+	legacy := int64(-1)
+	for rowID, ps := range pr[topic] {
+		n, ok := ps[partition]
+		switch {
+		case !ok:
+		case id == "":
+			next = max(next, n)
+		case rowID == id:
+			next = n
+		case rowID == "":
+			legacy = n
+		default:
+			others++
+		}
+	}
+	if next < 0 && others == 0 {
+		next = legacy
+	}
+	return next, others
+}
+
+// progress reads sink_progress for topics.
+func (s *store) progress(ctx context.Context, topics []string) (progressRows, error) {
+	id := "kafka_topic_id"
+	if !s.topicIDs {
+		id = "''"
+	}
+	rows, err := s.conn.Query(ctx, "SELECT kafka_topic, "+id+" AS id, kafka_partition, max(next_offset) FROM sink_progress"+
+		" WHERE has(?, kafka_topic) GROUP BY kafka_topic, id, kafka_partition", topics)
 	if err != nil {
 		return nil, fmt.Errorf("read sink_progress: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]map[int32]int64{}
+	out := progressRows{}
 	for rows.Next() {
-		var topic string
+		var topic, id string
 		var p int32
 		var next uint64
-		if err := rows.Scan(&topic, &p, &next); err != nil {
+		if err := rows.Scan(&topic, &id, &p, &next); err != nil {
 			return nil, fmt.Errorf("read sink_progress: %w", err)
 		}
 		if out[topic] == nil {
-			out[topic] = map[int32]int64{}
+			out[topic] = map[string]map[int32]int64{}
 		}
-		out[topic][p] = int64(next)
+		if out[topic][id] == nil {
+			out[topic][id] = map[int32]int64{}
+		}
+		out[topic][id][p] = int64(next)
 	}
 	return out, rows.Err()
 }
@@ -364,16 +416,24 @@ func fillRejects(rows []rejectRow, now time.Time) func(driver.Batch) error {
 	}
 }
 
-// fillProgress returns the filler of an insert into sink_progress.
-func fillProgress(next map[source]bool, now time.Time) func(driver.Batch) error {
+// fillProgress returns the filler of an insert into sink_progress, with
+// the topic's id when topicID is not nil.
+func fillProgress(next map[source]bool, topicID func(string) string, now time.Time) func(driver.Batch) error {
 	return func(b driver.Batch) error {
-		var topic []string
+		var topic, id []string
 		var part []int32
 		var off []uint64
 		var at []time.Time
 		for s := range next {
-			topic, part, off, at = append(topic, s.topic), append(part, s.partition), append(off, uint64(s.offset)), append(at, now)
+			topic, part = append(topic, s.topic), append(part, s.partition)
+			off, at = append(off, uint64(s.offset)), append(at, now)
+			if topicID != nil {
+				id = append(id, topicID(s.topic))
+			}
 		}
-		return appendColumns(b, topic, part, off, at)
+		if topicID == nil {
+			return appendColumns(b, topic, part, off, at)
+		}
+		return appendColumns(b, topic, id, part, off, at)
 	}
 }

@@ -1,0 +1,116 @@
+package sink
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas/chtest"
+)
+
+// TestTopicMadeAgain: the topics are deleted and made again under their
+// names (their offsets start again at 0) and filled with more records than
+// before. A sink started again on the same database must not take the
+// progress of the topics' first life for the second: every event of both
+// lives is counted once. Before sink_progress named the topic's id (0006),
+// the sink skipped the second life's first records.
+func TestTopicMadeAgain(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	cl := newCluster(t)
+	brokers := cl.ListenAddrs()
+	first, second := genWorkload(11, 400), genWorkload(12, 3000)
+
+	produce(t, brokers, first.records)
+	cfg := testConfig(t, brokers, db.Addr, db.Name)
+	_, stop := runSink(t, cfg)
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stop()
+	verify(t, db.Conn, first)
+
+	before := topicIDs(t, brokers)
+	remakeTopics(t, brokers)
+	if after := topicIDs(t, brokers); after[model.TopicUsage] == before[model.TopicUsage] {
+		t.Fatalf("the usage topic kept its id %v", after[model.TopicUsage])
+	}
+	produce(t, brokers, second.records)
+	_, stop = runSink(t, cfg)
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stop()
+	both := &workload{
+		events:  slices.Concat(first.events, second.events),
+		other:   first.other + second.other,
+		rejects: rejectsOf(slices.Concat(first.records, second.records)),
+	}
+	verify(t, db.Conn, both)
+}
+
+// TestProgressOfTopicLives holds the choice of a partition's progress.
+func TestProgressOfTopicLives(t *testing.T) {
+	pr := progressRows{"t": {
+		"":  {0: 50, 1: 70},  // written before 0006
+		"A": {0: 900, 2: 30}, // the first life
+		"B": {0: 10, 3: 40},  // the present life
+	}}
+	for _, c := range []struct {
+		id        string
+		partition int32
+		next      int64
+		others    int
+	}{
+		{"B", 0, 10, 1}, // the present life's own row, whatever the first life's and the old rows hold
+		{"B", 1, 70, 0}, // only a row from before 0006, none of another life: it counts
+		{"B", 2, -1, 1}, // only the first life's row: none (read from the start)
+		{"B", 3, 40, 0}, // only the present life's
+		{"C", 1, 70, 0}, // a row from before 0006 and no other life: it counts
+		{"", 0, 900, 0}, // a cluster without topic ids: every row counts
+		{"B", 9, -1, 0}, // nothing
+	} {
+		next, others := pr.of("t", c.id, c.partition)
+		if next != c.next || others != c.others {
+			t.Errorf("of(t, %q, %d) = %d, %d; want %d, %d", c.id, c.partition, next, others, c.next, c.others)
+		}
+	}
+}
+
+func topicIDs(t *testing.T, brokers []string) map[string]kadm.TopicID {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	d, err := kadm.NewClient(cl).ListTopics(context.Background(), model.TopicUsage, model.TopicDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]kadm.TopicID{}
+	for name, td := range d {
+		out[name] = td.ID
+	}
+	return out
+}
+
+// remakeTopics deletes the usage and dead-letter topics and makes them
+// again, empty, with as many partitions.
+func remakeTopics(t *testing.T, brokers []string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	topics := []string{model.TopicUsage, model.TopicDeadLetter}
+	if _, err := adm.DeleteTopics(ctx, topics...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateTopics(ctx, testPartitions, 1, nil, topics...); err != nil {
+		t.Fatal(err)
+	}
+}
