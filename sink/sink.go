@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/feedmeter/feedmeter/schemas"
@@ -193,7 +194,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if errp := s.fatal.Load(); errp != nil {
 		// Nothing buffered is written: it may be of the topic's former
 		// life; nothing was committed, so it is read again after a restart.
-		kc.Close()
+		kc.CloseAllowingRebalance()
 		s.log.Error("sink stopped", "err", *errp)
 		return *errp
 	}
@@ -478,11 +479,25 @@ func (s *Sink) loop(ctx context.Context) {
 			if fs.IsClientClosed() {
 				return
 			}
+			var unknownID []string
 			fs.EachError(func(t string, p int32, err error) {
+				if errors.Is(err, kerr.UnknownTopicID) && !slices.Contains(unknownID, t) {
+					unknownID = append(unknownID, t)
+				}
 				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 					s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 				}
 			})
+			if len(unknownID) > 0 {
+				// The topic may have been made again: if its id changed,
+				// topicIDsOf stops the sink (the client would fetch the
+				// old id for ever).
+				mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if _, err := s.topicIDsOf(mctx, unknownID); err != nil && s.fatal.Load() == nil {
+					s.log.Warn("cannot read the topics' ids", "topics", unknownID, "err", err)
+				}
+				cancel()
+			}
 			s.add(fs)
 		}
 		s.mu.Lock()

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,46 @@ func TestTopicMadeAgain(t *testing.T) {
 		rejects: rejectsOf(slices.Concat(first.records, second.records)),
 	}
 	verify(t, db.Conn, both)
+}
+
+// TestTopicMadeAgainUnderSink: the topics are made again while a sink
+// runs. Its client would fetch the old topic ids for ever; the sink stops
+// with an error that says why, and started again it counts every event of
+// both lives once.
+func TestTopicMadeAgainUnderSink(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	cl := newCluster(t)
+	brokers := cl.ListenAddrs()
+	first, second := genWorkload(21, 400), genWorkload(22, 3000)
+	produce(t, brokers, first.records)
+	cfg := testConfig(t, brokers, db.Addr, db.Name)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	remakeTopics(t, brokers)
+	produce(t, brokers, second.records)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "deleted and made again") {
+			t.Fatalf("Run: %v, want the topic made again", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sink still runs 30 s after its topics were made again")
+	}
+	_, stop := runSink(t, cfg)
+	waitDrained(t, db.Conn, brokers, time.Minute)
+	stop()
+	verify(t, db.Conn, &workload{
+		events:  slices.Concat(first.events, second.events),
+		other:   first.other + second.other,
+		rejects: rejectsOf(slices.Concat(first.records, second.records)),
+	})
 }
 
 // TestProgressOfTopicLives holds the choice of a partition's progress.
