@@ -1053,8 +1053,8 @@ func TestUnavailable(t *testing.T) {
 }
 
 // TestDatabaseNotYetMade: serve started before the sink or migrate made
-// its database answers 503 with Retry-After (not 500), /readyz says why,
-// and both answer once the database is there.
+// its database answers 503 with Retry-After (not 500), /readyz says why
+// (no database, then no tables), and both answer once it is migrated.
 func TestDatabaseNotYetMade(t *testing.T) {
 	addr := chtest.Addr(t)
 	name := chtest.NewDatabaseName("fmtest_later")
@@ -1085,6 +1085,10 @@ func TestDatabaseNotYetMade(t *testing.T) {
 		boot.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
 		boot.Close()
 	})
+	// Made but not migrated: not ready either.
+	if code, body, _ := c.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "holds 0 of the 4 tables") {
+		t.Errorf("/readyz before the migrations: %d %s", code, body)
+	}
 	if _, err := schemas.Apply(ctx, boot); err != nil {
 		t.Fatal(err)
 	}

@@ -254,14 +254,18 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz answers 200 when ClickHouse answers a ping within 2 s.
+// readyz answers 200 when ClickHouse answers within 2 s and the database
+// holds the tables the service reads.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		msg := "clickhouse does not answer"
+		var nr *NotReadyError
 		if ex := (*clickhouse.Exception)(nil); errors.As(err, &ex) && ex.Code == 81 {
-			msg = "the database does not exist yet: feedmeter migrate, or the sink when it starts, makes it"
+			msg = "the database does not exist yet (" + ex.Message + "): feedmeter migrate, or the sink when it starts, makes it"
+		} else if errors.As(err, &nr) {
+			msg = nr.Reason
 		}
 		s.log.Warn("readyz: "+msg, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "", msg)

@@ -234,7 +234,26 @@ func NewClickHouse(conn driver.Conn) *ClickHouse {
 }
 
 // Ping checks that ClickHouse answers.
-func (c *ClickHouse) Ping(ctx context.Context) error { return c.conn.Ping(ctx) }
+// Ping reports whether ClickHouse answers and the database holds the
+// tables the service reads (a database the sink or migrate has not made or
+// migrated yet, or a rollup being rebuilt, is a NotReadyError).
+func (c *ClickHouse) Ping(ctx context.Context) error {
+	var n uint64
+	err := c.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ("+
+		"'usage_events', 'usage_hourly', 'usage_daily', 'license_daily')").Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n < 4 {
+		return &NotReadyError{Reason: fmt.Sprintf("the database holds %d of the 4 tables the service reads: feedmeter migrate, or the sink when it starts, makes them (a migration that rebuilds a rollup takes it away for seconds)", n)}
+	}
+	return nil
+}
+
+// NotReadyError is a ClickHouse that answers but cannot serve yet.
+type NotReadyError struct{ Reason string }
+
+func (e *NotReadyError) Error() string { return e.Reason }
 
 // rollup is the table that answers buckets with given bounds: the daily
 // rollup when every bound is a UTC midnight, else the hourly one.
