@@ -214,9 +214,10 @@ func writersOf(ctx context.Context, conn driver.Conn, table string) ([]string, e
 	return out, nil
 }
 
-// copyRows copies the rows of the old tables into fresh: the ordinary
-// columns (MATERIALIZED and ALIAS ones are computed) that an old table has
-// too; a column new in fresh gets its default.
+// copyRows copies the rows of the old tables into fresh: their ordinary
+// columns (MATERIALIZED and ALIAS ones are computed). A column new in
+// fresh must have a DEFAULT, which the rows copied get; a column of an old
+// table that fresh lacks is an error: a rebuild loses no data.
 func copyRows(ctx context.Context, conn driver.Conn, olds []string, fresh string) error {
 	const columns = "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')"
 	cols, err := queryNames(ctx, conn, columns, fresh)
@@ -226,19 +227,28 @@ func copyRows(ctx context.Context, conn driver.Conn, olds []string, fresh string
 	if len(cols) == 0 {
 		return fmt.Errorf("columns of %s: none found", fresh)
 	}
+	defaults, err := queryNames(ctx, conn, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind = 'DEFAULT'", fresh)
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", fresh, err)
+	}
 	for _, t := range olds {
 		had, err := queryNames(ctx, conn, columns, t)
 		if err != nil {
 			return fmt.Errorf("columns of %s: %w", t, err)
 		}
-		var both []string
-		for _, c := range cols {
-			if slices.Contains(had, c) {
-				both = append(both, c)
+		for _, c := range had {
+			if !slices.Contains(cols, c) {
+				return fmt.Errorf("copy %s into %s: the new table has no column %s: a rebuild may not drop data", t, fresh, c)
 			}
 		}
-		if len(both) == 0 {
-			return fmt.Errorf("copy %s into %s: no column in common", t, fresh)
+		var both []string
+		for _, c := range cols {
+			switch {
+			case slices.Contains(had, c):
+				both = append(both, c)
+			case !slices.Contains(defaults, c):
+				return fmt.Errorf("copy %s into %s: column %s is new and has no DEFAULT for the rows copied", t, fresh, c)
+			}
 		}
 		list := strings.Join(both, ", ")
 		if err := conn.Exec(ctx, "INSERT INTO "+fresh+" ("+list+") SELECT "+list+" FROM "+t); err != nil {

@@ -244,8 +244,21 @@ func TestRebuildFinishesStoppedRuns(t *testing.T) {
 	if got := chtest.QueryStrings(t, conn, "SELECT concat(toString(uniqExact(k)), ' ', toString(sum(v)), ' ', toString(groupUniqArray(u))) FROM r"); got[0] != "100 1300 ['old']" {
 		t.Errorf("after a rebuild with a new column: %q, want 100 keys, v summing to 1300, u 'old'", got[0])
 	}
-	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 3", 1), nil); err != nil {
-		t.Fatalf("rebuild without the new column again: %v", err)
+	// A rebuild that would drop u's data, or add a column without a
+	// DEFAULT, fails and leaves r as it was.
+	for _, bad := range []string{
+		strings.Replace(create, "v UInt64", "v UInt64, w UInt64 MATERIALIZED v * 3", 1),
+		strings.Replace(create, "v UInt64", "v UInt64, u String, z UInt8", 1),
+	} {
+		if _, err := schemas.Rebuild(ctx, conn, "r", bad, nil); err == nil {
+			t.Errorf("rebuild into %q: no error", bad)
+		}
+		if got := chtest.QueryStrings(t, conn, "SELECT concat(toString(uniqExact(k)), ' ', toString(sum(v)), ' ', toString(groupUniqArray(u))) FROM r"); got[0] != "100 1300 ['old']" {
+			t.Errorf("after the refused rebuild into %q: %q", bad, got[0])
+		}
+	}
+	if _, err := schemas.Rebuild(ctx, conn, "r", strings.Replace(create, "v UInt64", "v UInt64, u String, w UInt64 MATERIALIZED v * 3", 1), nil); err != nil {
+		t.Fatalf("rebuild keeping u: %v", err)
 	}
 
 	// A context that ends right after the rename (before the copy): the

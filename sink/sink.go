@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -48,17 +49,20 @@ type Sink struct {
 	// one for each half that decode decodes at once (only the loop decodes).
 	interners [2]*interner
 
-	mu      sync.Mutex // guards pending and oldest (the loop and the rebalance callbacks)
+	mu      sync.Mutex // guards pending, oldest and fetchIDs (the loop and the rebalance callbacks)
 	pending []*kgo.Record
 	oldest  time.Time
+	// fetchIDs is the topic id (base64; "" when the fetch response had
+	// none) each partition's records were fetched under, by partition
+	// (offset 0): progress rows carry it. The client never changes a
+	// topic's id while it runs (a topic made again stops the sink).
+	fetchIDs map[source]string
 
 	rebalanceWanted atomic.Bool
-	// topicIDs holds the id of each topic as first seen at an assignment
-	// (Kafka's topic ids; "" where the cluster has none), written with the
-	// progress rows. fatal is set when a topic's id changed under the
-	// running sink: it stops without writing what it holds.
-	topicIDs sync.Map // topic -> string
-	fatal    atomic.Pointer[error]
+	// fatal is set when a topic was made again under the running sink (its
+	// client fetches the old topic id for ever): it stops without writing
+	// what it holds.
+	fatal atomic.Pointer[error]
 	// unsettled is the query id of an INSERT whose outcome is unknown, ""
 	// when there is none. The writer sets and clears it; the loop reads it
 	// before an early lookup.
@@ -136,8 +140,11 @@ func (s *Sink) setHealth(err error) {
 //
 // On cancellation Run flushes and commits what it buffered (trying for at
 // most FlushTimeout; what it cannot flush is read again by the next owner),
-// leaves the group and returns nil. It returns an error only when it cannot
-// start: bad configuration or a migration that fails.
+// leaves the group and returns nil. It returns an error when it cannot
+// start (bad configuration, a migration that fails), and when a topic was
+// deleted and made again under it (the Kafka client cannot follow: see
+// adjustOffsets); then it flushes what it holds first, and started again
+// it reads the new topic from its start.
 func (s *Sink) Run(ctx context.Context) error {
 	if err := s.connect(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -191,13 +198,6 @@ func (s *Sink) Run(ctx context.Context) error {
 	s.loop(ctx)
 	stopPing()
 	<-pingDone
-	if errp := s.fatal.Load(); errp != nil {
-		// Nothing buffered is written: it may be of the topic's former
-		// life; nothing was committed, so it is read again after a restart.
-		kc.CloseAllowingRebalance()
-		s.log.Error("sink stopped", "err", *errp)
-		return *errp
-	}
 	// Hold the partitions through the final flush (the loop's last pass may
 	// have allowed rebalances) until the client closes. Without it another
 	// member could load a tenant's keys, then this flush insert more of them.
@@ -213,6 +213,13 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	cancel()
 	kc.CloseAllowingRebalance()
+	if errp := s.fatal.Load(); errp != nil {
+		// What was buffered was written all the same, with the id it was
+		// fetched under: the client never fetches a topic made again, so
+		// it is all of the former life, whose records are gone from Kafka.
+		s.log.Error("sink stopped", "err", *errp)
+		return *errp
+	}
 	s.log.Info("sink stopped")
 	return nil
 }
@@ -348,15 +355,23 @@ func (s *Sink) adjustOffsets(ctx context.Context, offs map[string]map[int32]kgo.
 				s.log.Info("resuming past the committed offset from clickhouse progress",
 					"topic", t, "partition", p, "committed", o.EpochOffset().Offset, "progress", next)
 				ps[p] = kgo.NewOffset().At(next).WithEpoch(-1)
+			case next >= 0 && next < o.EpochOffset().Offset && ids[t] != "":
+				// Progress is written before every commit, so a committed
+				// offset past the present life's progress is another
+				// life's (a commit that named the topic only) or an older
+				// release's: read again from progress (deduped) rather
+				// than skip.
+				s.log.Warn("committed offset past clickhouse progress of this topic's life: resuming from progress",
+					"topic", t, "partition", p, "committed", o.EpochOffset().Offset, "progress", next)
+				ps[p] = kgo.NewOffset().At(next).WithEpoch(-1)
 			}
 		}
 	}
 	return offs, nil
 }
 
-// topicIDsOf returns the present id of each topic ("" when the cluster has
-// no topic ids), and remembers the first one seen of each: progress rows
-// carry it. A topic whose id changed since sets s.fatal.
+// topicIDsOf returns the present id of each topic, from the cluster's
+// metadata ("" when the cluster has no topic ids).
 func (s *Sink) topicIDsOf(ctx context.Context, topics []string) (map[string]string, error) {
 	details, err := kadm.NewClient(s.kc).ListTopics(ctx, topics...)
 	if err != nil {
@@ -368,26 +383,18 @@ func (s *Sink) topicIDsOf(ctx context.Context, topics []string) (map[string]stri
 		if !ok || d.Err != nil {
 			return nil, fmt.Errorf("metadata of topic %s: %v", t, d.Err)
 		}
-		id := ""
-		if d.ID != (kadm.TopicID{}) {
-			id = d.ID.String()
-		}
-		out[t] = id
-		if was, loaded := s.topicIDs.LoadOrStore(t, id); loaded && was.(string) != id {
-			err := fmt.Errorf("topic %s was deleted and made again while the sink ran (topic id %s, now %s): "+
-				"stopping without writing what it holds; started again, the sink reads the new topic from its start", t, was, id)
-			s.fatal.CompareAndSwap(nil, &err)
-			return nil, err
-		}
+		out[t] = topicIDString(d.ID)
 	}
 	return out, nil
 }
 
-// topicID is the id of topic written with its progress.
-func (s *Sink) topicID(topic string) string {
-	id, _ := s.topicIDs.Load(topic)
-	str, _ := id.(string)
-	return str
+// topicIDString is a topic id as sink_progress holds it: base64, "" for
+// none (all zero).
+func topicIDString(id [16]byte) string {
+	if id == ([16]byte{}) {
+		return ""
+	}
+	return kadm.TopicID(id).String()
 }
 
 // doneCtx is a context that is already done.
@@ -461,6 +468,9 @@ func (s *Sink) loop(ctx context.Context) {
 		return ok
 	}
 	defer finish(nil)
+	// unknownSince: topics whose fetches fail with UNKNOWN_TOPIC_ID, since
+	// when, and when last.
+	unknownSince := map[string][2]time.Time{}
 	for ctx.Err() == nil && s.fatal.Load() == nil {
 		s.mu.Lock()
 		n, oldest := len(s.pending), s.oldest
@@ -488,15 +498,29 @@ func (s *Sink) loop(ctx context.Context) {
 					s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 				}
 			})
-			if len(unknownID) > 0 {
-				// The topic may have been made again: if its id changed,
-				// topicIDsOf stops the sink (the client would fetch the
-				// old id for ever).
-				mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				if _, err := s.topicIDsOf(mctx, unknownID); err != nil && s.fatal.Load() == nil {
-					s.log.Warn("cannot read the topics' ids", "topics", unknownID, "err", err)
+			fs.EachPartition(func(p kgo.FetchTopicPartition) {
+				if p.Err == nil && len(p.Records) > 0 {
+					delete(unknownSince, p.Topic) // it fetches
 				}
-				cancel()
+			})
+			for _, t := range unknownID {
+				// franz-go passes UNKNOWN_TOPIC_ID on only after repeated
+				// failures: the topic was made again, and the client keeps
+				// fetching the id it knew, for ever. Ten seconds of it
+				// stop the sink; started again, it reads the new topic
+				// from its start.
+				now := time.Now()
+				at, ok := unknownSince[t]
+				if !ok || now.Sub(at[1]) > 5*time.Second {
+					at[0] = now // new, or not failing without a pause
+				}
+				at[1] = now
+				unknownSince[t] = at
+				if since := at[0]; now.Sub(since) >= 10*time.Second {
+					err := fmt.Errorf("topic %s: every fetch has failed with UNKNOWN_TOPIC_ID since %s: the topic was deleted and made again while the sink ran, "+
+						"and its Kafka client cannot follow a topic to a new id; stopping (started again, the sink reads the new topic from its start)", t, since.UTC().Format(time.RFC3339))
+					s.fatal.CompareAndSwap(nil, &err)
+				}
 			}
 			s.add(fs)
 		}
@@ -533,17 +557,24 @@ func (s *Sink) loop(ctx context.Context) {
 func (s *Sink) add(fs kgo.Fetches) {
 	now := time.Now()
 	s.mu.Lock()
-	fs.EachPartition(func(p kgo.FetchTopicPartition) {
-		if len(p.Records) == 0 {
-			return
+	fs.EachTopic(func(t kgo.FetchTopic) {
+		id := topicIDString(t.TopicID)
+		for _, p := range t.Partitions {
+			if len(p.Records) == 0 {
+				continue
+			}
+			if len(s.pending) == 0 {
+				s.oldest = now
+			}
+			s.pending = append(s.pending, p.Records...)
+			if s.fetchIDs == nil {
+				s.fetchIDs = map[source]string{}
+			}
+			s.fetchIDs[source{topic: t.Topic, partition: p.Partition}] = id
+			s.m.records.WithLabelValues(t.Topic).Add(float64(len(p.Records)))
+			last := p.Records[len(p.Records)-1].Offset
+			s.m.lag.WithLabelValues(t.Topic, strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - last - 1))
 		}
-		if len(s.pending) == 0 {
-			s.oldest = now
-		}
-		s.pending = append(s.pending, p.Records...)
-		s.m.records.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
-		last := p.Records[len(p.Records)-1].Offset
-		s.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - last - 1))
 	})
 	s.m.buffered.Set(float64(len(s.pending)))
 	s.mu.Unlock()
@@ -560,6 +591,7 @@ type batch struct {
 	recs        []*kgo.Record
 	d           *decoded
 	first, last map[source]*kgo.Record // first and last record per partition (offset 0 in the key)
+	ids         map[source]string      // the topic id each partition's records were fetched under (fetchIDs)
 	start, now  time.Time
 	usageCols   []any    // the usage_events columns of all of d.usage, built early; used when none is a duplicate
 	keys        *lookups // every key and fingerprint of the batch
@@ -600,9 +632,10 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	s.mu.Lock()
 	recs := s.pending
 	s.pending, s.oldest = nil, time.Time{}
+	ids := maps.Clone(s.fetchIDs)
 	s.mu.Unlock()
 	s.m.buffered.Set(0)
-	b := &batch{recs: recs, start: time.Now(), first: map[source]*kgo.Record{}, last: map[source]*kgo.Record{}}
+	b := &batch{recs: recs, ids: ids, start: time.Now(), first: map[source]*kgo.Record{}, last: map[source]*kgo.Record{}}
 	b.now = b.start.UTC().Truncate(time.Second)
 	b.d = s.decode(recs, b.now)
 	if n := b.d.misrouted; n > 0 {
@@ -913,19 +946,13 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		*t.rows = nil
 	}
 	next := make(map[source]bool, len(b.last))
-	var unknown []string // topics whose id is not known yet: every progress row names its topic's life
 	for k, r := range b.last {
 		next[source{k.topic, k.partition, r.Offset + 1}] = true
-		if _, ok := s.topicIDs.Load(k.topic); !ok && !slices.Contains(unknown, k.topic) {
-			unknown = append(unknown, k.topic)
-		}
 	}
-	if len(unknown) > 0 && s.st.topicIDs {
-		if _, err := s.topicIDsOf(ctx, unknown); err != nil {
-			return fmt.Errorf("topic ids for sink_progress: %w", err)
-		}
+	// Each row names the topic's life its records were fetched from.
+	cols, topicID := "kafka_topic, kafka_topic_id, kafka_partition, next_offset, written_at", func(s source) string {
+		return b.ids[source{topic: s.topic, partition: s.partition}]
 	}
-	cols, topicID := "kafka_topic, kafka_topic_id, kafka_partition, next_offset, written_at", s.topicID
 	if !s.st.topicIDs {
 		cols, topicID = "kafka_topic, kafka_partition, next_offset, written_at", nil
 	}

@@ -131,12 +131,13 @@ type progressRows map[string]map[string]map[int32]int64
 
 // of returns the progress of a partition in the topic's present life (id),
 // or -1 when there is none, and how many other lives have progress there.
-// Rows without an id were written before migration 0006 and count for the
-// present life unless rows of another life are there too; where the
-// cluster has no topic ids (id ""), every row counts.
+// Where the cluster has no topic ids (id ""), every row counts. Otherwise
+// rows without an id (written before migration 0006, or fetched without
+// one) count for no life: they cannot say which they were written in, and
+// without progress the committed offset stands (a batch whose commit was
+// lost is read again, and the key lookup drops it).
 func (pr progressRows) of(topic, id string, partition int32) (next int64, others int) {
 	next = -1
-	legacy := int64(-1)
 	for rowID, ps := range pr[topic] {
 		n, ok := ps[partition]
 		switch {
@@ -145,14 +146,9 @@ func (pr progressRows) of(topic, id string, partition int32) (next int64, others
 			next = max(next, n)
 		case rowID == id:
 			next = n
-		case rowID == "":
-			legacy = n
-		default:
+		case rowID != "":
 			others++
 		}
-	}
-	if next < 0 && others == 0 {
-		next = legacy
 	}
 	return next, others
 }
@@ -418,7 +414,7 @@ func fillRejects(rows []rejectRow, now time.Time) func(driver.Batch) error {
 
 // fillProgress returns the filler of an insert into sink_progress, with
 // the topic's id when topicID is not nil.
-func fillProgress(next map[source]bool, topicID func(string) string, now time.Time) func(driver.Batch) error {
+func fillProgress(next map[source]bool, topicID func(source) string, now time.Time) func(driver.Batch) error {
 	return func(b driver.Batch) error {
 		var topic, id []string
 		var part []int32
@@ -428,7 +424,7 @@ func fillProgress(next map[source]bool, topicID func(string) string, now time.Ti
 			topic, part = append(topic, s.topic), append(part, s.partition)
 			off, at = append(off, uint64(s.offset)), append(at, now)
 			if topicID != nil {
-				id = append(id, topicID(s.topic))
+				id = append(id, topicID(s))
 			}
 		}
 		if topicID == nil {
