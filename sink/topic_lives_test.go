@@ -2,7 +2,6 @@ package sink
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -45,11 +44,7 @@ func TestLegacyProgressAfterTopicMadeAgain(t *testing.T) {
 	_, stop = runSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
-	verify(t, db.Conn, &workload{
-		events:  slices.Concat(first.events, second.events),
-		other:   first.other + second.other,
-		rejects: rejectsOf(slices.Concat(first.records, second.records)),
-	})
+	verify(t, db.Conn, joined(first, second))
 }
 
 // TestLegacyProgressBesideOtherLife: rows without an id count for no life,
@@ -177,11 +172,7 @@ func TestTopicMadeAgainWritesWhatWasBuffered(t *testing.T) {
 	_, stop := runSink(t, testConfig(t, brokers, db.Addr, db.Name))
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
-	verify(t, db.Conn, &workload{
-		events:  slices.Concat(first.events, second.events),
-		other:   first.other + second.other,
-		rejects: rejectsOf(slices.Concat(first.records, second.records)),
-	})
+	verify(t, db.Conn, joined(first, second))
 }
 
 // TestStaleCommitAfterTopicMadeAgain: a committed offset of the first life
@@ -231,9 +222,5 @@ func TestStaleCommitAfterTopicMadeAgain(t *testing.T) {
 	_, stop = runSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
-	verify(t, db.Conn, &workload{
-		events:  slices.Concat(a.events, b1.events, b2.events),
-		other:   a.other + b1.other + b2.other,
-		rejects: rejectsOf(slices.Concat(a.records, b1.records, b2.records)),
-	})
+	verify(t, db.Conn, joined(a, b1, b2))
 }
