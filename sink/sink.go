@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,8 +59,8 @@ type Sink struct {
 
 	rebalanceWanted atomic.Bool
 	// fatal is set when a topic was made again under the running sink (its
-	// client fetches the old topic id for ever): it stops without writing
-	// what it holds.
+	// client fetches the old topic id for ever): it flushes what it holds
+	// and stops.
 	fatal atomic.Pointer[error]
 	// unsettled is the query id of an INSERT whose outcome is unknown, ""
 	// when there is none. The writer sets and clears it; the loop reads it
@@ -468,9 +467,9 @@ func (s *Sink) loop(ctx context.Context) {
 		return ok
 	}
 	defer finish(nil)
-	// unknownSince: topics whose fetches fail with UNKNOWN_TOPIC_ID, since
-	// when, and when last.
-	unknownSince := map[string][2]time.Time{}
+	// idChecked: when a topic whose fetches failed with UNKNOWN_TOPIC_ID
+	// was last compared with its present id.
+	idChecked := map[string]time.Time{}
 	for ctx.Err() == nil && s.fatal.Load() == nil {
 		s.mu.Lock()
 		n, oldest := len(s.pending), s.oldest
@@ -489,36 +488,33 @@ func (s *Sink) loop(ctx context.Context) {
 			if fs.IsClientClosed() {
 				return
 			}
-			var unknownID []string
 			fs.EachError(func(t string, p int32, err error) {
-				if errors.Is(err, kerr.UnknownTopicID) && !slices.Contains(unknownID, t) {
-					unknownID = append(unknownID, t)
-				}
 				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 					s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 				}
 			})
-			fs.EachPartition(func(p kgo.FetchTopicPartition) {
-				if p.Err == nil && len(p.Records) > 0 {
-					delete(unknownSince, p.Topic) // it fetches
+			// A fetch that failed with UNKNOWN_TOPIC_ID names the id it was
+			// made under (the client never adopts a topic's new id): when
+			// the topic's present id differs, the topic was made again.
+			failedUnder := map[string]string{}
+			fs.EachTopic(func(ft kgo.FetchTopic) {
+				for _, p := range ft.Partitions {
+					if errors.Is(p.Err, kerr.UnknownTopicID) {
+						failedUnder[ft.Topic] = topicIDString(ft.TopicID)
+					}
 				}
 			})
-			for _, t := range unknownID {
-				// franz-go passes UNKNOWN_TOPIC_ID on only after repeated
-				// failures: the topic was made again, and the client keeps
-				// fetching the id it knew, for ever. Ten seconds of it
-				// stop the sink; started again, it reads the new topic
-				// from its start.
-				now := time.Now()
-				at, ok := unknownSince[t]
-				if !ok || now.Sub(at[1]) > 5*time.Second {
-					at[0] = now // new, or not failing without a pause
+			for t, old := range failedUnder {
+				if time.Since(idChecked[t]) < time.Second {
+					continue
 				}
-				at[1] = now
-				unknownSince[t] = at
-				if since := at[0]; now.Sub(since) >= 10*time.Second {
-					err := fmt.Errorf("topic %s: every fetch has failed with UNKNOWN_TOPIC_ID since %s: the topic was deleted and made again while the sink ran, "+
-						"and its Kafka client cannot follow a topic to a new id; stopping (started again, the sink reads the new topic from its start)", t, since.UTC().Format(time.RFC3339))
+				idChecked[t] = time.Now()
+				mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				ids, err := s.topicIDsOf(mctx, []string{t})
+				cancel()
+				if err == nil && old != "" && ids[t] != "" && ids[t] != old {
+					err := fmt.Errorf("topic %s was deleted and made again while the sink ran (fetched under id %s, now %s), "+
+						"and its Kafka client cannot follow a topic to a new id; stopping (started again, the sink reads the new topic from its start)", t, old, ids[t])
 					s.fatal.CompareAndSwap(nil, &err)
 				}
 			}
@@ -848,6 +844,13 @@ func (s *Sink) produceDeadLetters(ctx context.Context, d *decoded, sent *bool) e
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.FlushTimeout)
 	defer cancel()
 	if err := s.kc.ProduceSync(pctx, recs...).FirstErr(); err != nil {
+		if errors.Is(err, kerr.UnknownTopicID) {
+			// The dead-letter topic was made again: kgo fails every record
+			// produced to it for ever unless the topic is purged from
+			// producing (consuming it is not touched); the retry loads
+			// its new id.
+			s.kc.PurgeTopicsFromProducing(s.cfg.DeadLetterTopic)
+		}
 		return fmt.Errorf("produce %d dead letters: %w", len(recs), err)
 	}
 	*sent = true
