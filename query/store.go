@@ -233,7 +233,6 @@ func NewClickHouse(conn driver.Conn) *ClickHouse {
 	return &ClickHouse{conn: conn, Settings: clickhouse.Settings{"max_threads": 1, "use_uncompressed_cache": 1}, maxBatch: maxBatch}
 }
 
-// Ping checks that ClickHouse answers.
 // Ping reports whether ClickHouse answers and the database holds the
 // tables the service reads (a database the sink or migrate has not made or
 // migrated yet, or a rollup being rebuilt, is a NotReadyError).

@@ -50,7 +50,13 @@ func Connect(ctx context.Context, opts *clickhouse.Options) (driver.Conn, error)
 	boot := *opts
 	boot.Auth.Database = "default"
 	bc, err := clickhouse.Open(&boot)
+	if err == nil {
+		err = bc.Ping(ctx) // a server that does not answer is said so, not "cannot create"
+	}
 	if err != nil {
+		if bc != nil {
+			bc.Close()
+		}
 		return nil, fmt.Errorf("connect to clickhouse %v: %w", opts.Addr, err)
 	}
 	err = bc.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db)

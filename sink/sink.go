@@ -488,36 +488,7 @@ func (s *Sink) loop(ctx context.Context) {
 			if fs.IsClientClosed() {
 				return
 			}
-			fs.EachError(func(t string, p int32, err error) {
-				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-					s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-				}
-			})
-			// A fetch that failed with UNKNOWN_TOPIC_ID names the id it was
-			// made under (the client never adopts a topic's new id): when
-			// the topic's present id differs, the topic was made again.
-			failedUnder := map[string]string{}
-			fs.EachTopic(func(ft kgo.FetchTopic) {
-				for _, p := range ft.Partitions {
-					if errors.Is(p.Err, kerr.UnknownTopicID) {
-						failedUnder[ft.Topic] = topicIDString(ft.TopicID)
-					}
-				}
-			})
-			for t, old := range failedUnder {
-				if time.Since(idChecked[t]) < time.Second {
-					continue
-				}
-				idChecked[t] = time.Now()
-				mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				ids, err := s.topicIDsOf(mctx, []string{t})
-				cancel()
-				if err == nil && old != "" && ids[t] != "" && ids[t] != old {
-					err := fmt.Errorf("topic %s was deleted and made again while the sink ran (fetched under id %s, now %s), "+
-						"and its Kafka client cannot follow a topic to a new id; stopping (started again, the sink reads the new topic from its start)", t, old, ids[t])
-					s.fatal.CompareAndSwap(nil, &err)
-				}
-			}
+			s.fetchErrors(ctx, fs, idChecked)
 			s.add(fs)
 		}
 		s.mu.Lock()
@@ -547,6 +518,36 @@ func (s *Sink) loop(ctx context.Context) {
 			s.rebalanceWanted.Store(false)
 		}
 	}
+}
+
+// fetchErrors logs the fetch errors of fs. A fetch that failed with
+// UNKNOWN_TOPIC_ID names the id it was made under (the client never adopts
+// a topic's new id): when the topic's present id differs (asked at most
+// once a second a topic; checked holds when), the topic was made again and
+// s.fatal stops the sink.
+func (s *Sink) fetchErrors(ctx context.Context, fs kgo.Fetches, checked map[string]time.Time) {
+	fs.EachTopic(func(ft kgo.FetchTopic) {
+		unknown := false
+		for _, p := range ft.Partitions {
+			if p.Err == nil || errors.Is(p.Err, context.DeadlineExceeded) || errors.Is(p.Err, context.Canceled) {
+				continue
+			}
+			s.log.Warn("fetch error", "topic", ft.Topic, "partition", p.Partition, "err", p.Err)
+			unknown = unknown || errors.Is(p.Err, kerr.UnknownTopicID)
+		}
+		if !unknown || time.Since(checked[ft.Topic]) < time.Second {
+			return
+		}
+		checked[ft.Topic] = time.Now()
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ids, err := s.topicIDsOf(mctx, []string{ft.Topic})
+		cancel()
+		if old := topicIDString(ft.TopicID); err == nil && old != "" && ids[ft.Topic] != "" && ids[ft.Topic] != old {
+			err := fmt.Errorf("topic %s was deleted and made again while the sink ran (fetched under id %s, now %s), "+
+				"and its Kafka client cannot follow a topic to a new id; stopping (started again, the sink reads the new topic from its start)", ft.Topic, old, ids[ft.Topic])
+			s.fatal.CompareAndSwap(nil, &err)
+		}
+	})
 }
 
 // add buffers the records of fs and updates the lag gauges.
@@ -952,14 +953,8 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	for k, r := range b.last {
 		next[source{k.topic, k.partition, r.Offset + 1}] = true
 	}
-	// Each row names the topic's life its records were fetched from.
-	cols, topicID := "kafka_topic, kafka_topic_id, kafka_partition, next_offset, written_at", func(s source) string {
-		return b.ids[source{topic: s.topic, partition: s.partition}]
-	}
-	if !s.st.topicIDs {
-		cols, topicID = "kafka_topic, kafka_partition, next_offset, written_at", nil
-	}
-	if err := s.st.insert(ctx, newQueryID(), "sink_progress", cols, fillProgress(next, topicID, now)); err != nil {
+	cols, fill := s.st.progressInsert(next, b.ids, now)
+	if err := s.st.insert(ctx, newQueryID(), "sink_progress", cols, fill); err != nil {
 		return track(err)
 	}
 	return nil

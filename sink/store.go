@@ -412,22 +412,26 @@ func fillRejects(rows []rejectRow, now time.Time) func(driver.Batch) error {
 	}
 }
 
-// fillProgress returns the filler of an insert into sink_progress, with
-// the topic's id when topicID is not nil.
-func fillProgress(next map[source]bool, topicID func(source) string, now time.Time) func(driver.Batch) error {
-	return func(b driver.Batch) error {
+// progressInsert returns the columns and the filler of an insert into
+// sink_progress of next, each row naming the topic id its partition's
+// records were fetched under (ids, by partition at offset 0) when the
+// table has that column.
+func (s *store) progressInsert(next map[source]bool, ids map[source]string, now time.Time) (string, func(driver.Batch) error) {
+	cols := "kafka_topic, kafka_partition, next_offset, written_at"
+	if s.topicIDs {
+		cols = "kafka_topic, kafka_topic_id, kafka_partition, next_offset, written_at"
+	}
+	return cols, func(b driver.Batch) error {
 		var topic, id []string
 		var part []int32
 		var off []uint64
 		var at []time.Time
-		for s := range next {
-			topic, part = append(topic, s.topic), append(part, s.partition)
-			off, at = append(off, uint64(s.offset)), append(at, now)
-			if topicID != nil {
-				id = append(id, topicID(s))
-			}
+		for src := range next {
+			topic, part = append(topic, src.topic), append(part, src.partition)
+			off, at = append(off, uint64(src.offset)), append(at, now)
+			id = append(id, ids[source{topic: src.topic, partition: src.partition}])
 		}
-		if topicID == nil {
+		if !s.topicIDs {
 			return appendColumns(b, topic, part, off, at)
 		}
 		return appendColumns(b, topic, id, part, off, at)

@@ -147,14 +147,7 @@ func TestTopicMadeAgainWritesWhatWasBuffered(t *testing.T) {
 	first, second := genWorkload(61, 400), genWorkload(62, 3000)
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
 	cfg.BatchAge, cfg.BatchRows = 20*time.Second, 100000 // records stay buffered a while
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	s, done := startSink(t, cfg)
 	time.Sleep(3 * time.Second) // joined
 	produce(t, brokers, first.records)
 	for deadline := time.Now().Add(10 * time.Second); s.buffered() < len(first.records) && time.Now().Before(deadline); {
@@ -163,12 +156,7 @@ func TestTopicMadeAgainWritesWhatWasBuffered(t *testing.T) {
 	t.Logf("buffered: %d of %d", s.buffered(), len(first.records))
 	remakeTopics(t, brokers, testPartitions)
 	produce(t, brokers, second.records)
-	select {
-	case err := <-done:
-		t.Logf("Run: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the sink did not stop")
-	}
+	stopsWithin(t, done, 30*time.Second, "the sink did not stop")
 	_, stop := runSink(t, testConfig(t, brokers, db.Addr, db.Name))
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -31,14 +30,7 @@ func TestTopicMadeAgainWritesBufferedDeadLetters(t *testing.T) {
 	held.records = append(held.records, &kgo.Record{Topic: model.TopicUsage, Key: []byte("1003"), Value: []byte(`{"tenant_id":"1003","held`)})
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
 	cfg.BatchAge, cfg.BatchRows = time.Minute, len(first.records)
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	s, done := startSink(t, cfg)
 	time.Sleep(3 * time.Second)        // joined
 	produce(t, brokers, first.records) // one full batch: flushed at once, its dead letters produced
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -56,14 +48,8 @@ func TestTopicMadeAgainWritesBufferedDeadLetters(t *testing.T) {
 	t.Logf("buffered: %d (held %d)", s.buffered(), len(held.records))
 	remakeTopics(t, brokers, testPartitions)
 	produce(t, brokers, second.records)
-	select {
-	case err := <-done:
-		t.Logf("Run: %v", err)
-		if err == nil || !strings.Contains(err.Error(), "deleted and made again") {
-			t.Fatalf("Run: %v, want the topic made again", err)
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("the sink did not stop")
+	if err := stopsWithin(t, done, 40*time.Second, "the sink did not stop"); err == nil || !strings.Contains(err.Error(), "deleted and made again") {
+		t.Fatalf("Run: %v, want the topic made again", err)
 	}
 	_, stop := runSink(t, testConfig(t, brokers, db.Addr, db.Name))
 	waitDrained(t, db.Conn, brokers, time.Minute)
@@ -118,28 +104,10 @@ func TestDeadLetterTopicMadeAgainUnderBusySink(t *testing.T) {
 	first, backlog := genWorkload(91, 400), genWorkload(92, 6000)
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
 	cfg.FlushTimeout, cfg.RebalanceTimeout, cfg.BatchRows = 10*time.Second, 30*time.Second, 300
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	_, done := startSink(t, cfg)
 	produce(t, brokers, first.records)
 	waitDrained(t, db.Conn, brokers, time.Minute) // its dead letters were produced
-	kc, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
-	adm := kadm.NewClient(kc)
-	if _, err := adm.DeleteTopics(ctx, model.TopicDeadLetter); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adm.CreateTopics(ctx, testPartitions, 1, nil, model.TopicDeadLetter); err != nil {
-		t.Fatal(err)
-	}
+	remakeTopics(t, brokers, testPartitions, model.TopicDeadLetter)
 	produce(t, brokers, backlog.records)
 	progress := func() string {
 		return chtest.QueryStrings(t, db.Conn, "SELECT toString(sum(n)) FROM (SELECT max(next_offset) AS n FROM sink_progress WHERE kafka_topic = ? GROUP BY kafka_partition)", model.TopicUsage)[0]
@@ -172,31 +140,18 @@ func TestTopicMadeAgainUnderSlowSink(t *testing.T) {
 			time.Sleep(6 * time.Second)
 		}
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	_, done := startSink(t, cfg)
 	produce(t, brokers, first.records)
 	waitDrained(t, db.Conn, brokers, time.Minute)
+	remakeTopics(t, brokers, testPartitions, model.TopicUsage)
+	slow.Store(true)
+	// Ingest keeps writing dead letters.
 	kc, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kc.Close()
-	adm := kadm.NewClient(kc)
-	if _, err := adm.DeleteTopics(ctx, model.TopicUsage); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adm.CreateTopics(ctx, testPartitions, 1, nil, model.TopicUsage); err != nil {
-		t.Fatal(err)
-	}
-	slow.Store(true)
-	// Ingest keeps writing dead letters.
-	pctx, stopProducing := context.WithCancel(ctx)
+	pctx, stopProducing := context.WithCancel(t.Context())
 	defer stopProducing()
 	go func() {
 		for i := 0; pctx.Err() == nil; i++ {
@@ -213,10 +168,5 @@ func TestTopicMadeAgainUnderSlowSink(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	}()
-	select {
-	case err := <-done:
-		t.Logf("Run: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("60 s after the usage topic was made again the sink still runs")
-	}
+	stopsWithin(t, done, 60*time.Second, "60 s after the usage topic was made again the sink still runs")
 }

@@ -56,24 +56,12 @@ func TestTopicMadeAgainUnderSink(t *testing.T) {
 	first, second := genWorkload(21, 400), genWorkload(22, 3000)
 	produce(t, brokers, first.records)
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	_, done := startSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	remakeTopics(t, brokers, testPartitions)
 	produce(t, brokers, second.records)
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "deleted and made again") {
-			t.Fatalf("Run: %v, want the topic made again", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the sink still runs 30 s after its topics were made again")
+	if err := stopsWithin(t, done, 30*time.Second, "the sink still runs 30 s after its topics were made again"); err == nil || !strings.Contains(err.Error(), "deleted and made again") {
+		t.Fatalf("Run: %v, want the topic made again", err)
 	}
 	_, stop := runSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
@@ -142,9 +130,9 @@ func topicIDs(t *testing.T, brokers []string) map[string]kadm.TopicID {
 	return out
 }
 
-// remakeTopics deletes the usage and dead-letter topics and makes them
-// again, empty, with n partitions.
-func remakeTopics(t *testing.T, brokers []string, n int32) {
+// remakeTopics deletes topics (none: the usage and dead-letter topics) and
+// makes them again, empty, with n partitions.
+func remakeTopics(t *testing.T, brokers []string, n int32, topics ...string) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
@@ -153,11 +141,42 @@ func remakeTopics(t *testing.T, brokers []string, n int32) {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	ctx := context.Background()
-	topics := []string{model.TopicUsage, model.TopicDeadLetter}
+	if len(topics) == 0 {
+		topics = []string{model.TopicUsage, model.TopicDeadLetter}
+	}
 	if _, err := adm.DeleteTopics(ctx, topics...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := adm.CreateTopics(ctx, n, 1, nil, topics...); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startSink runs a sink whose end the test awaits itself (runSink fails
+// the test when Run returns an error); it is cancelled when the test ends.
+func startSink(t *testing.T, cfg Config) (*Sink, <-chan error) {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	return s, done
+}
+
+// stopsWithin returns Run's error once the sink in done stops, failing the
+// test with stillRuns when it runs on for within.
+func stopsWithin(t *testing.T, done <-chan error, within time.Duration, stillRuns string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Logf("Run: %v", err)
+		return err
+	case <-time.After(within):
+		t.Fatal(stillRuns)
+		return nil
 	}
 }

@@ -56,11 +56,6 @@ func (d *downstream) prepare(ctx context.Context) error {
 	if d.database == "default" || d.database == "system" {
 		return fmt.Errorf("--database %s: the demo drops its database at every run; name one of its own", d.database)
 	}
-	c, err := net.DialTimeout("tcp", d.addr, 3*time.Second)
-	if err != nil {
-		return fmt.Errorf("ClickHouse at %s does not answer: %w", d.addr, err)
-	}
-	c.Close()
 	boot, err := schemas.Connect(ctx, schemas.ConnOptions(d.addr, "default"))
 	if err != nil {
 		return err
