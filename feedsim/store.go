@@ -3,6 +3,8 @@ package feedsim
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/feedmeter/feedmeter/model"
 )
 
 // kind is what an entry is. The four Cloud Backup usage products come
@@ -30,13 +32,13 @@ type kindInfo struct {
 }
 
 var kinds = [numKinds]kindInfo{
-	kBandwidthIn:  {"bandwidthIn", "cb-bin", "cloudbackup.bandwidthIn.agent.usage", "bandwidthIn"},
-	kBandwidthOut: {"bandwidthOut", "cb-bout", "cloudbackup.bandwidthOut.agent.usage", "bandwidthOut"},
-	kStorage:      {"storage", "cb-store", "cloudbackup.storage.agent.usage", "storage"},
-	kLicense:      {"license", "cb-lic", "cloudbackup.license.agent.usage", "license"},
-	kSnapshot:     {"license", "cb-lic", "cloudbackup.license.agent.usage_snapshot", "license"},
-	kSystem:       {"", "", "", "other"},
-	kServer:       {"", "", "", "other"},
+	kBandwidthIn:  {string(model.KindBandwidthIn), "cb-bin", "cloudbackup.bandwidthIn.agent.usage", string(model.KindBandwidthIn)},
+	kBandwidthOut: {string(model.KindBandwidthOut), "cb-bout", "cloudbackup.bandwidthOut.agent.usage", string(model.KindBandwidthOut)},
+	kStorage:      {string(model.KindStorage), "cb-store", "cloudbackup.storage.agent.usage", string(model.KindStorage)},
+	kLicense:      {string(model.KindLicense), "cb-lic", "cloudbackup.license.agent.usage", string(model.KindLicense)},
+	kSnapshot:     {string(model.KindLicense), "cb-lic", "cloudbackup.license.agent.usage_snapshot", string(model.KindLicense)},
+	kSystem:       {"", "", "", string(model.KindOther)},
+	kServer:       {"", "", "", string(model.KindOther)},
 }
 
 // systemTypes are the event types of system entries, indexed by entry.etype.

@@ -62,9 +62,12 @@ const MaxUsageInterval = 24 * time.Hour
 // The zero time means "absent" and is encoded as null. External is nil when
 // the entry did not say.
 type Event struct {
-	TenantID         string
-	EntryID          string // atom:id, trimmed, e.g. urn:uuid:…
-	EventID          string // the content event's id
+	TenantID string
+	EntryID  string // atom:id, trimmed, e.g. urn:uuid:…
+	EventID  string // the content event's id (CUF event/@id)
+	// ReferenceID is the id of the event this one corrects (CUF
+	// event/@referenceId), "" when it corrects none.
+	ReferenceID      string
 	Kind             Kind
 	ProductNamespace string // "" for events without a product
 	ProductVersion   string
@@ -92,7 +95,7 @@ type Event struct {
 // most six bytes for each of them (\u00XX) plus a few hundred, a bound
 // that costs nothing to check.
 func (e *Event) TextBytes() int {
-	return len(e.TenantID) + len(e.EntryID) + len(e.EventID) + len(e.Kind) + len(e.ProductNamespace) +
+	return len(e.TenantID) + len(e.EntryID) + len(e.EventID) + len(e.ReferenceID) + len(e.Kind) + len(e.ProductNamespace) +
 		len(e.ProductVersion) + len(e.EventType) + len(e.EventVersion) + len(e.Region) + len(e.DataCenter) +
 		len(e.Environment) + len(e.ResourceID) + len(e.ResourceType) + len(e.ServerID) + len(e.ServerName)
 }

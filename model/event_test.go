@@ -73,7 +73,7 @@ func TestQuantityIsExact(t *testing.T) {
 func TestJSONFieldOrderAndNulls(t *testing.T) {
 	e := Event{EntryID: "urn:uuid:1", Kind: KindOther, EventType: "UP"}
 	got := string(e.AppendJSON(nil))
-	want := `{"tenant_id":"","entry_id":"urn:uuid:1","event_id":"","kind":"other","product_namespace":"","product_version":"","event_type":"UP","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"","external":null,"start_time":null,"end_time":null,"event_time":null,"quantity":0,"updated":null,"published":null}`
+	want := `{"tenant_id":"","entry_id":"urn:uuid:1","event_id":"","reference_id":"","kind":"other","product_namespace":"","product_version":"","event_type":"UP","event_version":"","region":"","data_center":"","environment":"","resource_id":"","resource_type":"","server_id":"","server_name":"","external":null,"start_time":null,"end_time":null,"event_time":null,"quantity":0,"updated":null,"published":null}`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

@@ -19,6 +19,8 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	dst = appendString(dst, e.EntryID)
 	dst = append(dst, `,"event_id":`...)
 	dst = appendString(dst, e.EventID)
+	dst = append(dst, `,"reference_id":`...)
+	dst = appendString(dst, e.ReferenceID)
 	dst = append(dst, `,"kind":`...)
 	dst = appendString(dst, string(e.Kind))
 	dst = append(dst, `,"product_namespace":`...)
@@ -75,6 +77,7 @@ type wireEvent struct {
 	TenantID         *string `json:"tenant_id"`
 	EntryID          *string `json:"entry_id"`
 	EventID          *string `json:"event_id"`
+	ReferenceID      *string `json:"reference_id"`
 	Kind             *string `json:"kind"`
 	ProductNamespace *string `json:"product_namespace"`
 	ProductVersion   *string `json:"product_version"`
@@ -118,7 +121,7 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("decode event: quantity is missing")
 	}
 	*e = Event{
-		TenantID: deref(w.TenantID), EntryID: *w.EntryID, EventID: deref(w.EventID),
+		TenantID: deref(w.TenantID), EntryID: *w.EntryID, EventID: deref(w.EventID), ReferenceID: deref(w.ReferenceID),
 		Kind: Kind(*w.Kind), ProductNamespace: deref(w.ProductNamespace),
 		ProductVersion: deref(w.ProductVersion), EventType: deref(w.EventType),
 		EventVersion: deref(w.EventVersion), Region: deref(w.Region),

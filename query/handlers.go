@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/feedmeter/feedmeter/model"
 )
 
 // Limits on what one request may ask for.
@@ -130,9 +132,9 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 	// servers of a bucket are its server-days when the bucket is a day);
 	// by the month they need the servers of each day: a second query.
 	q := UsageQuery{Tenant: tenant, Bounds: bounds, Days: days, GroupBy: groupBy, Kinds: kinds, Zone: loc, MaxRows: maxUsageRows}
-	monthLicences := g == Month && slices.Contains(kinds, "license")
+	monthLicences := g == Month && slices.Contains(kinds, string(model.KindLicense))
 	if monthLicences {
-		q.Kinds = slices.DeleteFunc(slices.Clone(kinds), func(k string) bool { return k == "license" })
+		q.Kinds = slices.DeleteFunc(slices.Clone(kinds), func(k string) bool { return k == string(model.KindLicense) })
 	}
 	ctx, cancel := s.queryContext(r)
 	defer cancel()
@@ -186,11 +188,11 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 			}
 		}
 		switch kind {
-		case "bandwidthIn", "bandwidthOut":
+		case string(model.KindBandwidthIn), string(model.KindBandwidthOut):
 			ur.Bytes = "0"
-		case "storage":
+		case string(model.KindStorage):
 			ur.ByteSeconds, ur.AverageBytes = "0", "0"
-		case "license":
+		case string(model.KindLicense):
 			var n, d uint64
 			ur.Servers = &n
 			if g != Hour {
@@ -215,12 +217,12 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 		}
 		ur := row(sm.Bucket, sm.Kind, sm.Group)
 		ur.Events += sm.Events
-		if sm.Kind == "license" {
+		if sm.Kind == string(model.KindLicense) {
 			*ur.Servers = sm.Servers
 			if ur.ServerDays != nil {
 				*ur.ServerDays = sm.Servers // a day bucket: its servers are its server-days
 			}
-		} else if sm.Kind == "storage" {
+		} else if sm.Kind == string(model.KindStorage) {
 			secs := int64(bounds[sm.Bucket+1].Sub(bounds[sm.Bucket]) / time.Second)
 			ur.ByteSeconds = sm.ByteSeconds.String()
 			ur.AverageBytes = roundHalfEven(new(big.Rat).SetFrac(sm.ByteSeconds, big.NewInt(secs)), 0).String()
@@ -233,7 +235,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, tenant string) {
 			s.fail(w, r, errors.New("store returned a bucket outside the range"))
 			return
 		}
-		ur := row(lc.Bucket, "license", lc.Group)
+		ur := row(lc.Bucket, string(model.KindLicense), lc.Group)
 		ur.Events += lc.Events
 		*ur.Servers = lc.Servers
 		if ur.ServerDays != nil {
@@ -609,9 +611,9 @@ func (s *Server) topTenants(w http.ResponseWriter, r *http.Request) {
 	switch q.Kind {
 	case "":
 		ans.Unit = "events"
-	case "storage":
+	case string(model.KindStorage):
 		ans.Unit = "byte_seconds"
-	case "license":
+	case string(model.KindLicense):
 		ans.Unit = "server_days"
 	default:
 		ans.Unit = "bytes"

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/feedmeter/feedmeter/model"
 )
 
 // Item is a priced item of an invoice.
@@ -45,13 +47,13 @@ func (it Item) Unit() string {
 func (it Item) Kind() string {
 	switch it {
 	case ItemBandwidthIn:
-		return "bandwidthIn"
+		return string(model.KindBandwidthIn)
 	case ItemBandwidthOut:
-		return "bandwidthOut"
+		return string(model.KindBandwidthOut)
 	case ItemStorage:
-		return "storage"
+		return string(model.KindStorage)
 	}
-	return "license"
+	return string(model.KindLicense)
 }
 
 // Tier is one step of a graduated price: units past the previous tier's

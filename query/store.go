@@ -17,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
+	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/schemas"
 )
 
@@ -38,7 +39,7 @@ var dimensions = map[string]string{
 }
 
 // UsageKinds are the kinds of usage events, in the order answers list them.
-var UsageKinds = []string{"bandwidthIn", "bandwidthOut", "storage", "license"}
+var UsageKinds = []string{string(model.KindBandwidthIn), string(model.KindBandwidthOut), string(model.KindStorage), string(model.KindLicense)}
 
 // UsageQuery asks for the sums of one tenant's rollups in buckets.
 type UsageQuery struct {
@@ -473,7 +474,7 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 	if len(q.Kinds) == 0 {
 		return nil, nil
 	}
-	servers := slices.Contains(q.Kinds, "license")
+	servers := slices.Contains(q.Kinds, string(model.KindLicense))
 	r := rollupFor(q.Bounds)
 	g := groupCols(q.GroupBy)
 	type row struct {
@@ -539,7 +540,7 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		if !slices.Contains(q.Kinds, s.Kind) {
 			return true, nil
 		}
-		if s.Kind != "license" {
+		if s.Kind != string(model.KindLicense) {
 			s.Servers = 0
 		}
 		var err error
@@ -653,18 +654,18 @@ func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sums, err := c.Usage(ctx, UsageQuery{Tenant: p.Tenant, Bounds: p.SegmentBounds(), Kinds: []string{"bandwidthIn", "bandwidthOut", "storage"}})
+		sums, err := c.Usage(ctx, UsageQuery{Tenant: p.Tenant, Bounds: p.SegmentBounds(), Kinds: []string{string(model.KindBandwidthIn), string(model.KindBandwidthOut), string(model.KindStorage)}})
 		if err != nil {
 			usageErr = err
 			return
 		}
 		for _, s := range sums {
 			switch s.Kind {
-			case "bandwidthIn":
+			case string(model.KindBandwidthIn):
 				r.BandwidthIn[s.Bucket].Add(r.BandwidthIn[s.Bucket], s.Quantity)
-			case "bandwidthOut":
+			case string(model.KindBandwidthOut):
 				r.BandwidthOut[s.Bucket].Add(r.BandwidthOut[s.Bucket], s.Quantity)
-			case "storage":
+			case string(model.KindStorage):
 				r.StorageByteSeconds[s.Bucket].Add(r.StorageByteSeconds[s.Bucket], s.ByteSeconds)
 			}
 		}
@@ -815,13 +816,13 @@ func (c *ClickHouse) TopTenants(ctx context.Context, q TopQuery) ([]TenantUsage,
 		sql = "SELECT tenant_id, toDecimal128(sum(events), 0), sum(events) FROM " + table + " WHERE " + cond +
 			" GROUP BY tenant_id ORDER BY sum(events) DESC, tenant_id LIMIT ?"
 		args = append(condArgs, q.Limit)
-	case "license":
+	case string(model.KindLicense):
 		sql = "SELECT tenant_id, toDecimal128(count(), 0), sum(ev) FROM (SELECT tenant_id, " + day + " AS d, server, sum(events) AS ev FROM " + table +
 			" WHERE kind = 'license' AND " + cond + " GROUP BY tenant_id, d, server) GROUP BY tenant_id ORDER BY count() DESC, tenant_id LIMIT ?"
 		args = append(condArgs, q.Limit)
 	default:
 		col := "quantity"
-		if q.Kind == "storage" {
+		if q.Kind == string(model.KindStorage) {
 			col = "byte_seconds"
 		}
 		sql = "SELECT tenant_id, toDecimal128(sum(" + col + "), 0), sum(events) FROM " + table + " WHERE kind = ? AND " + cond +

@@ -68,7 +68,7 @@
 // B, external or not), read by existence, so they are right even where a fact
 // arrives twice (the backfill of 0004 and its views may both write one).
 // The pieces of an event add up to its quantity and byte-seconds exactly
-// (sink.Split), so any sum of buckets equals the sum of its events.
+// (model.Split), so any sum of buckets equals the sum of its events.
 //
 // What the argument assumes: ClickHouse keeps what it acknowledged (a server
 // killed between writing usage_events and the views of one INSERT could

@@ -31,7 +31,7 @@ func (s source) String() string {
 // eventRow is one decoded, valid event and where it came from.
 type eventRow struct {
 	ev    model.Event
-	split Split // usage kinds only
+	split model.Split // usage kinds only
 	src   source
 	fp    uint64 // usage kinds only: fingerprint64 of the key, for the key cache
 }
@@ -75,9 +75,9 @@ type decoded struct {
 	// deadLetters are the rejects the sink made itself; they also go to the
 	// dead-letter topic.
 	deadLetters []rejectRow
-	in          *interner // the repeating strings of the events (nil: none kept)
+	in          *model.Interner // the repeating strings of the events (nil: none kept)
 	ev          model.Event
-	pieces      []Piece // where the rows' splits are cut from
+	pieces      []model.Piece // where the rows' splits are cut from
 	// misrouted counts usage events whose record key is not their tenant,
 	// which the exactness argument assumes it is; first is the first one.
 	misrouted int
@@ -184,7 +184,7 @@ func prefix8(s string) uint64 {
 func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 	src := source{r.Topic, r.Partition, r.Offset}
 	e := &d.ev // not a variable of its own: that escaped, one allocation per event
-	err := decodeEvent(r.Value, e, d.in)
+	err := model.DecodeJSON(r.Value, e, d.in)
 	if err == nil {
 		err = e.Validate()
 		if err != nil {
@@ -219,8 +219,8 @@ func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 		}
 		d.misrouted++
 	}
-	var split Split
-	split, d.pieces = appendSplit(d.pieces, e)
+	var split model.Split
+	split, d.pieces = model.AppendSplit(d.pieces, e)
 	d.usage = append(d.usage, eventRow{ev: *e, split: split, src: src, fp: fingerprint64(e.Key())})
 }
 
@@ -279,7 +279,7 @@ func serverKey(e *model.Event) string {
 
 var decimalZero = decimal.Zero
 
-func toDecimal(u Uint128) decimal.Decimal {
+func toDecimal(u model.Uint128) decimal.Decimal {
 	if u.IsZero() {
 		return decimalZero
 	}

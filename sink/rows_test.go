@@ -124,7 +124,7 @@ func TestAbsentTimesAreNull(t *testing.T) {
 		ServerID: "7", EventTime: at, Quantity: 1}
 	bw := model.Event{TenantID: "1", EntryID: "urn:uuid:bw", Kind: model.KindBandwidthIn, EventType: model.TypeUsage,
 		StartTime: at, EndTime: at.Add(time.Hour), Quantity: 10, Updated: at.Add(time.Hour)}
-	rows := []eventRow{{ev: lic, split: SplitEvent(&lic)}, {ev: bw, split: SplitEvent(&bw)}}
+	rows := []eventRow{{ev: lic, split: model.SplitEvent(&lic)}, {ev: bw, split: model.SplitEvent(&bw)}}
 	st := &store{conn: db.Conn}
 	if err := st.insert(ctx, newQueryID(), "usage_events", usageColumns, fillUsage(rows, time.Now().UTC().Truncate(time.Second))); err != nil {
 		t.Fatal(err)
@@ -182,7 +182,7 @@ func TestDecodeHalves(t *testing.T) {
 	}
 	for _, n := range []int{1999, 2000, 2001, 5001} {
 		recs := records(uint64(n), n)
-		one := decoded{in: newInterner()}
+		one := decoded{in: model.NewInterner()}
 		for _, r := range recs {
 			if r.Topic == s.cfg.DeadLetterTopic {
 				one.decodeDeadLetter(r, now)

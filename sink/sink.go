@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/schemas"
 )
 
@@ -46,7 +47,7 @@ type Sink struct {
 	cache *keyCache // nil when off; used by the writer, emptied on rebalances and failed writes
 	// interners keep the repeating strings of the events across batches,
 	// one for each half that decode decodes at once (only the loop decodes).
-	interners [2]*interner
+	interners [2]*model.Interner
 
 	mu      sync.Mutex // guards pending, oldest and fetchIDs (the loop and the rebalance callbacks)
 	pending []*kgo.Record
@@ -80,7 +81,7 @@ func New(cfg Config) (*Sink, error) {
 		return nil, fmt.Errorf("sink config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	s := &Sink{cfg: cfg, log: cfg.Logger, interners: [2]*interner{newInterner(), newInterner()}}
+	s := &Sink{cfg: cfg, log: cfg.Logger, interners: [2]*model.Interner{model.NewInterner(), model.NewInterner()}}
 	reg := cfg.Registerer
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -769,7 +770,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) bool {
 // usual batch (all usage events).
 func (s *Sink) decode(recs []*kgo.Record, now time.Time) *decoded {
 	rows := make([]eventRow, 0, len(recs))
-	one := func(recs []*kgo.Record, usage []eventRow, in *interner) *decoded {
+	one := func(recs []*kgo.Record, usage []eventRow, in *model.Interner) *decoded {
 		d := &decoded{usage: usage, in: in}
 		for _, r := range recs {
 			if r.Topic == s.cfg.DeadLetterTopic {

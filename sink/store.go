@@ -371,7 +371,7 @@ func newPieceColumns(n int) *pieceColumns {
 }
 
 // add appends ps and returns their three arrays.
-func (c *pieceColumns) add(ps []Piece) ([]time.Time, []uint64, []decimal.Decimal) {
+func (c *pieceColumns) add(ps []model.Piece) ([]time.Time, []uint64, []decimal.Decimal) {
 	lo := len(c.start)
 	for _, p := range ps {
 		c.start, c.qty, c.bs = append(c.start, p.Start), append(c.qty, p.Quantity), append(c.bs, toDecimal(p.ByteSeconds))

@@ -167,7 +167,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 			}
 			w := want[k]
 			qty, wq := g[1].String(), w[1].String()
-			if k == "license" || k == "other" {
+			if k == string(model.KindLicense) || k == string(model.KindOther) {
 				qty, wq = "", ""
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", tt.Tenant, k, g[0].String(), w[0].String(), qty, wq)

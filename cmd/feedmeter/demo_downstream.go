@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/feedmeter/feedmeter/feedsim"
+	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/query"
 	"github.com/feedmeter/feedmeter/schemas"
 	"github.com/feedmeter/feedmeter/sink"
@@ -292,7 +293,7 @@ func (d *downstream) checkUsage(ctx context.Context, api apiGetter, others, reje
 		for _, r := range ans.Rows {
 			value := r.Bytes
 			switch {
-			case r.Kind == "storage":
+			case r.Kind == string(model.KindStorage):
 				value = r.ByteSeconds
 			case r.ServerDays != nil:
 				value = fmt.Sprint(*r.ServerDays)
@@ -302,22 +303,22 @@ func (d *downstream) checkUsage(ctx context.Context, api apiGetter, others, reje
 			}
 		}
 		for _, day := range tt.Days {
-			if day.Kind == "other" {
+			if day.Kind == string(model.KindOther) {
 				otherTruth += uint64(day.Entries)
 				continue
 			}
 			value := day.BandwidthBytes
 			switch day.Kind {
-			case "storage":
+			case string(model.KindStorage):
 				value = day.StorageByteSeconds
-			case "license":
+			case string(model.KindLicense):
 				value = fmt.Sprint(day.LicensedServers)
 			}
 			if err := add(want, day.Kind, uint64(day.Entries), value); err != nil {
 				return false, err
 			}
 		}
-		for _, kind := range []string{"bandwidthIn", "bandwidthOut", "storage", "license"} {
+		for _, kind := range []string{string(model.KindBandwidthIn), string(model.KindBandwidthOut), string(model.KindStorage), string(model.KindLicense)} {
 			g, w := got[kind], want[kind]
 			if g == nil {
 				g = new(sums)
@@ -325,7 +326,7 @@ func (d *downstream) checkUsage(ctx context.Context, api apiGetter, others, reje
 			if w == nil {
 				w = new(sums)
 			}
-			measure := map[string]string{"storage": "byte-seconds", "license": "server-days"}[kind]
+			measure := map[string]string{string(model.KindStorage): "byte-seconds", string(model.KindLicense): "server-days"}[kind]
 			if measure == "" {
 				measure = "bytes"
 			}

@@ -173,7 +173,7 @@ func runBenchQuery(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	rates := fs.String("rates", "", "requests a second of each open-loop round, comma-separated: requests due at random times whatever the answers take, timed from when each was due")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "length of each round")
 	fs.BoolVar(&c.Reload, "reload", false, "load the events again even when they are there")
-	check := fs.Int("check", 1000, "events to read back and compare with sink.SplitEvent (0: none)")
+	check := fs.Int("check", 1000, "events to read back and compare with model.SplitEvent (0: none)")
 	settle := fs.Duration("settle", 15*time.Minute, "wait at most this long for ClickHouse's merges to finish before measuring")
 	compact := fs.Bool("compact", false, "compact the day rollups before measuring, as feedmeter migrate --compact does")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds (server and clients) to this file")

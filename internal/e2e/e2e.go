@@ -171,7 +171,7 @@ func CheckAgainstTruth(t testing.TB, sim *feedsim.Server, brokers []string) int 
 			if d.StorageBytes != "" && d.StorageBytes != "0" && s.storage.String() != d.StorageBytes {
 				t.Fatalf("tenant %s %s %s: storage %s, truth %s", tt.Tenant, d.Kind, d.Day, s.storage.String(), d.StorageBytes)
 			}
-			if d.Kind == "license" && len(s.servers) != d.LicensedServers {
+			if d.Kind == string(model.KindLicense) && len(s.servers) != d.LicensedServers {
 				t.Fatalf("tenant %s %s: %d licensed servers, truth %d", tt.Tenant, d.Day, len(s.servers), d.LicensedServers)
 			}
 		}

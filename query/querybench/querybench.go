@@ -7,7 +7,7 @@
 // The events are made by ClickHouse itself (INSERT … SELECT FROM numbers),
 // which is the only way to write a hundred million rows quickly on a small
 // machine; every event lies inside one UTC hour, so its hourly and daily
-// pieces are the event itself, exactly what sink.SplitEvent gives (Load
+// pieces are the event itself, exactly what model.SplitEvent gives (Load
 // checks a sample of rows against it).
 package querybench
 
@@ -33,7 +33,6 @@ import (
 	"github.com/feedmeter/feedmeter/model"
 	"github.com/feedmeter/feedmeter/query"
 	"github.com/feedmeter/feedmeter/schemas"
-	"github.com/feedmeter/feedmeter/sink"
 )
 
 // Config describes the data set and the measurement. Zero values mean the
@@ -291,7 +290,7 @@ func SettleMerges(ctx context.Context, conn driver.Conn, database string, max ti
 }
 
 // CheckSplit reads n random events back and checks that their hourly and
-// daily pieces are what sink.SplitEvent makes of them, so the synthetic
+// daily pieces are what model.SplitEvent makes of them, so the synthetic
 // rows obey the sink's rule.
 func CheckSplit(ctx context.Context, conn driver.Conn, n int) error {
 	var total uint64
@@ -325,7 +324,7 @@ func CheckSplit(ctx context.Context, conn driver.Conn, n int) error {
 				*p.dst = p.src.UTC()
 			}
 		}
-		sp := sink.SplitEvent(&e)
+		sp := model.SplitEvent(&e)
 		if len(sp.Hours) != len(hs) || len(sp.Days) != len(ds) {
 			return fmt.Errorf("event %s: %d hours and %d days stored, the sink makes %d and %d", e.EntryID, len(hs), len(ds), len(sp.Hours), len(sp.Days))
 		}

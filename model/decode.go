@@ -1,25 +1,23 @@
-package sink
+package model
 
 import (
 	"bytes"
 	"time"
 	"unicode/utf8"
-
-	"github.com/feedmeter/feedmeter/model"
 )
 
-// decodeEvent decodes a usage record value. Values exactly as
-// model.Event.AppendJSON writes them (its field order, no white space, no
+// DecodeJSON decodes a usage record value. Values exactly as
+// Event.AppendJSON writes them (its field order, no white space, no
 // escapes, UTC times) take a single-pass path about ten times faster than
-// encoding/json; anything else is decoded by model.Event.UnmarshalJSON, which
+// encoding/json; anything else is decoded by Event.UnmarshalJSON, which
 // defines the meaning. FuzzDecodeEvent holds the two equal.
 // in, when not nil, collects the strings that repeat.
 // Either way *e is written whole (the fields b lacks zero).
-func decodeEvent(b []byte, e *model.Event, in *interner) error {
+func DecodeJSON(b []byte, e *Event, in *Interner) error {
 	if fastDecode(b, e, in) {
 		return nil
 	}
-	*e = model.Event{} // fastDecode may have written part of it
+	*e = Event{} // fastDecode may have written part of it
 	return e.UnmarshalJSON(b)
 }
 
@@ -27,17 +25,17 @@ type scanner struct {
 	b   []byte
 	i   int
 	bad bool
-	in  *interner
+	in  *Interner
 }
 
-// interner hands out one copy of each string value it has seen, of the
+// Interner hands out one copy of each string value it has seen, of the
 // last maxInterned or so: the dimensions of usage events (tenants, regions,
 // servers, types) repeat from record to record, and a string not allocated
 // per record is one the garbage collector never sees. A decoder keeps one
 // across batches. Before its map it asks the field's last few values: most
 // fields repeat a value of the last few records (a partition's kinds take
 // turns), and comparing a few bytes costs a fraction of a map lookup.
-type interner struct {
+type Interner struct {
 	m      map[string]string
 	recent [dimFields][4]string
 	next   [dimFields]uint8
@@ -45,7 +43,7 @@ type interner struct {
 
 const maxInterned = 1 << 14
 
-// The fields fastDecode interns, numbered for interner.recent.
+// The fields fastDecode interns, numbered for Interner.recent.
 const (
 	dimTenant = iota
 	dimKind
@@ -53,11 +51,11 @@ const (
 	dimFields = dimOther + 11
 )
 
-func newInterner() *interner { return &interner{m: map[string]string{}} }
+func NewInterner() *Interner { return &Interner{m: map[string]string{}} }
 
 // get returns v as a string, the same one for the same bytes; field says
 // which of the event's fields v is. A nil interner allocates every time.
-func (in *interner) get(field int, v []byte) string {
+func (in *Interner) get(field int, v []byte) string {
 	if in == nil {
 		return string(v)
 	}
@@ -237,17 +235,19 @@ func daysSinceEpoch(y, mo, d int) int64 {
 
 // fastDecode decodes b into e if it is in the exact form AppendJSON writes
 // (else e holds part of it).
-func fastDecode(b []byte, e *model.Event, in *interner) bool {
+func fastDecode(b []byte, e *Event, in *Interner) bool {
 	s := scanner{b: b, in: in}
 	s.lit("{")
-	*e = model.Event{}
+	*e = Event{}
 	e.TenantID = s.dim(dimTenant, "tenant_id")
 	s.lit(",")
 	e.EntryID = s.field("entry_id")
 	s.lit(",")
 	e.EventID = s.field("event_id")
 	s.lit(",")
-	e.Kind = model.Kind(s.dim(dimKind, "kind"))
+	e.ReferenceID = s.field("reference_id")
+	s.lit(",")
+	e.Kind = Kind(s.dim(dimKind, "kind"))
 	for i, f := range []struct {
 		name string
 		dst  *string

@@ -1,4 +1,4 @@
-package sink
+package model
 
 import (
 	"math/big"
@@ -6,18 +6,16 @@ import (
 	"reflect"
 	"testing"
 	"time"
-
-	"github.com/feedmeter/feedmeter/model"
 )
 
-func usageEvent(kind model.Kind, start, end time.Time, q uint64) *model.Event {
-	return &model.Event{TenantID: "t", EntryID: "e", EventID: "x", Kind: kind, EventType: model.TypeUsage,
+func usageEvent(kind Kind, start, end time.Time, q uint64) *Event {
+	return &Event{TenantID: "t", EntryID: "e", EventID: "x", Kind: kind, EventType: TypeUsage,
 		StartTime: start, EndTime: end, Quantity: q, ServerID: "1"}
 }
 
 func TestSplitExamples(t *testing.T) {
 	t0 := time.Date(2024, 3, 1, 23, 30, 0, 0, time.UTC)
-	f := func(name string, e *model.Event, hours []uint64, days []uint64, bs string) {
+	f := func(name string, e *Event, hours []uint64, days []uint64, bs string) {
 		t.Helper()
 		s := SplitEvent(e)
 		var gh, gd []uint64
@@ -32,13 +30,13 @@ func TestSplitExamples(t *testing.T) {
 		}
 	}
 	// 90 minutes from 23:30: 30 min in hour 23 (a third), 60 in hour 0 of the next day.
-	f("bandwidth across midnight", usageEvent(model.KindBandwidthIn, t0, t0.Add(90*time.Minute), 100), []uint64{33, 67}, []uint64{33, 67}, "0")
-	f("within an hour", usageEvent(model.KindBandwidthOut, t0, t0.Add(10*time.Minute), 7), []uint64{7}, []uint64{7}, "0")
-	f("storage", usageEvent(model.KindStorage, t0, t0.Add(90*time.Minute), 10), []uint64{3, 7}, []uint64{3, 7}, "54000")
+	f("bandwidth across midnight", usageEvent(KindBandwidthIn, t0, t0.Add(90*time.Minute), 100), []uint64{33, 67}, []uint64{33, 67}, "0")
+	f("within an hour", usageEvent(KindBandwidthOut, t0, t0.Add(10*time.Minute), 7), []uint64{7}, []uint64{7}, "0")
+	f("storage", usageEvent(KindStorage, t0, t0.Add(90*time.Minute), 10), []uint64{3, 7}, []uint64{3, 7}, "54000")
 	max := ^uint64(0)
-	f("max quantity over a day", usageEvent(model.KindStorage, t0, t0.Add(24*time.Hour), max),
+	f("max quantity over a day", usageEvent(KindStorage, t0, t0.Add(24*time.Hour), max),
 		nil, nil, new(big.Int).Mul(new(big.Int).SetUint64(max), big.NewInt(86400)).String())
-	snap := &model.Event{Kind: model.KindLicense, EventType: model.TypeUsageSnapshot, EventTime: t0.Add(5 * time.Minute), Quantity: 1}
+	snap := &Event{Kind: KindLicense, EventType: TypeUsageSnapshot, EventTime: t0.Add(5 * time.Minute), Quantity: 1}
 	s := SplitEvent(snap)
 	if len(s.Hours) != 1 || !s.Hours[0].Start.Equal(time.Date(2024, 3, 1, 23, 0, 0, 0, time.UTC)) || s.Hours[0].Quantity != 1 {
 		t.Errorf("snapshot: %+v", s)
@@ -75,7 +73,7 @@ func TestSplitSums(t *testing.T) {
 		if r.IntN(3) == 0 {
 			q = r.Uint64N(1000)
 		}
-		e := usageEvent(model.KindStorage, start, start.Add(dur), q)
+		e := usageEvent(KindStorage, start, start.Add(dur), q)
 		s := SplitEvent(e)
 		wantBS := new(big.Int).Mul(new(big.Int).SetUint64(q), big.NewInt(int64(dur)))
 		wantBS.Div(wantBS, big.NewInt(1e9))
@@ -116,18 +114,18 @@ func TestSplitSums(t *testing.T) {
 // none reaches into another's pieces (appending to one leaves the next be).
 func TestAppendSplitShares(t *testing.T) {
 	t0 := time.Date(2024, 3, 1, 10, 30, 0, 0, time.UTC)
-	events := []*model.Event{
-		usageEvent(model.KindStorage, t0, t0.Add(3*time.Hour), 90),                        // 4 hours, 1 day
-		usageEvent(model.KindBandwidthIn, t0.Add(12*time.Hour), t0.Add(15*time.Hour), 50), // across midnight
-		{Kind: model.KindLicense, EventType: model.TypeUsageSnapshot, EventTime: t0, Quantity: 1},
-		usageEvent(model.KindBandwidthOut, t0, t0.Add(time.Hour), 5),
+	events := []*Event{
+		usageEvent(KindStorage, t0, t0.Add(3*time.Hour), 90),                        // 4 hours, 1 day
+		usageEvent(KindBandwidthIn, t0.Add(12*time.Hour), t0.Add(15*time.Hour), 50), // across midnight
+		{Kind: KindLicense, EventType: TypeUsageSnapshot, EventTime: t0, Quantity: 1},
+		usageEvent(KindBandwidthOut, t0, t0.Add(time.Hour), 5),
 	}
 	var buf []Piece
 	var splits []Split
 	for range 300 { // past a few buffer renewals
 		for _, e := range events {
 			var s Split
-			s, buf = appendSplit(buf, e)
+			s, buf = AppendSplit(buf, e)
 			splits = append(splits, s)
 		}
 	}

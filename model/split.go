@@ -1,11 +1,9 @@
-package sink
+package model
 
 import (
 	"math/big"
 	"math/bits"
 	"time"
-
-	"github.com/feedmeter/feedmeter/model"
 )
 
 // Uint128 is an unsigned 128-bit integer: byte-seconds of a storage event
@@ -82,23 +80,23 @@ const nsPerSecond = uint64(time.Second)
 //
 // Every piece is at most the event's own total, so quantities fit in 64 bits
 // and byte-seconds in 128.
-func SplitEvent(e *model.Event) Split {
-	s, _ := appendSplit(nil, e)
+func SplitEvent(e *Event) Split {
+	s, _ := AppendSplit(nil, e)
 	return s
 }
 
-// appendSplit is SplitEvent with the pieces taken from buf's spare capacity
+// AppendSplit is SplitEvent with the pieces taken from buf's spare capacity
 // (a decoder cuts a batch's pieces from a few large slices instead of two
 // small ones per event). When buf has too little, it starts a new one, twice
 // as large up to 4,096 pieces, and at least large enough; the pieces of
 // earlier events stay where they are. It returns buf with the pieces
 // appended.
-func appendSplit(buf []Piece, e *model.Event) (Split, []Piece) {
+func AppendSplit(buf []Piece, e *Event) (Split, []Piece) {
 	var s Split
 	start, end := e.StartTime.UTC(), e.EndTime.UTC()
 	first := start.Truncate(time.Hour)
 	n := 1
-	if e.EventType == model.TypeUsage {
+	if e.EventType == TypeUsage {
 		n = int(end.Sub(first)+time.Hour-1) / int(time.Hour)
 	}
 	if cap(buf)-len(buf) < 2*n { // n hours and at most n days
@@ -107,14 +105,14 @@ func appendSplit(buf []Piece, e *model.Event) (Split, []Piece) {
 	l := len(buf)
 	s.Hours = buf[l : l+n : l+n]
 	s.Days = buf[l+n : l+n : l+2*n]
-	if e.EventType != model.TypeUsage {
+	if e.EventType != TypeUsage {
 		t := e.EventTime.UTC()
 		s.Hours[0] = Piece{Start: t.Truncate(time.Hour), Quantity: e.Quantity}
 		s.Days = append(s.Days, Piece{Start: day(t), Quantity: e.Quantity})
 		return s, buf[:l+n+1]
 	}
 	dur := uint64(end.Sub(start))
-	storage := e.Kind == model.KindStorage
+	storage := e.Kind == KindStorage
 	if storage {
 		s.ByteSeconds = mulDiv(e.Quantity, dur, nsPerSecond)
 	}
