@@ -547,3 +547,31 @@ func TestLongReasonIsCut(t *testing.T) {
 		t.Errorf("reason %.200q… (%d bytes)", dl.Reason, len(dl.Reason))
 	}
 }
+
+// TestForeignTenantIsDeadLettered: an entry in tenant aaa's feed whose
+// event names tenant zzz is published to neither: it is dead-lettered with
+// a reason naming both tenants, and the feed reads on. It used to be
+// published, and billed, to zzz.
+func TestForeignTenantIsDeadLettered(t *testing.T) {
+	fa, fb := newFakeFeed("aaa"), newFakeFeed("bbb")
+	T := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	fa.add(fentry{id: rid(1), pub: T, raw: entryXML("zzz", fentry{id: rid(1), pub: T})})
+	fa.add(fentry{id: rid(2), pub: T.Add(time.Second)})
+	fb.add(fentry{id: rid(3), pub: T})
+	brokers := e2e.KafkaCluster(t)
+	runTwoTenants(t, fa, fb, brokers)
+	waitUsage(t, brokers, 2, 10*time.Second) // aaa's second entry and bbb's
+	for _, r := range e2e.TopicRecords(t, brokers, model.TopicUsage) {
+		if string(r.Key) == "zzz" || bytes.Contains(r.Value, []byte(`"tenant_id":"zzz"`)) {
+			t.Errorf("a usage record of tenant zzz was published: %s", r.Value)
+		}
+	}
+	dls := e2e.TopicRecords(t, brokers, model.TopicDeadLetter)
+	var dl model.DeadLetter
+	if len(dls) != 1 || json.Unmarshal(dls[0].Value, &dl) != nil {
+		t.Fatalf("%d dead letters, want 1", len(dls))
+	}
+	if dl.EntryID != rid(1) || dl.TenantID != "aaa" || !strings.Contains(dl.Reason, `"zzz"`) || !strings.Contains(dl.Reason, `"aaa"`) {
+		t.Errorf("dead letter of %s (tenant %s): %q", dl.EntryID, dl.TenantID, dl.Reason)
+	}
+}

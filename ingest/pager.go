@@ -166,6 +166,19 @@ func oversized(e *model.Event, index int) *Reject {
 		Reason: fmt.Sprintf("the event is %d bytes as JSON, over the %d a usage record may be", len(j), maxEventBytes)}
 }
 
+// foreign returns a reject for an event whose tenantId is not tenant's,
+// the tenant whose feed it came from, or nil; index is its entry's place
+// on the page. A feed is one tenant's: an entry naming another tenant is
+// not that tenant's to bill (nor is it the feed's), so it is dead-lettered
+// and a person decides. An event without a tenant (a system event) stays.
+func foreign(e *model.Event, tenant string, index int) *Reject {
+	if e.TenantID == "" || e.TenantID == tenant || tenant == "" {
+		return nil
+	}
+	return &Reject{EntryID: e.EntryID, Index: index, Raw: e.AppendJSON(nil),
+		Reason: fmt.Sprintf("event tenantId %q is not the tenant of this feed, %q: billed to neither", e.TenantID, tenant)}
+}
+
 // batchOf turns a page (newest first) into a batch (oldest first) and the
 // checkpoint after it. Entries already processed are dropped: those at the
 // checkpoint's time that it lists and, when recovering, those older. The
@@ -208,7 +221,9 @@ func batchOf(p *Page, cp Checkpoint, recovering bool, lost map[string]bool) *Bat
 			continue
 		}
 		if it.ev != nil {
-			if rej := oversized(it.ev, i); rej != nil {
+			if rej := foreign(it.ev, cp.Tenant, i); rej != nil {
+				it.ev, it.rej = nil, rej // never billed to another tenant
+			} else if rej := oversized(it.ev, i); rej != nil {
 				it.ev, it.rej = nil, rej // no broker would take it
 			}
 		}

@@ -1086,7 +1086,7 @@ func TestDatabaseNotYetMade(t *testing.T) {
 		boot.Close()
 	})
 	// Made but not migrated: not ready either.
-	if code, body, _ := c.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "holds 0 of the 4 tables") {
+	if code, body, _ := c.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "holds 0 of the 5 tables") {
 		t.Errorf("/readyz before the migrations: %d %s", code, body)
 	}
 	if _, err := schemas.Apply(ctx, boot); err != nil {

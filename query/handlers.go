@@ -440,6 +440,9 @@ type eventOut struct {
 	EntryID     string  `json:"entry_id"`
 	Kind        string  `json:"kind"`
 	EventID     string  `json:"event_id"`
+	Replaces    string  `json:"replaces"`    // the event id it corrects, "" for none
+	Counted     bool    `json:"counted"`     // false once a correction replaced it
+	ReplacedBy  string  `json:"replaced_by"` // the event that counted instead when it was replaced
 	EventType   string  `json:"event_type"`
 	Region      string  `json:"region"`
 	DataCenter  string  `json:"data_center"`
@@ -526,7 +529,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 		ans.NextCursor = &c
 	}
 	for _, e := range evs {
-		ans.Events = append(ans.Events, eventOut{EntryID: e.EntryID, Kind: e.Kind, EventID: e.EventID, EventType: e.EventType,
+		ans.Events = append(ans.Events, eventOut{EntryID: e.EntryID, Kind: e.Kind, EventID: e.EventID,
+			Replaces: e.ReferenceID, Counted: e.ReplacedBy == "", ReplacedBy: e.ReplacedBy, EventType: e.EventType,
 			Region: e.Region, DataCenter: e.DataCenter, ResourceID: e.ResourceID, ServerID: e.ServerID, ServerName: e.ServerName,
 			External: e.External, StartTime: optTime(e.StartTime), EndTime: optTime(e.EndTime), EventTime: optTime(e.EventTime),
 			Time: e.Time.UTC().Format(time.RFC3339), Quantity: strconv.FormatUint(e.Quantity, 10), ByteSeconds: e.ByteSeconds.String()})
@@ -535,7 +539,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 		w.Header().Set("Feedmeter-Next-Cursor", *ans.NextCursor)
 	}
 	if f == formatCSV {
-		t := &csvTable{header: []string{"entry_id", "kind", "event_id", "event_type", "region", "data_center", "resource_id", "server_id",
+		t := &csvTable{header: []string{"entry_id", "kind", "event_id", "replaces", "counted", "replaced_by", "event_type", "region", "data_center", "resource_id", "server_id",
 			"server_name", "external", "start_time", "end_time", "event_time", "time", "quantity", "byte_seconds"}}
 		str := func(p *string) string {
 			if p == nil {
@@ -544,7 +548,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 			return *p
 		}
 		for _, e := range ans.Events {
-			t.add(cell(e.EntryID), e.Kind, cell(e.EventID), e.EventType, cell(e.Region), cell(e.DataCenter), cell(e.ResourceID),
+			t.add(cell(e.EntryID), e.Kind, cell(e.EventID), cell(e.Replaces), strconv.FormatBool(e.Counted), cell(e.ReplacedBy), e.EventType, cell(e.Region), cell(e.DataCenter), cell(e.ResourceID),
 				cell(e.ServerID), cell(e.ServerName), strconv.FormatBool(e.External), str(e.StartTime), str(e.EndTime), str(e.EventTime),
 				e.Time, e.Quantity, e.ByteSeconds)
 		}

@@ -107,6 +107,8 @@ type EventCursor struct {
 // EventRow is one usage event as stored.
 type EventRow struct {
 	EntryID, Kind, EventID, EventType                    string
+	ReferenceID                                          string // the event it corrects, "" for none
+	ReplacedBy                                           string // the event that counted instead when it was replaced, "" while it counts
 	Region, DataCenter, ResourceID, ServerID, ServerName string
 	External                                             bool
 	StartTime, EndTime, EventTime                        time.Time // zero when absent
@@ -240,12 +242,12 @@ func NewClickHouse(conn driver.Conn) *ClickHouse {
 func (c *ClickHouse) Ping(ctx context.Context) error {
 	var n uint64
 	err := c.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ("+
-		"'usage_events', 'usage_hourly', 'usage_daily', 'license_daily')").Scan(&n)
+		"'usage_events', 'usage_replaced', 'usage_hourly', 'usage_daily', 'license_daily')").Scan(&n)
 	if err != nil {
 		return err
 	}
-	if n < 4 {
-		return &NotReadyError{Reason: fmt.Sprintf("the database holds %d of the 4 tables the service reads: feedmeter migrate, or the sink when it starts, makes them (a migration that rebuilds a rollup takes it away for seconds)", n)}
+	if n < 5 {
+		return &NotReadyError{Reason: fmt.Sprintf("the database holds %d of the 5 tables the service reads: feedmeter migrate, or the sink when it starts, makes them (a migration that rebuilds a rollup takes it away for seconds)", n)}
 	}
 	return nil
 }
@@ -482,6 +484,8 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		b       uint32
 		s       UsageSum
 		qty, bs string
+		events  int64
+		pieces  int64
 	}
 	aloneBk := bucketOf(q.Bounds, q.Zone, r.ts, r.exact, r.unit, r.step, !servers)
 	batchedBk := aloneBk
@@ -491,10 +495,17 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		// (batch.go). (By the hour a month would be 720 rows a kind.)
 		batchedBk = byGrain(q.Bounds, r.exact, r.unit)
 	}
+	// With licences, a row per server: a server is licensed in a bucket
+	// when its pieces there sum to more than 0 (a replaced event's row
+	// cancels its twin's), which only the sum over its rows can tell.
+	by := "b, kind" + g
+	if servers && !slices.Contains(q.GroupBy, "server") {
+		by += ", server"
+	}
 	query := func(bk bucketing, alone bool) *shape[row] {
 		sh := &shape[row]{
-			sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events)",
-			args: bk.args, from: r.table, group: "b, kind" + g,
+			sel:  bk.expr + " AS b, kind" + g + ", reinterpretAsString(sum(quantity)), reinterpretAsString(sum(byte_seconds)), sum(events), sum(pieces)",
+			args: bk.args, from: r.table, group: by,
 			scan: func(rows driver.Rows) (string, row, error) {
 				var tenant string
 				x := row{alone: alone}
@@ -503,18 +514,10 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 				for i := range x.s.Group {
 					dest = append(dest, &x.s.Group[i])
 				}
-				dest = append(dest, &x.qty, &x.bs, &x.s.Events)
-				if servers {
-					dest = append(dest, &x.s.Servers)
-				}
+				dest = append(dest, &x.qty, &x.bs, &x.events, &x.pieces)
 				err := rows.Scan(dest...)
 				return tenant, x, err
 			},
-		}
-		if servers {
-			// Distinct servers of every kind, read only for licences:
-			// cheaper in 18.16 than uniqExactIf.
-			sh.sel += ", uniqExact(server)"
 		}
 		if bk.unit == 0 {
 			sh.ranged = r.args
@@ -540,8 +543,15 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 		if !slices.Contains(q.Kinds, s.Kind) {
 			return true, nil
 		}
-		if s.Kind != string(model.KindLicense) {
-			s.Servers = 0
+		switch {
+		case x.pieces < 0 || x.events < 0:
+			return true, fmt.Errorf("%s sums to %d events and %d pieces in a bucket: less than none", s.Kind, x.events, x.pieces)
+		case x.pieces == 0:
+			return true, nil // every event here was replaced
+		}
+		s.Events = uint64(x.events)
+		if servers && s.Kind == string(model.KindLicense) {
+			s.Servers = 1 // this row is one server with pieces
 		}
 		var err error
 		if s.Quantity, err = decimalBytes(x.qty); err != nil {
@@ -556,6 +566,7 @@ func (c *ClickHouse) Usage(ctx context.Context, q UsageQuery) ([]UsageSum, error
 			o.Quantity.Add(o.Quantity, s.Quantity)
 			o.ByteSeconds.Add(o.ByteSeconds, s.ByteSeconds)
 			o.Events += s.Events
+			o.Servers += s.Servers
 			return true, nil
 		}
 		if q.MaxRows > 0 && len(out) >= q.MaxRows {
@@ -605,10 +616,11 @@ func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, 
 	bk := bucketOf(q.Bounds, q.Zone, r.ts, r.exact, r.unit, r.step, false)
 	dk := bucketOf(q.Days, q.Zone, r.ts, r.exact, r.unit, r.step, false)
 	g := groupCols(q.GroupBy)
+	// A server counts on a day when its pieces there sum to more than 0.
 	sql := "SELECT b" + g + ", count(), uniqExact(server), sum(ev) FROM (" +
 		"SELECT " + bk.expr + " AS b, " + dk.expr + " AS d" + g + ", server, sum(events) AS ev FROM " + r.table +
 		" PREWHERE tenant_id = ? WHERE kind = 'license' AND " + r.cond +
-		" GROUP BY b, d" + g + ", server) GROUP BY b" + g
+		" GROUP BY b, d" + g + ", server HAVING sum(pieces) > 0) GROUP BY b" + g
 	args := append(append(append(bk.args, dk.args...), q.Tenant), r.args...)
 	rows, err := c.queryTenant(ctx, sql, args...)
 	if err != nil {
@@ -624,10 +636,15 @@ func (c *ClickHouse) Licences(ctx context.Context, q UsageQuery) ([]LicenceSum, 
 		for i := range s.Group {
 			dest = append(dest, &s.Group[i])
 		}
-		dest = append(dest, &s.ServerDays, &s.Servers, &s.Events)
+		var events int64
+		dest = append(dest, &s.ServerDays, &s.Servers, &events)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read licences of tenant %s: %w", q.Tenant, err)
 		}
+		if events < 0 {
+			return nil, fmt.Errorf("read licences of tenant %s: %d events in a bucket: less than none", q.Tenant, events)
+		}
+		s.Events = uint64(events)
 		if s.Bucket = bk.index(b); s.Bucket < 0 {
 			return nil, fmt.Errorf("read licences of tenant %s: bucket %d outside the range", q.Tenant, b)
 		}
@@ -679,25 +696,30 @@ func (c *ClickHouse) Readings(ctx context.Context, p *Plan) (*Readings, error) {
 }
 
 // licenceDays counts the licensed servers of each day of p, inside and
-// outside Rackspace, into r: from license_daily (migration 0004) when the
+// outside Rackspace, into r: from license_daily (migrations 0004, 0007) when the
 // days are UTC days, else from the hourly pieces of the licence events.
 func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) error {
 	if p.days() == 0 {
 		return nil
 	}
 	from, to := p.Days[0], p.Days[len(p.Days)-1]
+	// A server is licensed on a day when its licence pieces there sum to
+	// more than 0 (a replaced event's row cancels its twin's), and outside
+	// Rackspace when those saying so do.
 	var dk bucketing
-	var src, ext, cond string
+	var src, pieces, cond string
 	var args []any
 	if daysAligned(p.Days) {
 		dk = bucketOf(p.Days, p.Period.Loc, "toUInt32(day) * 86400", "toUInt32(day)", 86400, 86400, false)
-		src, ext, cond = "license_daily", "external", "day >= toDate(?) AND day < toDate(?)"
+		src, pieces, cond = "license_daily", "sum(pieces), sumIf(pieces, external = 1)", "day >= toDate(?) AND day < toDate(?)"
 		args = []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
+		// The licence events that count: those not replaced.
 		dk = bucketOf(p.Days, p.Period.Loc, "toUInt32(piece)", "toUInt32(piece)", 1, 3600, false)
-		src, ext = "usage_events ARRAY JOIN h_start AS piece", "ifNull(external, toUInt8(0))"
+		src, pieces = "usage_events ARRAY JOIN h_start AS piece", "toInt64(count()), toInt64(countIf(ifNull(external, toUInt8(0)) = 1))"
 		cond = "kind = 'license' AND time >= toDateTime(?) AND time < toDateTime(?)" +
-			" AND piece >= toDateTime(?) AND piece < toDateTime(?)"
+			" AND piece >= toDateTime(?) AND piece < toDateTime(?)" +
+			" AND (tenant_id, kind, event_id, entry_id) NOT IN (SELECT tenant_id, kind, event_id, entry_id FROM usage_replaced WHERE kind = 'license')"
 		// An event overlapping the period started less than a day (its
 		// longest interval) before it.
 		earliest := from.Add(-25 * time.Hour)
@@ -709,16 +731,16 @@ func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) erro
 	// One row per day and server, counted here: an outer GROUP BY around
 	// it cost ClickHouse 18.16 a millisecond more per invoice.
 	type row struct {
-		d      uint32
-		server string
-		ext    uint8
+		d           uint32
+		server      string
+		pieces, ext int64
 	}
 	sh := &shape[row]{
-		sel: dk.expr + " AS d, server, max(" + ext + ")", args: dk.args, from: src, group: "d, server",
+		sel: dk.expr + " AS d, server, " + pieces, args: dk.args, from: src, group: "d, server",
 		scan: func(rows driver.Rows) (string, row, error) {
 			var tenant string
 			var x row
-			err := rows.Scan(&tenant, &x.d, &x.server, &x.ext)
+			err := rows.Scan(&tenant, &x.d, &x.server, &x.pieces, &x.ext)
 			return tenant, x, err
 		},
 	}
@@ -730,7 +752,9 @@ func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) erro
 		switch {
 		case i < 0:
 			return false, nil
-		case x.ext != 0:
+		case x.pieces <= 0:
+			// every licence event of the server that day was replaced
+		case x.ext > 0:
 			r.LicensedExternal[i]++
 		default:
 			r.Licensed[i]++
@@ -743,15 +767,19 @@ func (c *ClickHouse) licenceDays(ctx context.Context, p *Plan, r *Readings) erro
 	return nil
 }
 
-const eventColumns = "entry_id, kind, event_id, event_type, region, data_center, resource_id, server_id, server_name, " +
+const eventColumns = "entry_id, kind, event_id, reference_id, replaced_by, event_type, region, data_center, resource_id, server_id, server_name, " +
 	"ifNull(external, toUInt8(0)), start_time, start_time_ns, end_time, end_time_ns, event_time, event_time_ns, " +
 	"toUInt32(time), quantity, byte_seconds"
 
 // Events returns up to q.Limit events of q.Tenant filed in [q.From, q.To)
 // after q.After, in (time, kind, entry_id) order.
 func (c *ClickHouse) Events(ctx context.Context, q EventsQuery) ([]EventRow, error) {
-	sql := "SELECT " + eventColumns + " FROM usage_events WHERE tenant_id = ? AND time >= toDateTime(?) AND time < toDateTime(?)"
-	args := []any{q.Tenant, uint32(q.From.Unix()), uint32(q.To.Unix())}
+	// Each event with what replaced it, if anything: usage_replaced is
+	// small (corrections are few), and its rows of the tenant are read whole.
+	sql := "SELECT " + eventColumns + " FROM usage_events" +
+		" ANY LEFT JOIN (SELECT kind, event_id, entry_id, replaced_by FROM usage_replaced WHERE tenant_id = ?) AS r USING (kind, event_id, entry_id)" +
+		" WHERE tenant_id = ? AND time >= toDateTime(?) AND time < toDateTime(?)"
+	args := []any{q.Tenant, q.Tenant, uint32(q.From.Unix()), uint32(q.To.Unix())}
 	if len(q.Kinds) > 0 {
 		sql += " AND has(?, kind)"
 		args = append(args, q.Kinds)
@@ -774,7 +802,7 @@ func (c *ClickHouse) Events(ctx context.Context, q EventsQuery) ([]EventRow, err
 		var st, et, vt *time.Time
 		var sn, en, vn, ft uint32
 		var bs decimal.Decimal
-		if err := rows.Scan(&e.EntryID, &e.Kind, &e.EventID, &e.EventType, &e.Region, &e.DataCenter, &e.ResourceID,
+		if err := rows.Scan(&e.EntryID, &e.Kind, &e.EventID, &e.ReferenceID, &e.ReplacedBy, &e.EventType, &e.Region, &e.DataCenter, &e.ResourceID,
 			&e.ServerID, &e.ServerName, &ext, &st, &sn, &et, &en, &vt, &vn, &ft, &e.Quantity, &bs); err != nil {
 			return nil, fmt.Errorf("read events of tenant %s: %w", q.Tenant, err)
 		}
@@ -814,11 +842,11 @@ func (c *ClickHouse) TopTenants(ctx context.Context, q TopQuery) ([]TenantUsage,
 	switch q.Kind {
 	case "":
 		sql = "SELECT tenant_id, toDecimal128(sum(events), 0), sum(events) FROM " + table + " WHERE " + cond +
-			" GROUP BY tenant_id ORDER BY sum(events) DESC, tenant_id LIMIT ?"
+			" GROUP BY tenant_id HAVING sum(pieces) > 0 ORDER BY sum(events) DESC, tenant_id LIMIT ?"
 		args = append(condArgs, q.Limit)
 	case string(model.KindLicense):
 		sql = "SELECT tenant_id, toDecimal128(count(), 0), sum(ev) FROM (SELECT tenant_id, " + day + " AS d, server, sum(events) AS ev FROM " + table +
-			" WHERE kind = 'license' AND " + cond + " GROUP BY tenant_id, d, server) GROUP BY tenant_id ORDER BY count() DESC, tenant_id LIMIT ?"
+			" WHERE kind = 'license' AND " + cond + " GROUP BY tenant_id, d, server HAVING sum(pieces) > 0) GROUP BY tenant_id ORDER BY count() DESC, tenant_id LIMIT ?"
 		args = append(condArgs, q.Limit)
 	default:
 		col := "quantity"
@@ -826,7 +854,7 @@ func (c *ClickHouse) TopTenants(ctx context.Context, q TopQuery) ([]TenantUsage,
 			col = "byte_seconds"
 		}
 		sql = "SELECT tenant_id, toDecimal128(sum(" + col + "), 0), sum(events) FROM " + table + " WHERE kind = ? AND " + cond +
-			" GROUP BY tenant_id ORDER BY sum(" + col + ") DESC, tenant_id LIMIT ?"
+			" GROUP BY tenant_id HAVING sum(pieces) > 0 ORDER BY sum(" + col + ") DESC, tenant_id LIMIT ?"
 		args = append(append([]any{q.Kind}, condArgs...), q.Limit)
 	}
 	rows, err := c.conn.Query(ctx, sql, args...)
@@ -838,9 +866,14 @@ func (c *ClickHouse) TopTenants(ctx context.Context, q TopQuery) ([]TenantUsage,
 	for rows.Next() {
 		var u TenantUsage
 		var v decimal.Decimal
-		if err := rows.Scan(&u.Tenant, &v, &u.Events); err != nil {
+		var events int64
+		if err := rows.Scan(&u.Tenant, &v, &events); err != nil {
 			return nil, fmt.Errorf("rank tenants: %w", err)
 		}
+		if events < 0 {
+			return nil, fmt.Errorf("rank tenants: tenant %s has %d events: less than none", u.Tenant, events)
+		}
+		u.Events = uint64(events)
 		if u.Value, err = decimalInt(v); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,8 @@ package schemas
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -110,6 +112,9 @@ type Migrator struct {
 	// OnRenameAway, when set, runs right after a REBUILD renamed its table
 	// away (tests hold the window open there, or cancel).
 	OnRenameAway func()
+	// Extra are migrations after the embedded ones, numbered above them
+	// (tests rebuild a table of the current schema under a running sink).
+	Extra []Migration
 }
 
 // Apply is Apply with m's settings.
@@ -124,6 +129,14 @@ func (m Migrator) Apply(ctx context.Context, conn driver.Conn) ([]Applied, error
 	all, err := Migrations()
 	if err != nil {
 		return nil, err
+	}
+	for _, x := range m.Extra {
+		if x.Version <= all[len(all)-1].Version {
+			return nil, fmt.Errorf("extra migration %s: number %d is not above the embedded ones", x.Name, x.Version)
+		}
+		sum := sha256.Sum256([]byte(x.SQL))
+		x.Checksum = hex.EncodeToString(sum[:])
+		all = append(all, x)
 	}
 	var ms []Migration
 	for _, m := range all {
@@ -191,6 +204,26 @@ func (m Migrator) run(ctx context.Context, conn driver.Conn, s string, last time
 			return fmt.Errorf("rebuild %s: %w", table, err)
 		}
 		return nil
+	}
+	switch {
+	case strings.HasPrefix(s, guardPrefix):
+		t, err := guardTable(s, guardPrefix)
+		if err != nil {
+			return err
+		}
+		return guard(ctx, conn, t)
+	case strings.HasPrefix(s, unguardPrefix):
+		t, err := guardTable(s, unguardPrefix)
+		if err != nil {
+			return err
+		}
+		return unguard(ctx, conn, t)
+	}
+	if t, c, ok := addedColumn(s); ok {
+		has, err := hasColumn(ctx, conn, t, c)
+		if err != nil || has {
+			return err
+		}
 	}
 	if strings.HasPrefix(s, "INSERT INTO ") && !last.IsZero() {
 		// A backfill after a new view: an INSERT that began before the view

@@ -14,8 +14,11 @@ import (
 )
 
 var (
-	createFacts = regexp.MustCompile(`^CREATE TABLE IF NOT EXISTS (\w+) \(`)
-	insertInto  = regexp.MustCompile(`^INSERT INTO (\w+) `)
+	createFacts  = regexp.MustCompile(`^CREATE TABLE IF NOT EXISTS (\w+) \(`)
+	insertInto   = regexp.MustCompile(`^INSERT INTO (\w+) `)
+	dropIfExists = regexp.MustCompile(`^DROP TABLE IF EXISTS (\w+)$`)
+	createAny    = regexp.MustCompile(`^CREATE (?:TABLE|VIEW|MATERIALIZED VIEW) (?:IF NOT EXISTS )?(\w+)`)
+	alterColumn  = regexp.MustCompile(`^ALTER TABLE \w+ (ADD|MODIFY) COLUMN \w+ `)
 )
 
 func TestMigrationsParse(t *testing.T) {
@@ -36,32 +39,71 @@ func TestMigrationsParse(t *testing.T) {
 		}
 		// A migration that fails half way is run again from its first
 		// statement, so each statement must be safe to repeat: a CREATE …
-		// IF NOT EXISTS, or an INSERT into a table of facts (a
+		// IF NOT EXISTS; a CREATE after a DROP … IF EXISTS of the same name;
+		// an ALTER that adds a column (the migrator skips it when the column
+		// is there) or changes one; an INSERT into a table of facts (a
 		// ReplacingMergeTree whose key is the whole row, created in the same
-		// migration), where a row written twice means what it meant once.
+		// migration), where a row written twice means what it meant once,
+		// or, between GUARD and UNGUARD, into a table the guarded statements
+		// drop and create again before it, so a run again starts it empty.
 		facts := map[string]bool{}
 		for _, s := range stmts {
 			if c := createFacts.FindStringSubmatch(s); c != nil && strings.Contains(s, "ENGINE = ReplacingMergeTree\n") {
 				facts[c[1]] = true
 			}
 		}
+		dropped := map[string]bool{} // by a DROP … IF EXISTS before
+		remade := map[string]bool{}  // dropped and created again inside the guard
+		guarded := ""
 		for _, s := range stmts {
-			if strings.HasPrefix(s, "REBUILD TABLE ") {
+			switch {
+			case strings.HasPrefix(s, "REBUILD TABLE "):
 				// Leaves a table rebuilt already alone, finishes a stopped run.
 				if _, _, err := schemas.ParseRebuild(s); err != nil {
 					t.Errorf("migration %s: %v", m.Name, err)
 				}
 				continue
+			case strings.HasPrefix(s, "GUARD TABLE "):
+				if guarded != "" {
+					t.Errorf("migration %s: GUARD inside the guard of %s", m.Name, guarded)
+				}
+				guarded = strings.TrimPrefix(s, "GUARD TABLE ")
+				continue
+			case strings.HasPrefix(s, "UNGUARD TABLE "):
+				if table := strings.TrimPrefix(s, "UNGUARD TABLE "); table != guarded {
+					t.Errorf("migration %s: UNGUARD of %s, guarded %q", m.Name, table, guarded)
+				}
+				guarded, remade = "", map[string]bool{}
+				continue
+			}
+			if d := dropIfExists.FindStringSubmatch(s); d != nil {
+				dropped[d[1]] = true
+				continue
+			}
+			if c := createAny.FindStringSubmatch(s); c != nil && !strings.Contains(s, "IF NOT EXISTS") {
+				if !dropped[c[1]] {
+					t.Errorf("migration %s: CREATE of %s without IF NOT EXISTS and without a DROP … IF EXISTS of it before", m.Name, c[1])
+				}
+				if guarded != "" {
+					remade[c[1]] = true
+				}
+				continue
 			}
 			if ins := insertInto.FindStringSubmatch(s); ins != nil {
-				if !facts[ins[1]] {
-					t.Errorf("migration %s: INSERT into %s, which is not a table of facts created in it: %.80s", m.Name, ins[1], s)
+				if !facts[ins[1]] && !remade[ins[1]] {
+					t.Errorf("migration %s: INSERT into %s, which is neither a table of facts created in it nor one made again under the guard: %.80s", m.Name, ins[1], s)
 				}
+				continue
+			}
+			if alterColumn.MatchString(s) {
 				continue
 			}
 			if !strings.Contains(s, "IF NOT EXISTS") {
 				t.Errorf("migration %s: statement is not idempotent (no IF NOT EXISTS): %.80s", m.Name, s)
 			}
+		}
+		if guarded != "" {
+			t.Errorf("migration %s: GUARD of %s without UNGUARD", m.Name, guarded)
 		}
 	}
 }

@@ -5,9 +5,17 @@
 //
 // # Tables
 //
-//   - usage_events: one row per distinct usage event, dedupe key
-//     (tenant_id, entry_id, kind), with the Kafka partition and offset it came
-//     from and its split into hourly and daily pieces.
+//   - usage_events: one row per distinct usage event, identity (tenant_id,
+//     event_id, kind) (0007; before it the atom id stood for the event id),
+//     with its referenceId, the Kafka partition and offset it came from and
+//     its split into hourly and daily pieces.
+//   - usage_ids (0007): usage_events by event id, and by the id each
+//     correction names: how the sink finds an identity and a correction tree.
+//   - usage_replaced (0007): a copy of each usage_events row that no longer
+//     counts (a correction replaced it); its views take the row's pieces
+//     back out of the rollups and licence facts.
+//   - usage_copies (0007): copies of a counted identity that were not counted
+//     (republishes under another atom id, and conflicts).
 //   - other_events: system events and kind other, kept and never billed.
 //   - rejects: dead letters of ingest and the sink, with raw bytes and reason.
 //   - sink_progress: per Kafka partition and life of its topic (the topic's
@@ -15,17 +23,21 @@
 //   - usage_hourly, usage_daily: SummingMergeTree rollups per tenant, kind,
 //     region, data center, resource and server, written by materialized views
 //     on usage_events.
-//   - license_daily (0004): which servers were licensed per
-//     tenant and bucket, inside or outside Rackspace, as facts (a row written
-//     twice means what it meant once), for invoices' licence lines.
+//   - license_daily (0004, counted since 0007): which servers were licensed
+//     per tenant and day, inside or outside Rackspace, for invoices' licence
+//     lines: a server is licensed on a day when its rows sum to more than 0.
 //   - v_*: views for analysts, every column commented.
 //
 // # Why the rollups are exact
 //
-// Claim: for every bucket, a rollup holds the sum over the distinct events
-// (distinct by dedupe key, the first one the sink saw) of their pieces in that
-// bucket, whatever restarts, replays, duplicates, rebalances or ClickHouse
-// outages happen. The argument:
+// Claim: for every bucket, a rollup holds the sum over the events that
+// count of their pieces in that bucket, whatever restarts, replays,
+// duplicates, rebalances or ClickHouse outages happen. The events that count
+// are the distinct usage events (distinct by identity, the first copy the
+// sink saw in Kafka order), less those a correction replaces: in each tree of
+// events linked by referenceId (per tenant and kind), the one reached from
+// its root through the latest published child (sink/identity.go). The
+// argument, first for distinct events (an event is in usage_events once):
 //
 //  1. Rows reach usage_hourly and usage_daily only through the materialized
 //     views on usage_events, which run inside the INSERT into usage_events; the
@@ -64,11 +76,52 @@
 //     rebalance, reset) finds its key in step 2 and adds nothing.
 //
 // Hence every distinct key is inserted exactly once, and by (1) counted once.
-// The licence rollups need less: they hold facts (server S licensed in bucket
-// B, external or not), read by existence, so they are right even where a fact
-// arrives twice (the backfill of 0004 and its views may both write one).
 // The pieces of an event add up to its quantity and byte-seconds exactly
 // (model.Split), so any sum of buckets equals the sum of its events.
+//
+// # Why corrections are exact
+//
+// Claim: after each flush, every correction tree the flush touched has its
+// counted event, and only that one, in usage_events and not in
+// usage_replaced; the rollups and license_daily hold, for each row of
+// usage_events, its pieces once, less once more for each copy of it in
+// usage_replaced. The argument:
+//
+//  5. usage_replaced is written only by the sink, through its views, which
+//     write each row's pieces negated in the same INSERT (as 1). The sink
+//     copies a row there only when usage_replaced does not hold it (looked
+//     up in the same attempt, by the partition's only writer, after any
+//     INSERT of unknown outcome was settled: as 2 and 3), so a row is taken
+//     out at most once, and a row's pieces in a rollup are its own once
+//     less once if it was replaced: 1 or 0.
+//  6. Which event of a tree counts depends only on the tree's events and
+//     their published times, never on the order they came in. A new event
+//     can change that only for the tree it joins, and the flush that
+//     carries it loads that tree whole (usage_ids, by id and by the id a
+//     correction names: parents up to the root, children down) and copies
+//     into usage_replaced every row of the tree that counts but should not.
+//     Once an event stops counting it never counts again (a tree only
+//     grows: a node with a child never loses it, and a child that lost to
+//     a later published sibling still loses), so a row never needs to be
+//     put back.
+//  7. The inserts go new events first, then the copies into usage_replaced,
+//     then progress, then the offset commit (4). A crash between them
+//     leaves rows counted that should not be, until the batch is read
+//     again (its offsets were not committed) and planned again from what
+//     ClickHouse holds: its events are found, their trees loaded again, and
+//     what still counts wrongly is copied then. The other order could have
+//     left an original taken out and its correction never inserted.
+//  8. A copy of an identity that counts already (a republish, a replay) is
+//     dropped; one that says something else is a conflict, dropped too (and
+//     rejected): neither enters a tree, so neither changes what counts.
+//
+// What this assumes beyond (1)-(4): a feed is read in publication order,
+// so that the first copy of an identity the sink sees is its first
+// published one (its published time ranks it among its siblings). Rows
+// written before 0007 keep what they were: two copies of one event under
+// two atom ids then both count, until a correction replaces the event.
+// license_daily counts pieces like the rollups; 0007 counted it anew from
+// usage_events while no insert could run (GUARD).
 //
 // What the argument assumes: ClickHouse keeps what it acknowledged (a server
 // killed between writing usage_events and the views of one INSERT could

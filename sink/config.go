@@ -63,9 +63,11 @@ type Config struct {
 	KafkaOptions []kgo.Opt
 
 	// Hook, when set, is called at the named points of every flush:
-	// "before-insert", "after-insert" (rows and progress are in ClickHouse,
-	// offsets not yet committed) and "after-commit". Tests use it to kill the
-	// process at those points.
+	// "before-insert", "before-replace" (new events are in usage_events, the
+	// rows corrections replace not yet in usage_replaced; only in flushes
+	// that replace some), "after-insert" (rows and progress are in
+	// ClickHouse, offsets not yet committed) and "after-commit". Tests use it
+	// to kill the process at those points.
 	Hook func(point string)
 }
 

@@ -91,10 +91,11 @@ func (c *child) wait(t *testing.T, within time.Duration) error {
 }
 
 // TestSinkKilled kills a sink process with SIGKILL before the insert,
-// between the insert and the offset commit, and after the commit; a new
-// sink process then finishes, and the rollups are exact.
+// between the insert of new events and that of the rows corrections
+// replace, between the inserts and the offset commit, and after the
+// commit; a new sink process then finishes, and the rollups are exact.
 func TestSinkKilled(t *testing.T) {
-	for i, point := range []string{"before-insert", "after-insert", "after-commit"} {
+	for i, point := range []string{"before-insert", "before-replace", "after-insert", "after-commit"} {
 		t.Run(point, func(t *testing.T) {
 			db := chtest.NewDB(t, false)
 			c := newCluster(t)
@@ -110,7 +111,7 @@ func TestSinkKilled(t *testing.T) {
 				t.Fatalf("first sink: %v, want killed by SIGKILL\n%s", err, first.out.String())
 			}
 			produce(t, brokers, w.records[half:])
-			produce(t, brokers, w.records[:half/2]) // and a partial replay
+			produce(t, brokers, w.again(w.records[:half/2])) // and a partial replay
 
 			second := startChild(t, brokers, db.Addr, db.Name, "", 0)
 			waitDrained(t, db.Conn, brokers, 2*time.Minute)
@@ -154,7 +155,7 @@ func TestSinkClickHouseOutage(t *testing.T) {
 	defer conn2.Close()
 	waitDrained(t, conn2, brokers, 2*time.Minute)
 	waitFor(t, 10*time.Second, "healthz to recover", func() bool { return healthz(h.URL) == http.StatusOK })
-	produce(t, brokers, w.records[:third]) // a replay after the outage
+	produce(t, brokers, w.again(w.records[:third])) // a replay after the outage
 	waitDrained(t, conn2, brokers, time.Minute)
 	stop()
 	verify(t, conn2, w)
@@ -186,7 +187,7 @@ func TestSinkRebalance(t *testing.T) {
 	})
 	stopA()
 	produce(t, brokers, w.records[2*n/3:])
-	produce(t, brokers, w.records[:n/2]) // replay
+	produce(t, brokers, w.again(w.records[:n/2])) // replay
 	waitDrained(t, db.Conn, brokers, 2*time.Minute)
 	stopB()
 	verify(t, db.Conn, w)
@@ -256,7 +257,7 @@ func TestFinalFlushHoldsPartitions(t *testing.T) {
 	if err := <-doneA; err != nil {
 		t.Fatal(err)
 	}
-	produce(t, brokers, w.records[:len(w.records)/2]) // and a replay for B
+	produce(t, brokers, w.again(w.records[:len(w.records)/2])) // and a replay for B
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stopB()
 	if bEarly != 0 {

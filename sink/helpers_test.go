@@ -100,9 +100,12 @@ func runSink(t testing.TB, cfg Config) (s *Sink, stop func()) {
 // workload is what a test produces and what it expects to find.
 type workload struct {
 	records []*kgo.Record // in produce order
-	events  []model.Event // the first occurrence of every distinct valid event, in order
+	events  []model.Event // the first copy of every distinct valid usage event (by identity), in order
 	rejects int           // records that must become rejects (sink and ingest)
 	other   int           // distinct kind other events
+	// conflicts are the values of records that copy a counted event id
+	// with other content: each such record is a reject.
+	conflicts map[string]bool
 }
 
 // genWorkload makes n usage records for a few tenants: bandwidth, storage
@@ -111,8 +114,11 @@ type workload struct {
 // dead letters.
 func genWorkload(seed uint64, n int) *workload {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	w := &workload{}
+	w := &workload{conflicts: map[string]bool{}}
 	seen := map[model.DedupeKey]bool{}
+	ids := map[model.Identity]bool{}
+	byGroup := map[string][]model.Event{} // usage events sent, by tenant and kind
+	var usageSent []model.Event
 	base := time.Date(2026, 9, 28, 0, 0, 0, 0, time.UTC)
 	var sent [][]byte // values already produced, for duplicates
 	var sentKeys []string
@@ -142,13 +148,32 @@ func genWorkload(seed uint64, n int) *workload {
 			w.records = append(w.records, &kgo.Record{Topic: model.TopicDeadLetter, Key: []byte(tenant), Value: v})
 			w.rejects++
 			continue
+		case x < 13 && len(usageSent) > 0: // a republish: an event sent before, under a new atom id
+			e := usageSent[r.IntN(len(usageSent))]
+			e.EntryID = fmt.Sprintf("urn:uuid:%08x-0001-4000-8000-%012x", r.Uint32(), i)
+			e.Published = base.Add(time.Duration(i) * time.Second)
+			add(e.TenantID, e.AppendJSON(nil), string(e.Kind), e.EntryID)
+			continue
+		case x < 14 && len(usageSent) > 0: // a conflict: an event id sent before, saying other
+			e := usageSent[r.IntN(len(usageSent))]
+			e.EntryID = fmt.Sprintf("urn:uuid:%08x-0002-4000-8000-%012x", r.Uint32(), i)
+			e.Published = base.Add(time.Duration(i) * time.Second)
+			if e.Kind == model.KindLicense {
+				e.ServerID += "x"
+			} else {
+				e.Quantity ^= 1 + r.Uint64N(1000)
+			}
+			v := e.AppendJSON(nil)
+			w.conflicts[string(v)] = true
+			add(e.TenantID, v, string(e.Kind), e.EntryID)
+			continue
 		}
 		e := model.Event{
-			TenantID: tenant, EntryID: fmt.Sprintf("urn:uuid:%08x-0000-4000-8000-%012x", r.Uint32(), i), EventID: fmt.Sprintf("ev-%d", i),
+			TenantID: tenant, EntryID: fmt.Sprintf("urn:uuid:%08x-0000-4000-8000-%012x", r.Uint32(), i), EventID: fmt.Sprintf("ev-%d-%d", seed, i),
 			Kind: kinds[r.IntN(len(kinds))], ProductVersion: "1", EventType: model.TypeUsage, EventVersion: "1",
 			Region: []string{"DFW", "ORD", "IAD"}[r.IntN(3)], DataCenter: "DC" + strconv.Itoa(r.IntN(2)), Environment: "PROD",
 			ResourceID: "agent-" + strconv.Itoa(r.IntN(4)), ResourceType: "AGENT", ServerID: strconv.Itoa(r.IntN(5)),
-			Updated: base, Published: base,
+			Updated: base.Add(time.Duration(i) * time.Second), Published: base.Add(time.Duration(i) * time.Second),
 		}
 		e.ProductNamespace = model.NSCloudBackup + string(e.Kind)
 		start := base.Add(time.Duration(r.Int64N(int64(3*24*time.Hour))) / time.Second * time.Second)
@@ -183,6 +208,12 @@ func genWorkload(seed uint64, n int) *workload {
 		switch y := r.IntN(100); {
 		case y < 3: // other event
 			e.Kind, e.EventType, e.Quantity, e.ProductNamespace = model.KindOther, "INFO", 0, ""
+		case y >= 90: // a correction of an earlier event of its tenant and kind, or of one never sent
+			if g := byGroup[e.TenantID+"|"+string(e.Kind)]; len(g) > 0 && y < 98 {
+				e.ReferenceID = g[r.IntN(len(g))].EventID
+			} else {
+				e.ReferenceID = fmt.Sprintf("ev-%d-missing-%d", seed, r.IntN(3))
+			}
 		case y < 5: // invalid: interval backwards
 			if e.EventType == model.TypeUsage {
 				e.StartTime, e.EndTime = e.EndTime, e.StartTime
@@ -196,35 +227,114 @@ func genWorkload(seed uint64, n int) *workload {
 		}
 		v := e.AppendJSON(nil)
 		add(tenant, v, string(e.Kind), e.EntryID)
-		if !seen[e.Key()] {
-			seen[e.Key()] = true
-			if e.Kind == model.KindOther {
+		switch {
+		case e.Kind == model.KindOther:
+			if !seen[e.Key()] {
+				seen[e.Key()] = true
 				w.other++
-			} else {
-				w.events = append(w.events, e)
 			}
+		case !ids[e.Identity()]:
+			ids[e.Identity()] = true
+			w.events = append(w.events, e)
+			usageSent = append(usageSent, e)
+			k := e.TenantID + "|" + string(e.Kind)
+			byGroup[k] = append(byGroup[k], e)
 		}
 	}
-	w.rejects = rejectsOf(w.records)
+	w.rejects = w.rejectsOf(w.records)
 	return w
 }
 
-// rejectsOf counts the rejects recs make: one per fingerprint (the same bad
-// bytes are one reject).
-func rejectsOf(recs []*kgo.Record) int {
-	fps := map[string]bool{}
+// counted returns the events of w that count: of each correction tree (per
+// tenant and kind), the one reached from its root through the latest
+// published child (the rule of sink/identity.go, computed here on its own).
+func (w *workload) counted() []model.Event {
+	groups := map[string][]model.Event{}
+	var order []string
+	for _, e := range w.events {
+		k := e.TenantID + "|" + string(e.Kind)
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], e)
+	}
+	var out []model.Event
+	for _, k := range order {
+		in := countedOf(groups[k])
+		for _, e := range groups[k] {
+			if in[e.EventID] {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// countedOf returns the ids that count among evs, events of one tenant and
+// kind with distinct ids.
+func countedOf(evs []model.Event) map[string]bool {
+	byID := map[string]model.Event{}
+	kids := map[string][]model.Event{}
+	for _, e := range evs {
+		byID[e.EventID] = e
+		if e.ReferenceID != "" {
+			kids[e.ReferenceID] = append(kids[e.ReferenceID], e)
+		}
+	}
+	out := map[string]bool{}
+	var down func(id string)
+	down = func(id string) {
+		ks := kids[id]
+		if len(ks) == 0 {
+			out[id] = true
+			return
+		}
+		best := ks[0]
+		for _, k := range ks[1:] {
+			bp, kp := best.Published.Truncate(time.Second), k.Published.Truncate(time.Second)
+			if kp.After(bp) || kp.Equal(bp) && k.EventID > best.EventID {
+				best = k
+			}
+		}
+		down(best.EventID)
+	}
+	for _, e := range evs {
+		if e.ReferenceID == "" {
+			down(e.EventID)
+		} else if _, ok := byID[e.ReferenceID]; !ok {
+			down(e.ReferenceID)
+		}
+	}
+	return out
+}
+
+// rejectsOf counts the rejects recs make once produced: one per bad
+// record (the same bad bytes produced twice are two records, two rejects),
+// conflicting copies of an event id included.
+func (w *workload) rejectsOf(recs []*kgo.Record) int {
+	n := 0
 	for _, rec := range recs {
+		if w.conflicts[string(rec.Value)] {
+			n++
+			continue
+		}
 		var d decoded
 		if rec.Topic == model.TopicDeadLetter {
 			d.decodeDeadLetter(rec, time.Now())
 		} else {
 			d.decodeUsage(rec, time.Now())
 		}
-		for _, r := range d.rejects {
-			fps[r.fp] = true
-		}
+		n += len(d.rejects)
 	}
-	return len(fps)
+	return n
+}
+
+// again returns recs, to be produced once more (an upstream or ingest
+// publishing them again): their usage events change nothing, their bad
+// records are more rejects.
+func (w *workload) again(recs []*kgo.Record) []*kgo.Record {
+	w.rejects += w.rejectsOf(recs)
+	return recs
 }
 
 // produce sends recs keyed by tenant (partitioned by key hash, as ingest
@@ -413,7 +523,7 @@ func expect(events []model.Event) *expected {
 // verify compares every rollup and table of db with w.
 func verify(t testing.TB, conn driver.Conn, w *workload) {
 	t.Helper()
-	x := expect(w.events)
+	x := expect(w.counted())
 	q := func(query string) map[string]string {
 		out := map[string]string{}
 		rows, err := conn.Query(context.Background(), query)
@@ -444,25 +554,32 @@ func verify(t testing.TB, conn driver.Conn, w *workload) {
 	for k, v := range x.total {
 		wantTotal[k] = v[0].String() + " " + v[1].String() + " " + v[2].String()
 	}
+	// A bucket (or a tenant's kind) whose events were all replaced sums to
+	// nothing: it is not there.
 	const tot = " sum(quantity), sum(byte_seconds), sum(events)"
-	chtest.CompareRows(t, "hourly totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_hourly GROUP BY tenant_id, kind"), wantTotal)
-	chtest.CompareRows(t, "daily totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_daily GROUP BY tenant_id, kind"), wantTotal)
-	chtest.CompareRows(t, "event totals", q("SELECT tenant_id || '|' || kind, sum(toDecimal128(quantity, 0)), sum(byte_seconds), count() FROM usage_events GROUP BY tenant_id, kind"), wantTotal)
+	chtest.CompareRows(t, "hourly totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_hourly GROUP BY tenant_id, kind HAVING sum(pieces) != 0"), wantTotal)
+	chtest.CompareRows(t, "daily totals", q("SELECT tenant_id || '|' || kind,"+tot+" FROM usage_daily GROUP BY tenant_id, kind HAVING sum(pieces) != 0"), wantTotal)
+	chtest.CompareRows(t, "event totals", q("SELECT tenant_id || '|' || kind, sum(q), sum(bs), sum(n) FROM ("+
+		"SELECT tenant_id, kind, toDecimal128(quantity, 0) AS q, byte_seconds AS bs, toInt64(1) AS n FROM usage_events"+
+		" UNION ALL SELECT tenant_id, kind, -toDecimal128(quantity, 0), -byte_seconds, toInt64(-1) FROM usage_replaced)"+
+		" GROUP BY tenant_id, kind HAVING sum(n) != 0"), wantTotal)
 	wantH := map[string]string{}
 	for k, v := range x.hourly {
 		wantH[k] = v[0].String() + " " + v[1].String()
 	}
-	chtest.CompareRows(t, "hours", q("SELECT tenant_id || '|' || kind || '|' || toString(toUnixTimestamp(hour)), sum(quantity), sum(byte_seconds) FROM usage_hourly GROUP BY tenant_id, kind, hour"), wantH)
+	chtest.CompareRows(t, "hours", q("SELECT tenant_id || '|' || kind || '|' || toString(toUnixTimestamp(hour)), sum(quantity), sum(byte_seconds) FROM usage_hourly GROUP BY tenant_id, kind, hour HAVING sum(pieces) != 0"), wantH)
 	wantD := map[string]string{}
 	for k, v := range x.daily {
 		wantD[k] = v[0].String() + " " + v[1].String()
 	}
-	chtest.CompareRows(t, "days", q("SELECT tenant_id || '|' || kind || '|' || toString(day), sum(quantity), sum(byte_seconds) FROM usage_daily GROUP BY tenant_id, kind, day"), wantD)
+	chtest.CompareRows(t, "days", q("SELECT tenant_id || '|' || kind || '|' || toString(day), sum(quantity), sum(byte_seconds) FROM usage_daily GROUP BY tenant_id, kind, day HAVING sum(pieces) != 0"), wantD)
 	wantL := map[string]string{}
 	for k, v := range x.lic {
 		wantL[k] = strconv.Itoa(v)
 	}
 	chtest.CompareRows(t, "licensed servers", q("SELECT tenant_id || '|' || toString(day), toString(licensed_servers) FROM v_tenant_daily WHERE licensed_servers > 0"), wantL)
+	chtest.CompareRows(t, "licence facts", q("SELECT tenant_id || '|' || toString(day), toString(count()) FROM ("+
+		"SELECT tenant_id, day, server FROM license_daily GROUP BY tenant_id, day, server HAVING sum(pieces) > 0) GROUP BY tenant_id, day"), wantL)
 	chtest.CompareRows(t, "counts", q(`SELECT 'usage', toString(count()) FROM usage_events UNION ALL SELECT 'distinct', toString(uniqExact(tenant_id, entry_id, kind)) FROM usage_events
 		UNION ALL SELECT 'other', toString(uniqExact(tenant_id, entry_id, kind)) FROM other_events UNION ALL SELECT 'other rows', toString(count()) FROM other_events
 		UNION ALL SELECT 'rejects', toString(count()) FROM rejects`),

@@ -10,25 +10,29 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/go-faster/city"
+
+	"github.com/feedmeter/feedmeter/model"
 )
 
-// keyCache remembers, per tenant, a fingerprint of every usage_events key
-// of that tenant, so that a batch's dedupe lookup asks ClickHouse only
-// about the keys whose fingerprint is known. Without it every lookup read
-// the key columns of all the batch's tenants: a batch naming most of 2,000
-// tenants took 17 s (32 s of ClickHouse CPU) on 106 million events.
+// keyCache remembers, per tenant, a fingerprint of every event id of that
+// tenant in usage_ids (with its kind), and of every id that one of its
+// events corrects, so that a batch asks ClickHouse only about the ids whose
+// fingerprint is known: an event id absent from the first set is not in
+// usage_events, and one absent from the second has no correction there.
+// Without it every lookup read the key columns of all the batch's tenants:
+// a batch naming most of 2,000 tenants took 17 s (32 s of ClickHouse CPU)
+// on 106 million events.
 //
-// A fingerprint is ClickHouse's cityHash64 of kind, NUL, entry_id (the
-// tenant is the map key), so a tenant's set loads with one query. A key
-// whose fingerprint is absent is not in usage_events; a key whose
-// fingerprint is present may be (or share the fingerprint) and is looked up
-// exactly.
+// A fingerprint is ClickHouse's cityHash64 of kind, NUL, id (the tenant is
+// the map key), so a tenant's sets load with one query. An id whose
+// fingerprint is present may be there (or share the fingerprint) and is
+// looked up exactly.
 //
 // The sets are complete, which is what makes "absent" true, because:
-//   - a tenant's set is loaded from usage_events by the writer goroutine,
+//   - a tenant's sets are loaded from usage_ids by the writer goroutine,
 //     which then inserts that batch; no insert of this sink runs meanwhile;
 //   - after an acknowledged insert the rows' fingerprints are added;
-//   - a tenant's keys are written only by the owner of its Kafka partition
+//   - a tenant's events are written only by the owner of its Kafka partition
 //     (the argument in package schemas), and the cache is emptied when
 //     partitions are revoked or lost, so sets never outlive an ownership
 //     (a sink that stops holds its partitions until its last flush is over);
@@ -48,25 +52,29 @@ type keyCache struct {
 	tick    uint64 // lookups so far; for least recently used
 }
 
+// tenantKeys are one tenant's sets.
 type tenantKeys struct {
-	fps  map[uint64]struct{}
+	ids  map[uint64]struct{} // its event ids (usage_ids role 0)
+	refs map[uint64]struct{} // the ids its corrections name (role 1)
 	used uint64
 }
+
+func (tk *tenantKeys) len() int { return len(tk.ids) + len(tk.refs) }
 
 func newKeyCache(max int) *keyCache {
 	return &keyCache{max: max, tenants: map[string]*tenantKeys{}}
 }
 
-// fingerprint64 is cityHash64(concat(kind, '\0', entry_id)) as ClickHouse
+// idFingerprint is cityHash64(concat(kind, '\0', id)) as ClickHouse
 // computes it.
-func fingerprint64(k key) uint64 {
+func idFingerprint(kind model.Kind, id string) uint64 {
 	var buf [128]byte
-	b := append(append(append(buf[:0], k.Kind...), 0), k.EntryID...)
+	b := append(append(append(buf[:0], kind...), 0), id...)
 	return city.CH64(b)
 }
 
-// fingerprintSQL is fingerprint64 in ClickHouse.
-const fingerprintSQL = "cityHash64(concat(kind, '\\0', entry_id))"
+// fingerprintSQL is idFingerprint in ClickHouse, over usage_ids.
+const fingerprintSQL = "cityHash64(concat(kind, '\\0', id))"
 
 // clear forgets every tenant.
 func (c *keyCache) clear() {
@@ -77,18 +85,18 @@ func (c *keyCache) clear() {
 
 // sets returns the sets of the tenants it holds and the tenants it does not,
 // the latter in order: a load query then asks for neighbouring tenants, whose
-// rows lie together in usage_events (ORDER BY tenant_id first), and reads
+// rows lie together in usage_ids (ORDER BY tenant_id first), and reads
 // only their part of the table where small tenants share granules.
-func (c *keyCache) sets(tenants map[string]bool) (map[string]map[uint64]struct{}, []string) {
+func (c *keyCache) sets(tenants map[string]bool) (map[string]*tenantKeys, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.tick++
-	have := make(map[string]map[uint64]struct{}, len(tenants))
+	have := make(map[string]*tenantKeys, len(tenants))
 	var missing []string
 	for t := range tenants {
 		if tk := c.tenants[t]; tk != nil {
 			tk.used = c.tick
-			have[t] = tk.fps
+			have[t] = tk
 		} else {
 			missing = append(missing, t)
 		}
@@ -108,15 +116,16 @@ func (c *keyCache) len() int {
 }
 
 // put stores loaded sets, then trims the cache.
-func (c *keyCache) put(loaded map[string]map[uint64]struct{}) {
+func (c *keyCache) put(loaded map[string]*tenantKeys) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for t, fps := range loaded {
+	for t, tk := range loaded {
 		if old := c.tenants[t]; old != nil {
-			c.size -= len(old.fps)
+			c.size -= old.len()
 		}
-		c.tenants[t] = &tenantKeys{fps: fps, used: c.tick}
-		c.size += len(fps)
+		tk.used = c.tick
+		c.tenants[t] = tk
+		c.size += tk.len()
 	}
 	c.trim()
 }
@@ -128,9 +137,12 @@ func (c *keyCache) add(rows []eventRow) {
 	defer c.mu.Unlock()
 	for i := range rows {
 		if tk := c.tenants[rows[i].ev.TenantID]; tk != nil {
-			n := len(tk.fps)
-			tk.fps[rows[i].fp] = struct{}{}
-			c.size += len(tk.fps) - n
+			n := tk.len()
+			tk.ids[rows[i].idFP] = struct{}{}
+			if rows[i].ev.ReferenceID != "" {
+				tk.refs[rows[i].refFP] = struct{}{}
+			}
+			c.size += tk.len() - n
 		}
 	}
 	c.trim()
@@ -158,7 +170,7 @@ func (c *keyCache) trim() {
 		if c.size <= c.max {
 			break
 		}
-		c.size -= len(c.tenants[a.tenant].fps)
+		c.size -= c.tenants[a.tenant].len()
 		delete(c.tenants, a.tenant)
 	}
 }
@@ -169,10 +181,10 @@ func (c *keyCache) trim() {
 // timeout is continued, not redone, by the next attempt.
 const loadBatch = 100
 
-// keyFingerprints reads the fingerprints of every usage_events key of
-// tenants, loadBatch tenants a query, and hands each query's sets to got
-// (an empty set for a tenant with none).
-func (s *store) keyFingerprints(ctx context.Context, tenants []string, got func(map[string]map[uint64]struct{})) error {
+// keyFingerprints reads the fingerprints of every usage_ids row of tenants,
+// loadBatch tenants a query, and hands each query's sets to got (empty sets
+// for a tenant with none).
+func (s *store) keyFingerprints(ctx context.Context, tenants []string, got func(map[string]*tenantKeys)) error {
 	for len(tenants) > 0 {
 		n := min(len(tenants), loadBatch)
 		chunk := tenants[:n]
@@ -181,55 +193,79 @@ func (s *store) keyFingerprints(ctx context.Context, tenants []string, got func(
 		if err != nil {
 			return err
 		}
-		out := make(map[string]map[uint64]struct{}, len(chunk))
+		out := make(map[string]*tenantKeys, len(chunk))
 		for _, tn := range chunk {
 			if err := t.Append(tn); err != nil {
 				return err
 			}
-			out[tn] = map[uint64]struct{}{}
+			out[tn] = &tenantKeys{ids: map[uint64]struct{}{}, refs: map[uint64]struct{}{}}
 		}
 		rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
-			"SELECT tenant_id, groupArray("+fingerprintSQL+") FROM usage_events WHERE tenant_id IN (SELECT tenant_id FROM _tenants) GROUP BY tenant_id")
+			"SELECT tenant_id, role, groupArray("+fingerprintSQL+") FROM usage_ids WHERE tenant_id IN (SELECT tenant_id FROM _tenants) GROUP BY tenant_id, role")
 		if err != nil {
-			return fmt.Errorf("load key fingerprints of %d tenants: %w", len(chunk), err)
+			return fmt.Errorf("load id fingerprints of %d tenants: %w", len(chunk), err)
 		}
 		for rows.Next() {
 			var tn string
+			var role uint8
 			var fps []uint64
-			if err := rows.Scan(&tn, &fps); err != nil {
+			if err := rows.Scan(&tn, &role, &fps); err != nil {
 				rows.Close()
-				return fmt.Errorf("load key fingerprints: %w", err)
+				return fmt.Errorf("load id fingerprints: %w", err)
 			}
-			set := make(map[uint64]struct{}, len(fps))
+			tk := out[tn]
+			if tk == nil {
+				continue
+			}
+			set := tk.ids
+			if role == 1 {
+				set = tk.refs
+			}
 			for _, fp := range fps {
 				set[fp] = struct{}{}
 			}
-			out[tn] = set
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return fmt.Errorf("load key fingerprints: %w", err)
+			return fmt.Errorf("load id fingerprints: %w", err)
 		}
 		got(out)
 	}
 	return nil
 }
 
-// existingUsage returns which keys of rows usage_events holds: the keys
-// whose fingerprint the cache knows, looked up exactly.
-func (s *Sink) existingUsage(ctx context.Context, rows []eventRow) (map[key]bool, error) {
-	if s.cache == nil || len(rows) == 0 {
-		return s.st.existingKeys(ctx, "usage_events", rowKeys(rows))
+// lookupIDs returns the ids of rows that ClickHouse may hold rows of in
+// usage_ids: each row's event id and referenceId whose fingerprint the key
+// cache knows (as an event id or as an id corrected), or every one of them
+// without the cache.
+func (s *Sink) lookupIDs(ctx context.Context, rows []eventRow) ([]idKey, error) {
+	seen := map[idKey]bool{}
+	var out []idKey
+	want := func(k idKey) {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	if s.cache == nil {
+		for i := range rows {
+			e := &rows[i].ev
+			want(identityKey(e.Identity()))
+			if e.ReferenceID != "" {
+				want(idKey{e.TenantID, e.Kind, e.ReferenceID})
+			}
+		}
+		return out, nil
 	}
 	tenants := map[string]bool{}
 	for i := range rows {
 		tenants[rows[i].ev.TenantID] = true
 	}
 	have, missing := s.cache.sets(tenants)
-	err := s.st.keyFingerprints(ctx, missing, func(loaded map[string]map[uint64]struct{}) {
-		for t, fps := range loaded {
-			have[t] = fps
+	err := s.st.keyFingerprints(ctx, missing, func(loaded map[string]*tenantKeys) {
+		for t, tk := range loaded {
+			have[t] = tk
 		}
 		s.cache.put(loaded)
 		s.m.cacheLoads.Add(float64(len(loaded)))
@@ -237,12 +273,21 @@ func (s *Sink) existingUsage(ctx context.Context, rows []eventRow) (map[key]bool
 	if err != nil {
 		return nil, err
 	}
-	var maybe []key
+	known := func(tk *tenantKeys, fp uint64) bool {
+		_, a := tk.ids[fp]
+		_, b := tk.refs[fp]
+		return a || b
+	}
 	for i := range rows {
-		if _, ok := have[rows[i].ev.TenantID][rows[i].fp]; ok {
-			maybe = append(maybe, rows[i].ev.Key())
+		r := &rows[i]
+		tk := have[r.ev.TenantID]
+		if known(tk, r.idFP) {
+			want(identityKey(r.ev.Identity()))
+		}
+		if r.ev.ReferenceID != "" && known(tk, r.refFP) {
+			want(idKey{r.ev.TenantID, r.ev.Kind, r.ev.ReferenceID})
 		}
 	}
-	s.m.cacheHits.Add(float64(len(maybe)))
-	return s.st.existingKeys(ctx, "usage_events", maybe)
+	s.m.cacheHits.Add(float64(len(out)))
+	return out, nil
 }

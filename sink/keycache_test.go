@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,60 +13,58 @@ import (
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
-// TestFingerprintIsClickHouses: fingerprint64 computes in Go what
-// fingerprintSQL computes in ClickHouse, for keys short and long (the Go
-// side builds short ones on the stack).
+// TestFingerprintIsClickHouses: idFingerprint computes in Go what
+// fingerprintSQL computes in ClickHouse, for ids short and long (the Go side
+// builds short ones on the stack).
 func TestFingerprintIsClickHouses(t *testing.T) {
 	db := chtest.NewDB(t, false)
 	ctx := context.Background()
-	if err := db.Conn.Exec(ctx, "CREATE TABLE fp (kind String, entry_id String) ENGINE = Memory"); err != nil {
+	if err := db.Conn.Exec(ctx, "CREATE TABLE fp (kind String, id String) ENGINE = Memory"); err != nil {
 		t.Fatal(err)
 	}
-	keys := []key{{Kind: "storage", EntryID: ""}, {Kind: "", EntryID: "x"}, {Kind: "license", EntryID: "urn:uuid:0f6c1a4e-7a47-4cb4-9b4b-4d0e7f9d5a11"},
-		{Kind: "bandwidthIn", EntryID: strings.Repeat("é-entry", 40)}, {Kind: "bandwidthOut", EntryID: "a\x00b"}}
+	keys := []idKey{{kind: "storage", id: ""}, {kind: "", id: "x"}, {kind: "license", id: "0f6c1a4e-7a47-4cb4-9b4b-4d0e7f9d5a11"},
+		{kind: "bandwidthIn", id: strings.Repeat("é-event", 40)}, {kind: "bandwidthOut", id: "a\x00b"}}
 	for n := range 140 {
-		keys = append(keys, key{Kind: "storage", EntryID: strings.Repeat("z", n)})
+		keys = append(keys, idKey{kind: "storage", id: strings.Repeat("z", n)})
 	}
-	bt, err := db.Conn.PrepareBatch(ctx, "INSERT INTO fp (kind, entry_id)")
+	bt, err := db.Conn.PrepareBatch(ctx, "INSERT INTO fp (kind, id)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if err := bt.Append(string(k.Kind), k.EntryID); err != nil {
+		if err := bt.Append(string(k.kind), k.id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := bt.Send(); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.Conn.Query(ctx, "SELECT kind, entry_id, "+fingerprintSQL+" FROM fp")
+	rows, err := db.Conn.Query(ctx, "SELECT kind, id, "+fingerprintSQL+" FROM fp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	n := 0
 	for rows.Next() {
-		var k key
-		var kind string
+		var kind, id string
 		var fp uint64
-		if err := rows.Scan(&kind, &k.EntryID, &fp); err != nil {
+		if err := rows.Scan(&kind, &id, &fp); err != nil {
 			t.Fatal(err)
 		}
-		k.Kind = model.Kind(kind)
-		if got := fingerprint64(k); got != fp {
-			t.Errorf("fingerprint of %q/%q: Go %d, ClickHouse %d", kind, k.EntryID, got, fp)
+		if got := idFingerprint(model.Kind(kind), id); got != fp {
+			t.Errorf("fingerprint of %q/%q: Go %d, ClickHouse %d", kind, id, got, fp)
 		}
 		n++
 	}
 	if n != len(keys) {
-		t.Fatalf("compared %d keys, want %d", n, len(keys))
+		t.Fatalf("compared %d ids, want %d", n, len(keys))
 	}
 }
 
-// TestKeyCacheLookup: a key whose fingerprint the cache does not know is
-// absent without a question to ClickHouse; a known fingerprint is only a
-// reason to ask (two keys may share one); a tenant the cache does not hold
-// is loaded from usage_events.
+// TestKeyCacheLookup: an event id whose fingerprint the cache does not know
+// (as an id, or as an id corrected) is not looked up; a known fingerprint is
+// only a reason to ask (two ids may share one); a tenant the cache does not
+// hold is loaded from usage_ids.
 func TestKeyCacheLookup(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	ctx := context.Background()
@@ -74,42 +73,49 @@ func TestKeyCacheLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.st = &store{conn: db.Conn}
-	a := key{TenantID: "1", Kind: "storage", EntryID: "urn:uuid:a"}      // in usage_events, fingerprint cached
-	b := key{TenantID: "1", Kind: "storage", EntryID: "urn:uuid:b"}      // not in usage_events, fingerprint cached
-	c := key{TenantID: "1", Kind: "storage", EntryID: "urn:uuid:c"}      // not in usage_events, fingerprint not cached
-	d := key{TenantID: "2", Kind: "bandwidthIn", EntryID: "urn:uuid:d"}  // in usage_events, tenant not cached
-	e := key{TenantID: "2", Kind: "bandwidthOut", EntryID: "urn:uuid:d"} // same entry, other kind: not there
-	bt, err := db.Conn.PrepareBatch(ctx, "INSERT INTO usage_events (tenant_id, kind, entry_id, time)")
+	ev := func(tenant string, kind model.Kind, id, ref string) eventRow {
+		r := eventRow{ev: model.Event{TenantID: tenant, Kind: kind, EventID: id, ReferenceID: ref, EntryID: "urn:uuid:" + id}, idFP: idFingerprint(kind, id)}
+		if ref != "" {
+			r.refFP = idFingerprint(kind, ref)
+		}
+		return r
+	}
+	a := ev("1", "storage", "a", "")      // in usage_events, fingerprint cached
+	b := ev("1", "storage", "b", "")      // not in usage_events, fingerprint cached
+	c := ev("1", "storage", "c", "")      // not in usage_events, fingerprint not cached
+	d := ev("2", "bandwidthIn", "d", "")  // in usage_events, tenant not cached
+	e := ev("2", "bandwidthOut", "d", "") // same id, other kind: not there
+	f := ev("2", "bandwidthIn", "f", "x") // corrects x, which an event of tenant 2 corrects already
+	g := ev("2", "bandwidthIn", "g", "y") // corrects y, which nothing names
+	bt, err := db.Conn.PrepareBatch(ctx, "INSERT INTO usage_events (tenant_id, kind, event_id, entry_id, reference_id, time)")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []key{a, d} {
-		if err := bt.Append(k.TenantID, string(k.Kind), k.EntryID, time.Now()); err != nil {
+	for _, r := range []eventRow{a, d, ev("2", "bandwidthIn", "h", "x")} {
+		if err := bt.Append(r.ev.TenantID, string(r.ev.Kind), r.ev.EventID, r.ev.EntryID, r.ev.ReferenceID, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := bt.Send(); err != nil {
 		t.Fatal(err)
 	}
-	s.cache.put(map[string]map[uint64]struct{}{"1": {fingerprint64(a): {}, fingerprint64(b): {}}})
-	var rows []eventRow
-	for _, k := range []key{a, b, c, d, e} {
-		rows = append(rows, eventRow{ev: model.Event{TenantID: k.TenantID, Kind: k.Kind, EntryID: k.EntryID}, fp: fingerprint64(k)})
-	}
-	found, err := s.existingUsage(ctx, rows)
+	s.cache.put(map[string]*tenantKeys{"1": {ids: map[uint64]struct{}{a.idFP: {}, b.idFP: {}}, refs: map[uint64]struct{}{}}})
+	rows := []eventRow{a, b, c, d, e, f, g}
+	look, err := s.lookupIDs(ctx, rows)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(found) != 2 || !found[a] || !found[d] {
-		t.Errorf("found %v, want %v and %v", found, a, d)
+	want := []idKey{{"1", "storage", "a"}, {"1", "storage", "b"}, {"2", "bandwidthIn", "d"}, {"2", "bandwidthIn", "x"}}
+	if !slices.Equal(look, want) {
+		t.Errorf("looked up %v, want %v", look, want)
 	}
-	if hits, loads := testutil.ToFloat64(s.m.cacheHits), testutil.ToFloat64(s.m.cacheLoads); hits != 3 || loads != 1 {
-		t.Errorf("%v hits and %v tenant loads, want 3 (a, b, d) and 1 (tenant 2)", hits, loads)
+	if hits, loads := testutil.ToFloat64(s.m.cacheHits), testutil.ToFloat64(s.m.cacheLoads); hits != 4 || loads != 1 {
+		t.Errorf("%v hits and %v tenant loads, want 4 (a, b, d, x) and 1 (tenant 2)", hits, loads)
 	}
 	// After an acknowledged insert the cache knows the rows; emptied, it
 	// loads both tenants again.
 	s.cache.add(rows[2:3]) // c
-	if have, missing := s.cache.sets(map[string]bool{"1": true, "3": true}); len(missing) != 1 || missing[0] != "3" || len(have["1"]) != 3 {
+	if have, missing := s.cache.sets(map[string]bool{"1": true, "3": true}); len(missing) != 1 || missing[0] != "3" || len(have["1"].ids) != 3 {
 		t.Errorf("after add: sets %v, missing %v", have, missing)
 	}
 	s.forgetKeys()
@@ -122,17 +128,17 @@ func TestKeyCacheLookup(t *testing.T) {
 // longest ago, never one the current lookup uses.
 func TestKeyCacheEvicts(t *testing.T) {
 	c := newKeyCache(5)
-	set := func(n int) map[uint64]struct{} {
+	set := func(n int) *tenantKeys {
 		m := map[uint64]struct{}{}
 		for i := range n {
 			m[uint64(i)] = struct{}{}
 		}
-		return m
+		return &tenantKeys{ids: m, refs: map[uint64]struct{}{}}
 	}
 	c.sets(map[string]bool{"a": true})
-	c.put(map[string]map[uint64]struct{}{"a": set(3)})
+	c.put(map[string]*tenantKeys{"a": set(3)})
 	c.sets(map[string]bool{"b": true})
-	c.put(map[string]map[uint64]struct{}{"b": set(3)})
+	c.put(map[string]*tenantKeys{"b": set(3)})
 	if c.len() != 3 {
 		t.Errorf("holds %d fingerprints, want 3 (a dropped for b)", c.len())
 	}
@@ -140,7 +146,7 @@ func TestKeyCacheEvicts(t *testing.T) {
 		t.Errorf("missing %v, want [a]", missing)
 	}
 	// One lookup needing more than the bound keeps all it loaded.
-	c.put(map[string]map[uint64]struct{}{"a": set(4)})
+	c.put(map[string]*tenantKeys{"a": set(4)})
 	if c.len() != 7 {
 		t.Errorf("holds %d fingerprints, want 7 (both in use)", c.len())
 	}

@@ -21,6 +21,11 @@ type metrics struct {
 	cacheLoads prometheus.Counter     // tenants whose key fingerprints were loaded
 	cacheHits  prometheus.Counter     // keys whose fingerprint was known, looked up exactly
 	misrouted  prometheus.Counter     // usage records whose key is not their tenant
+	// Identity and corrections (planUsage).
+	republished prometheus.Counter // copies of a counted event under another atom id
+	conflicts   prometheus.Counter // copies of an event id that say something else
+	corrections prometheus.Counter // events inserted that correct another
+	replaced    prometheus.Counter // usage_events rows taken out of the rollups
 }
 
 // newMetrics registers the metrics on reg; cacheKeys reports how many
@@ -32,7 +37,7 @@ func newMetrics(reg prometheus.Registerer, cacheKeys func() int) *metrics {
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_rows_total",
 			Help: "Rows inserted into ClickHouse, by table."}, []string{"table"}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_duplicates_total",
-			Help: "Events skipped because their (tenant, entry id, kind) was already in ClickHouse or earlier in the batch, by table."}, []string{"table"}),
+			Help: "Events not counted again, by table: in usage_events, an event whose identity (tenant, event id, kind) counts already, saying the same (a replay, or a republish: feedmeter_sink_republished_total); in other_events, an entry (tenant, atom id, kind) kept already."}, []string{"table"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_rejects_total",
 			Help: "Rows inserted into the rejects table, by stage (ingest: from the dead-letter topic; sink: undecodable or invalid records)."}, []string{"stage"}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feedmeter_sink_batches_total",
@@ -52,14 +57,23 @@ func newMetrics(reg prometheus.Registerer, cacheKeys func() int) *metrics {
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "feedmeter_sink_clickhouse_up",
 			Help: "1 when the last ClickHouse attempt succeeded, 0 while it is failing."}),
 		cacheLoads: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_key_cache_loads_total",
-			Help: "Tenants whose usage_events key fingerprints were loaded into the dedupe cache (after a start, a rebalance, a failed write or an eviction)."}),
+			Help: "Tenants whose event id fingerprints (usage_ids) were loaded into the dedupe cache (after a start, a rebalance, a failed write or an eviction)."}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_key_cache_hits_total",
-			Help: "Keys whose fingerprint the dedupe cache knew, so they were looked up in ClickHouse (duplicates, and the rare fingerprint shared by two keys)."}),
+			Help: "Event ids whose fingerprint the dedupe cache knew, so they were looked up in ClickHouse (copies, corrections, and the rare fingerprint shared by two ids)."}),
 		misrouted: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_misrouted_records_total",
 			Help: "Usage records whose Kafka key is not their tenant_id: still inserted once, but exactly-once across sinks assumes records keyed by tenant."}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_republished_total",
+			Help: "Usage events published again under another atom id (a publisher's retry): not counted again, recorded in usage_copies (v_event_copies)."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_conflicts_total",
+			Help: "Usage events whose event id counts already under content that differs: rejected (rejects, dead-letter topic), the first copy counts; recorded in usage_copies."}),
+		corrections: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_corrections_total",
+			Help: "Usage events inserted that correct another (a referenceId)."}),
+		replaced: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_replaced_total",
+			Help: "usage_events rows taken out of the rollups because a correction replaces them (usage_replaced)."}),
 	}
 	reg.MustRegister(m.records, m.rows, m.duplicates, m.rejects, m.batches, m.errors, m.commitErrs,
 		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.misrouted,
+		m.republished, m.conflicts, m.corrections, m.replaced,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "feedmeter_sink_key_cache_fingerprints",
 			Help: "Key fingerprints held by the dedupe cache (about 20 bytes each)."}, func() float64 { return float64(cacheKeys()) }))
 	return m

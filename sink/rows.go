@@ -33,18 +33,33 @@ type eventRow struct {
 	ev    model.Event
 	split model.Split // usage kinds only
 	src   source
-	fp    uint64 // usage kinds only: fingerprint64 of the key, for the key cache
+	raw   []byte // the record's value
+	seq   int    // usage kinds only: the row's place in the batch in Kafka order (rows are sorted for the insert)
+	// Usage kinds only: fingerprints (idFingerprint) of the event id and
+	// of the referenceId (0 for none), for the key cache.
+	idFP, refFP uint64
 }
 
 // rejectRow is one dead letter for the rejects table.
 type rejectRow struct {
 	dl  model.DeadLetter
 	src source // the record it came from: the dead letter's, or the usage record's
-	fp  string // fingerprint: the dedupe key
+	fp  string // fingerprint of what it says
 }
 
-// fingerprint is the dedupe key of a reject: the same bad bytes from the
-// same place for the same reason are one reject.
+// rejectKey is the identity of a reject: what it says, and the Kafka record
+// it came from. A record read again (a replay) is one reject; identical bad
+// records at two offsets (an upstream that sends the same broken entry
+// twice) are two.
+type rejectKey struct {
+	fp  string
+	src source
+}
+
+func (r *rejectRow) key() rejectKey { return rejectKey{r.fp, r.src} }
+
+// fingerprint is what a reject says: stage, place, entry, reason and the
+// bad bytes (with rejectRow.src, its identity).
 func fingerprint(d *model.DeadLetter) string {
 	h := sha256.New()
 	for _, s := range []string{d.Stage, d.Feed, d.TenantID, d.EntryID, d.Reason} {
@@ -210,7 +225,7 @@ func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 		return
 	}
 	if e.Kind == model.KindOther {
-		d.other = append(d.other, eventRow{ev: *e, src: src})
+		d.other = append(d.other, eventRow{ev: *e, src: src, raw: r.Value})
 		return
 	}
 	if string(r.Key) != e.TenantID {
@@ -221,7 +236,11 @@ func (d *decoded) decodeUsage(r *kgo.Record, now time.Time) {
 	}
 	var split model.Split
 	split, d.pieces = model.AppendSplit(d.pieces, e)
-	d.usage = append(d.usage, eventRow{ev: *e, split: split, src: src, fp: fingerprint64(e.Key())})
+	row := eventRow{ev: *e, split: split, src: src, raw: r.Value, idFP: idFingerprint(e.Kind, e.EventID)}
+	if e.ReferenceID != "" {
+		row.refFP = idFingerprint(e.Kind, e.ReferenceID)
+	}
+	d.usage = append(d.usage, row)
 }
 
 // decodeDeadLetter turns a dead-letter-topic record into a reject row.

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -591,15 +592,22 @@ type batch struct {
 	first, last map[source]*kgo.Record // first and last record per partition (offset 0 in the key)
 	ids         map[source]string      // the topic id each partition's records were fetched under (fetchIDs)
 	start, now  time.Time
-	usageCols   []any    // the usage_events columns of all of d.usage, built early; used when none is a duplicate
+	usageCols   []any    // the usage_events columns of all of d.usage, built early; used when all are new
 	keys        *lookups // every key and fingerprint of the batch
 	pre         *lookups // keys found by a lookup made while the previous batch was written; first attempt only
+	// planSent is set once the dead letters of a usage plan (conflicts)
+	// were produced: every attempt plans again, and finds the same ones.
+	planSent bool
+	// counted is set once the plan's figures went to the metrics (the
+	// plan of the attempt that inserted; later attempts find its rows).
+	counted bool
 }
 
-// lookups are dedupe keys found in (or belonging to) the tables.
+// lookups are dedupe keys found in (or belonging to) the tables of other
+// events and rejects (usage events are planned by the writer: planUsage).
 type lookups struct {
-	usage, other map[key]bool
-	rejects      map[string]bool
+	other   map[key]bool
+	rejects map[rejectKey]bool
 }
 
 // exclude adds the keys of b that prev, written and committed after l was
@@ -607,9 +615,6 @@ type lookups struct {
 func (l *lookups) exclude(prev, b *batch) {
 	// Only the keys of b matter: look them up in prev rather than copy
 	// all of prev (a copy of 50,000 keys grew the map, slowly).
-	if l.usage != nil {
-		both(l.usage, b.keys.usage, prev.keys.usage)
-	}
 	both(l.other, b.keys.other, prev.keys.other)
 	both(l.rejects, b.keys.rejects, prev.keys.rejects)
 }
@@ -644,6 +649,9 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 		s.log.Warn("usage records not keyed by their tenant; exactly-once needs the producer to key them by tenant",
 			"records", n, "first", b.d.first.String())
 	}
+	for i := range b.d.usage {
+		b.d.usage[i].seq = i // Kafka order, which decides the copy that counts
+	}
 	b.d.usage, b.d.other = sortRows(b.d.usage), sortRows(b.d.other)
 	for _, r := range recs {
 		k := source{topic: r.Topic, partition: r.Partition}
@@ -652,16 +660,12 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 		}
 		b.last[k] = r
 	}
-	b.keys = &lookups{usage: make(map[key]bool, len(b.d.usage)), other: make(map[key]bool, len(b.d.other)),
-		rejects: make(map[string]bool, len(b.d.rejects))}
-	for _, r := range b.d.usage {
-		b.keys.usage[r.ev.Key()] = true
-	}
+	b.keys = &lookups{other: make(map[key]bool, len(b.d.other)), rejects: make(map[rejectKey]bool, len(b.d.rejects))}
 	for _, r := range b.d.other {
 		b.keys.other[r.ev.Key()] = true
 	}
 	for _, r := range b.d.rejects {
-		b.keys.rejects[r.fp] = true
+		b.keys.rejects[r.key()] = true
 	}
 	if early {
 		// Build the insert now, while the previous batch is written: it is
@@ -679,17 +683,10 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	return b
 }
 
-// lookup returns which of b's keys and reject fingerprints the tables hold
-// (usage_events keys only when there is no key cache: with one, the writer
-// looks them up).
+// lookup returns which of b's other-event keys and rejects the tables hold.
 func (s *Sink) lookup(ctx context.Context, b *batch) (*lookups, error) {
-	var l lookups // usage: only without the key cache, which only the writer may fill
+	var l lookups
 	var err error
-	if s.cache == nil {
-		if l.usage, err = s.st.existingKeys(ctx, "usage_events", mapKeys(b.keys.usage)); err != nil {
-			return nil, err
-		}
-	}
 	if l.other, err = s.st.existingKeys(ctx, "other_events", mapKeys(b.keys.other)); err != nil {
 		return nil, err
 	}
@@ -717,7 +714,7 @@ func (s *Sink) flush(ctx context.Context, b *batch) bool {
 	bo := s.backoff()
 	dlSent := false
 	for {
-		err := s.produceDeadLetters(ctx, b.d, &dlSent)
+		err := s.produceDeadLetters(ctx, b.d.deadLetters, &dlSent)
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, s.cfg.FlushTimeout)
 			err = s.write(actx, b)
@@ -830,13 +827,13 @@ func (s *Sink) rewind(b *batch, more []*kgo.Record) {
 }
 
 // produceDeadLetters sends the sink's own dead letters to the dead-letter
-// topic, once per flush.
-func (s *Sink) produceDeadLetters(ctx context.Context, d *decoded, sent *bool) error {
-	if *sent || len(d.deadLetters) == 0 {
+// topic, once per flush (sent).
+func (s *Sink) produceDeadLetters(ctx context.Context, dls []rejectRow, sent *bool) error {
+	if *sent || len(dls) == 0 {
 		return nil
 	}
-	recs := make([]*kgo.Record, 0, len(d.deadLetters))
-	for _, r := range d.deadLetters {
+	recs := make([]*kgo.Record, 0, len(dls))
+	for _, r := range dls {
 		v, err := r.dl.MarshalJSON()
 		if err != nil {
 			return fmt.Errorf("encode dead letter for %s: %w", r.src, err)
@@ -860,8 +857,9 @@ func (s *Sink) produceDeadLetters(ctx context.Context, d *decoded, sent *bool) e
 }
 
 // write does one attempt at the ClickHouse part of a flush. Every step is
-// safe to repeat: lookups skip what an earlier attempt inserted. Only the
-// first attempt may use the early lookup (b.pre).
+// safe to repeat: the usage plan is made again from what ClickHouse holds,
+// and the lookups skip what an earlier attempt inserted. Only the first
+// attempt may use the early lookup (b.pre).
 func (s *Sink) write(ctx context.Context, b *batch) error {
 	pre := b.pre
 	b.pre = nil
@@ -880,21 +878,45 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		}
 		return err
 	}
-	// Rejects: one per fingerprint, the first one seen.
-	if len(d.rejects) > 0 {
-		var found map[string]bool
+	// Usage events: what is new, what is a copy, what a correction
+	// replaces, from what ClickHouse holds now.
+	var plan *usagePlan
+	if len(d.usage) > 0 {
+		look, err := s.lookupIDs(ctx, d.usage)
+		if err != nil {
+			return err
+		}
+		if plan, err = planUsage(ctx, s.st, d.usage, look, now); err != nil {
+			return err
+		}
+		for _, a := range plan.anomalies {
+			s.log.Error("correction tree without a counted row", "tree", a)
+		}
+		if err := s.produceDeadLetters(ctx, plan.rejects, &b.planSent); err != nil {
+			return err
+		}
+	}
+	// Rejects: each (fingerprint, record) once; the decoder's are done
+	// after their first insert, the plan's are looked up every attempt.
+	rejects := d.rejects
+	if plan != nil && len(plan.rejects) > 0 {
+		rejects = append(slices.Clip(rejects), plan.rejects...)
+		pre = nil
+	}
+	if len(rejects) > 0 {
+		var found map[rejectKey]bool
 		if pre != nil {
 			found = pre.rejects
 		} else {
 			var err error
-			if found, err = s.st.existingRejects(ctx, d.rejects); err != nil {
+			if found, err = s.st.existingRejects(ctx, rejects); err != nil {
 				return err
 			}
 		}
 		var rows []rejectRow
-		for _, r := range d.rejects {
-			if !found[r.fp] {
-				found[r.fp] = true
+		for _, r := range rejects {
+			if k := r.key(); !found[k] {
+				found[k] = true
 				rows = append(rows, r)
 			}
 		}
@@ -909,46 +931,31 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		}
 		d.rejects = nil
 	}
-	existingOther := func(ctx context.Context, rows []eventRow) (map[key]bool, error) {
-		return s.st.existingKeys(ctx, "other_events", rowKeys(rows))
-	}
-	fillUsageOf := func(rows []eventRow, now time.Time) func(driver.Batch) error {
-		if b.usageCols != nil && len(rows) == len(b.d.usage) {
-			// None was a duplicate: the columns built early.
-			return func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
+	if plan != nil {
+		if err := s.writeUsage(ctx, b, plan, track); err != nil {
+			return err
 		}
-		return fillUsage(rows, now)
 	}
-	for _, t := range []struct {
-		table, columns string
-		rows           *[]eventRow
-		keys, found    map[key]bool
-		existing       func(context.Context, []eventRow) (map[key]bool, error) // when found is nil
-		fill           func([]eventRow, time.Time) func(driver.Batch) error
-		inserted       func(rows []eventRow, err error) // after the insert, if not nil
-	}{
-		{"usage_events", usageColumns, &d.usage, b.keys.usage, preKeys(pre, true), s.existingUsage, fillUsageOf, s.usageInserted},
-		{"other_events", otherColumns, &d.other, b.keys.other, preKeys(pre, false), existingOther, fillOther, nil},
-	} {
-		if len(*t.rows) == 0 {
-			continue
+	if len(d.other) > 0 {
+		existing := func(ctx context.Context, rows []eventRow) (map[key]bool, error) {
+			return s.st.existingKeys(ctx, "other_events", rowKeys(rows))
 		}
-		rows, err := s.fresh(ctx, *t.rows, t.keys, t.found, t.existing)
+		var found map[key]bool
+		if pre != nil {
+			found = pre.other
+		}
+		rows, err := s.fresh(ctx, d.other, b.keys.other, found, existing)
 		if err != nil {
 			return err
 		}
 		if len(rows) > 0 {
-			err := s.st.insert(ctx, newQueryID(), t.table, t.columns, t.fill(rows, now))
-			if t.inserted != nil {
-				t.inserted(rows, err)
-			}
-			if err != nil {
+			if err := s.st.insert(ctx, newQueryID(), "other_events", otherColumns, fillOther(rows, now)); err != nil {
 				return track(err)
 			}
 		}
-		s.m.rows.WithLabelValues(t.table).Add(float64(len(rows)))
-		s.m.duplicates.WithLabelValues(t.table).Add(float64(len(*t.rows) - len(rows)))
-		*t.rows = nil
+		s.m.rows.WithLabelValues("other_events").Add(float64(len(rows)))
+		s.m.duplicates.WithLabelValues("other_events").Add(float64(len(d.other) - len(rows)))
+		d.other = nil
 	}
 	next := make(map[source]bool, len(b.last))
 	for k, r := range b.last {
@@ -961,15 +968,69 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	return nil
 }
 
-func preKeys(pre *lookups, usage bool) map[key]bool {
-	switch {
-	case pre == nil:
-		return nil
-	case usage:
-		return pre.usage
-	default:
-		return pre.other
+// writeUsage carries out a usage plan: the new events into usage_events
+// (views write their pieces into the rollups), then the rows that stop
+// counting into usage_replaced (views take their pieces back out), then the
+// copies. In that order: an attempt cut short after the insert leaves the
+// replaced rows counted until the next attempt (or the next owner of the
+// partition, reading the batch again) plans the same batch again and finds
+// them still counted; the other order could leave a correction's original
+// taken out and the correction never counted.
+func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track func(error) error) error {
+	d, now := b.d, b.now
+	if plan.inserts > 0 {
+		rows := d.usage
+		fill := func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
+		if plan.inserts < len(d.usage) || b.usageCols == nil {
+			rows = make([]eventRow, 0, plan.inserts)
+			for i := range d.usage {
+				if plan.insert[i] {
+					rows = append(rows, d.usage[i])
+				}
+			}
+			fill = fillUsage(rows, now)
+		}
+		err := s.st.insert(ctx, newQueryID(), "usage_events", usageColumns, fill)
+		s.usageInserted(rows, err)
+		if err != nil {
+			return track(err)
+		}
+		s.m.rows.WithLabelValues("usage_events").Add(float64(len(rows)))
 	}
+	if !b.counted {
+		// The figures of the plan that inserted: a later attempt finds
+		// its rows and would call them duplicates.
+		b.counted = true
+		s.m.duplicates.WithLabelValues("usage_events").Add(float64(plan.dups))
+		s.m.republished.Add(float64(plan.republished))
+		for _, c := range plan.copies {
+			if c.conflict {
+				s.m.conflicts.Inc()
+			}
+		}
+		for i := range d.usage {
+			if plan.insert[i] && d.usage[i].ev.ReferenceID != "" {
+				s.m.corrections.Inc()
+			}
+		}
+	}
+	if len(plan.replace) > 0 {
+		s.hook("before-replace")
+		if err := s.st.replace(ctx, newQueryID(), plan.replace, now); err != nil {
+			return track(err)
+		}
+		s.m.replaced.Add(float64(len(plan.replace)))
+		s.m.rows.WithLabelValues("usage_replaced").Add(float64(len(plan.replace)))
+	}
+	if len(plan.copies) > 0 {
+		// A copy recorded twice (a replay) is folded by the table.
+		if err := s.st.insert(ctx, newQueryID(), "usage_copies", copyColumns, fillCopies(plan.copies, now)); err != nil {
+			return track(err)
+		}
+		s.m.rows.WithLabelValues("usage_copies").Add(float64(len(plan.copies)))
+	}
+	d.usage = nil
+	return nil
 }
 
 // usageInserted keeps the key cache complete after an insert into

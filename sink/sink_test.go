@@ -33,7 +33,7 @@ func TestSinkDuplicatesAndReplay(t *testing.T) {
 			s, stop := runSink(t, cfg)
 			waitDrained(t, db.Conn, brokers, time.Minute)
 			verify(t, db.Conn, w)
-			produce(t, brokers, w.records) // full replay
+			produce(t, brokers, w.again(w.records)) // full replay
 			waitDrained(t, db.Conn, brokers, time.Minute)
 			stop()
 			verify(t, db.Conn, w)
@@ -62,10 +62,10 @@ func TestSinkDuplicatesAndReplay(t *testing.T) {
 	}
 }
 
-// TestSinkThroughRebuild: migration 0005 rebuilds the day rollups while the
-// sink writes (small batches, so that it is writing when the rollups lose
-// their names); its inserts fail for those moments and are retried, and every
-// rollup ends equal to the sums of the distinct events.
+// TestSinkThroughRebuild: a migration that rebuilds both day rollups
+// (REBUILD, as 0005 did) runs while the sink writes; the sink's inserts
+// fail while a rollup has no name and are retried, and every rollup is
+// exact when it is over.
 func TestSinkThroughRebuild(t *testing.T) {
 	ctx := context.Background()
 	db, brokers, w, cfg := beforeRebuild(t, 5, 6000)
@@ -78,9 +78,9 @@ func TestSinkThroughRebuild(t *testing.T) {
 		}
 	}
 	// Hold each rollup without a name a little, so that flushes meet it.
-	applied, err := schemas.Migrator{OnRenameAway: func() { time.Sleep(300 * time.Millisecond) }}.Apply(ctx, db.Conn)
-	if err != nil || len(applied) != 2 || applied[0].Version != 5 || applied[1].Version != 6 {
-		t.Fatalf("Apply while the sink writes: %d migrations, %v; want 0005 and 0006", len(applied), err)
+	applied, err := schemas.Migrator{Extra: rebuildDays, OnRenameAway: func() { time.Sleep(300 * time.Millisecond) }}.Apply(ctx, db.Conn)
+	if err != nil || len(applied) != 1 || applied[0].Version != rebuildDays[0].Version {
+		t.Fatalf("Apply while the sink writes: %d migrations, %v; want the rebuild", len(applied), err)
 	}
 	var after uint64
 	if err := db.Conn.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&after); err != nil {
@@ -89,8 +89,8 @@ func TestSinkThroughRebuild(t *testing.T) {
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
 	verify(t, db.Conn, w)
-	if got := chtest.QueryStrings(t, db.Conn, "SELECT extract(create_table_query, 'index_granularity = [0-9]+') FROM system.tables WHERE database = currentDatabase() AND name = 'usage_daily'"); got[0] != "index_granularity = 256" {
-		t.Errorf("usage_daily after 0005: %q", got)
+	if got := chtest.QueryStrings(t, db.Conn, "SELECT extract(create_table_query, 'index_granularity = [0-9]+') FROM system.tables WHERE database = currentDatabase() AND name = 'usage_daily'"); got[0] != "index_granularity = 512" {
+		t.Errorf("usage_daily after the rebuild: %q", got)
 	}
 	t.Logf("%d events before the rebuild, %d when it ended, %d distinct in all; %v failed writes retried",
 		n, after, len(w.events), testutil.ToFloat64(s.m.errors))
@@ -102,10 +102,10 @@ func TestSinkThroughRebuild(t *testing.T) {
 	}
 }
 
-// TestSinkFinishesStoppedRebuild: a rebuild of migration 0005 stopped after
-// renaming usage_daily away (its process killed, its lock released by hand);
-// the next sink to start finishes it before it consumes, and the rollups
-// stay exact through a full replay afterwards.
+// TestSinkFinishesStoppedRebuild: a rebuild stopped after renaming
+// usage_daily away (its process killed, its lock released by hand) is
+// finished by the next run of the migrations, and the rollups stay exact
+// through a full replay afterwards.
 func TestSinkFinishesStoppedRebuild(t *testing.T) {
 	ctx := context.Background()
 	db, brokers, w, cfg := beforeRebuild(t, 9, 3000)
@@ -115,32 +115,51 @@ func TestSinkFinishesStoppedRebuild(t *testing.T) {
 	if err := db.Conn.Exec(ctx, "RENAME TABLE usage_daily TO usage_daily_rebuild_old"); err != nil {
 		t.Fatal(err)
 	}
-	cfg.SkipMigrate = false
+	if _, err := (schemas.Migrator{Extra: rebuildDays}).Apply(ctx, db.Conn); err != nil {
+		t.Fatal(err)
+	}
 	_, stop = runSink(t, cfg)
-	produce(t, brokers, w.records) // a full replay: changes nothing
+	produce(t, brokers, w.again(w.records)) // a full replay: changes no event
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
 	verify(t, db.Conn, w)
 	got := chtest.QueryStrings(t, db.Conn, "SELECT concat(name, ' ', extract(create_table_query, 'index_granularity = [0-9]+')) FROM system.tables"+
 		" WHERE database = currentDatabase() AND (name LIKE 'usage_daily%' OR name LIKE 'license_daily%') AND engine != 'MaterializedView' ORDER BY name")
-	if strings.Join(got, "|") != "license_daily index_granularity = 256|usage_daily index_granularity = 256" {
-		t.Errorf("after the sink started: %q, want both day rollups rebuilt and nothing left over", got)
+	if strings.Join(got, "|") != "license_daily index_granularity = 512|usage_daily index_granularity = 512" {
+		t.Errorf("after the migrations: %q, want both day rollups rebuilt and nothing left over", got)
 	}
 }
 
-// beforeRebuild is a database migrated up to 0004 (before the rebuild of
-// 0005), a kfake cluster holding a workload of n records, and a sink
-// configuration for them that does not migrate.
+// rebuildDays is a migration after the embedded ones that rebuilds both
+// day rollups with another index granularity: what 0005 did, on the
+// schema the sink runs on now.
+var rebuildDays = []schemas.Migration{{Version: 9001, Name: "9001_test_rebuild_days.sql", SQL: `
+REBUILD TABLE usage_daily WITH
+CREATE TABLE usage_daily (
+    day Date, tenant_id String, kind String, region String, data_center String, resource_id String, server String,
+    quantity Decimal128(0), byte_seconds Decimal128(0), events Int64, pieces Int64
+)
+ENGINE = SummingMergeTree((quantity, byte_seconds, events, pieces))
+PARTITION BY toYear(day)
+ORDER BY (tenant_id, day, kind, region, data_center, resource_id, server)
+SETTINGS index_granularity = 512;
+
+REBUILD TABLE license_daily WITH
+CREATE TABLE license_daily (day Date, tenant_id String, server String, external UInt8, pieces Int64)
+ENGINE = SummingMergeTree(pieces)
+PARTITION BY toYear(day)
+ORDER BY (tenant_id, day, server, external)
+SETTINGS index_granularity = 512;
+`}}
+
+// beforeRebuild is a migrated database, a kfake cluster holding a workload
+// of n records, and a sink configuration for them.
 func beforeRebuild(t *testing.T, seed uint64, n int) (*chtest.DB, []string, *workload, Config) {
 	t.Helper()
-	db := chtest.NewDB(t, false)
-	if _, err := (schemas.Migrator{UpTo: 4}).Apply(context.Background(), db.Conn); err != nil {
-		t.Fatal(err)
-	}
+	db := chtest.NewDB(t, true)
 	brokers := newCluster(t).ListenAddrs()
 	w := genWorkload(seed, n)
 	produce(t, brokers, w.records)
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
-	cfg.SkipMigrate = true
 	return db, brokers, w, cfg
 }

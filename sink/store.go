@@ -19,7 +19,7 @@ const (
 	eventCommon = "tenant_id, entry_id, kind, event_id, event_type, event_version, product_namespace, product_version, " +
 		"region, data_center, environment, resource_id, resource_type, server_id, server_name, external, " +
 		"start_time, start_time_ns, end_time, end_time_ns, event_time, event_time_ns, time, quantity, updated, published"
-	usageColumns  = eventCommon + ", server, byte_seconds, h_start, h_quantity, h_byte_seconds, d_start, d_quantity, d_byte_seconds, kafka_topic, kafka_partition, kafka_offset, inserted_at"
+	usageColumns  = eventCommon + ", reference_id, server, byte_seconds, h_start, h_quantity, h_byte_seconds, d_start, d_quantity, d_byte_seconds, kafka_topic, kafka_partition, kafka_offset, inserted_at"
 	otherColumns  = eventCommon + ", kafka_topic, kafka_partition, kafka_offset, inserted_at"
 	rejectColumns = "fingerprint, stage, feed, tenant_id, marker, entry_id, position, reason, raw, time, source, kafka_topic, kafka_partition, kafka_offset, inserted_at"
 )
@@ -34,10 +34,18 @@ type store struct {
 }
 
 // newStore asks which of the schema's later columns conn's database has.
+// A database without the event identity of migration 0007 (usage_ids) is
+// refused: the sink would count a republished event twice there.
 func newStore(ctx context.Context, conn driver.Conn) (*store, error) {
-	var n uint64
+	var n, ids uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'sink_progress' AND name = 'kafka_topic_id'").Scan(&n); err != nil {
 		return nil, fmt.Errorf("columns of sink_progress: %w", err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('usage_ids', 'usage_replaced', 'usage_copies')").Scan(&ids); err != nil {
+		return nil, fmt.Errorf("tables of the database: %w", err)
+	}
+	if ids < 3 {
+		return nil, errors.New("the database lacks migration 0007 (usage_ids, usage_replaced, usage_copies: the identity of a usage event and corrections); run `feedmeter migrate`")
 	}
 	return &store{conn: conn, topicIDs: n > 0}, nil
 }
@@ -94,9 +102,10 @@ func (s *store) existingKeys(ctx context.Context, table string, keys []key) (map
 	return found, nil
 }
 
-// existingRejects returns which fingerprints the rejects table holds.
-func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[string]bool, error) {
-	found := map[string]bool{}
+// existingRejects returns which of rows the rejects table holds, by
+// fingerprint and source record.
+func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[rejectKey]bool, error) {
+	found := map[rejectKey]bool{}
 	if len(rows) == 0 {
 		return found, nil
 	}
@@ -110,17 +119,18 @@ func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[stri
 		}
 	}
 	res, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
-		"SELECT fingerprint FROM rejects WHERE tenant_id IN (SELECT tenant_id FROM _fps) AND (tenant_id, fingerprint) IN (SELECT tenant_id, fingerprint FROM _fps)")
+		"SELECT fingerprint, kafka_topic, kafka_partition, kafka_offset FROM rejects"+
+			" WHERE tenant_id IN (SELECT tenant_id FROM _fps) AND (tenant_id, fingerprint) IN (SELECT tenant_id, fingerprint FROM _fps)")
 	if err != nil {
 		return nil, fmt.Errorf("look up %d rejects: %w", len(rows), err)
 	}
 	defer res.Close()
 	for res.Next() {
-		var fp string
-		if err := res.Scan(&fp); err != nil {
+		var k rejectKey
+		if err := res.Scan(&k.fp, &k.src.topic, &k.src.partition, &k.src.offset); err != nil {
 			return nil, fmt.Errorf("look up rejects: %w", err)
 		}
-		found[fp] = true
+		found[k] = true
 	}
 	return found, res.Err()
 }
@@ -331,7 +341,7 @@ func sourceColumns(srcs func(i int) source, n int, now time.Time) []any {
 func usageCols(rows []eventRow, now time.Time) []any {
 	n := len(rows)
 	cols := eventColumns(rows, now)
-	server := make([]string, n)
+	server, ref := make([]string, n), make([]string, n)
 	bs := make([]decimal.Decimal, n)
 	hs, hq, hb := make([][]time.Time, n), make([][]uint64, n), make([][]decimal.Decimal, n)
 	ds, dq, db := make([][]time.Time, n), make([][]uint64, n), make([][]decimal.Decimal, n)
@@ -345,12 +355,12 @@ func usageCols(rows []eventRow, now time.Time) []any {
 	hp, dp := newPieceColumns(nh), newPieceColumns(nd)
 	for i := range rows {
 		r := &rows[i]
-		server[i] = serverKey(&r.ev)
+		server[i], ref[i] = serverKey(&r.ev), r.ev.ReferenceID
 		bs[i] = toDecimal(r.split.ByteSeconds)
 		hs[i], hq[i], hb[i] = hp.add(r.split.Hours)
 		ds[i], dq[i], db[i] = dp.add(r.split.Days)
 	}
-	cols = append(cols, server, bs, hs, hq, hb, ds, dq, db)
+	cols = append(cols, ref, server, bs, hs, hq, hb, ds, dq, db)
 	return append(cols, sourceColumns(func(i int) source { return rows[i].src }, n, now)...)
 }
 

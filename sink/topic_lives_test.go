@@ -14,33 +14,36 @@ import (
 	"github.com/feedmeter/feedmeter/schemas/chtest"
 )
 
-// TestLegacyProgressAfterTopicMadeAgain: a database on 0005 whose sink wrote
-// progress (rows without a topic id) is migrated to 0006, then the topics
-// are deleted and made again before any sink wrote a row with an id. Rows
-// without an id cannot say their topic's life, so they must not count: a
-// sink that took them for the new life would skip its first records.
+// TestLegacyProgressAfterTopicMadeAgain: a database whose sink wrote
+// progress before 0006 (rows without a topic id: a release before it wrote
+// them, and 0006 copied them) sees its topics deleted and made again before
+// any sink wrote a row with an id. Rows without an id cannot say their
+// topic's life, so they must not count: a sink that took them for the new
+// life would skip its first records.
 func TestLegacyProgressAfterTopicMadeAgain(t *testing.T) {
 	ctx := context.Background()
-	db := chtest.NewDB(t, false)
-	if _, err := (schemas.Migrator{UpTo: 5}).Apply(ctx, db.Conn); err != nil {
-		t.Fatal(err)
-	}
+	db := chtest.NewDB(t, true)
 	cl := newCluster(t)
 	brokers := cl.ListenAddrs()
 	first, second := genWorkload(31, 400), genWorkload(32, 3000)
 	produce(t, brokers, first.records)
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
-	cfg.SkipMigrate = true // the release before 0006 (or --no-migrate)
 	_, stop := runSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()
-	if _, err := schemas.Apply(ctx, db.Conn); err != nil { // feedmeter migrate: 0006
-		t.Fatal(err)
+	// The progress as a release before 0006 wrote it: without the id.
+	for _, q := range []string{
+		"CREATE TABLE legacy_progress ENGINE = Memory AS SELECT kafka_topic, kafka_partition, max(next_offset) AS next_offset, max(written_at) AS written_at FROM sink_progress GROUP BY kafka_topic, kafka_partition",
+		"TRUNCATE TABLE sink_progress",
+		"INSERT INTO sink_progress (kafka_topic, kafka_topic_id, kafka_partition, next_offset, written_at) SELECT kafka_topic, '', kafka_partition, next_offset, written_at FROM legacy_progress",
+	} {
+		if err := db.Conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Logf("progress after 0006: %q", chtest.QueryStrings(t, db.Conn, "SELECT concat(kafka_topic, '/', kafka_topic_id, '/', toString(kafka_partition), '=', toString(max(next_offset))) FROM sink_progress GROUP BY kafka_topic, kafka_topic_id, kafka_partition ORDER BY 1"))
 	remakeTopics(t, brokers, testPartitions)
 	produce(t, brokers, second.records)
-	cfg.SkipMigrate = false
 	_, stop = runSink(t, cfg)
 	waitDrained(t, db.Conn, brokers, time.Minute)
 	stop()

@@ -224,7 +224,7 @@ func Load(ctx context.Context, conn driver.Conn, c Config) (time.Duration, error
 		c.Logger.Info("data already loaded", "events", have)
 		return 0, nil
 	}
-	for _, t := range []string{"usage_events", "usage_hourly", "usage_daily", "license_daily"} {
+	for _, t := range []string{"usage_events", "usage_ids", "usage_replaced", "usage_copies", "usage_hourly", "usage_daily", "license_daily"} {
 		if err := conn.Exec(ctx, "TRUNCATE TABLE "+t); err != nil {
 			return 0, fmt.Errorf("truncate %s: %w", t, err)
 		}

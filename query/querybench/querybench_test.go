@@ -37,11 +37,12 @@ func TestSmallRun(t *testing.T) {
 	}
 	// Every event of the hourly and the licence insert: the rollups hold
 	// them all.
-	var n, events uint64
+	var n uint64
+	var events int64
 	if err := db.Conn.QueryRow(ctx, "SELECT count(), (SELECT sum(events) FROM usage_daily) FROM usage_events").Scan(&n, &events); err != nil {
 		t.Fatal(err)
 	}
-	if int64(n) != c.Events() || n != events {
+	if int64(n) != c.Events() || int64(n) != events {
 		t.Fatalf("%d events, %d in the daily rollup, want %d", n, events, c.Events())
 	}
 	if err := CheckSplit(ctx, db.Conn, 1000); err != nil {
