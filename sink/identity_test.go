@@ -145,7 +145,9 @@ func republish(e model.Event, entry string) model.Event {
 // TestCorrectionsExamples: the cases of issue 16, each in every order of
 // arrival, one event a batch: what counts in the end.
 func TestCorrectionsExamples(t *testing.T) {
-	id := func(s string) model.Identity { return model.Identity{TenantID: "1", Kind: model.KindBandwidthIn, EventID: s} }
+	id := func(s string) model.Identity {
+		return model.Identity{TenantID: "1", Kind: model.KindBandwidthIn, EventID: s}
+	}
 	cases := []struct {
 		name string
 		evs  []model.Event
@@ -155,18 +157,18 @@ func TestCorrectionsExamples(t *testing.T) {
 			map[model.Identity]uint64{id("a"): 10}},
 		{"correction replaces its original", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour)},
 			map[model.Identity]uint64{id("b"): 7}},
-		{"a correction of a correction replaces the last", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("c", "b", 5, 2 * time.Hour)},
+		{"a correction of a correction replaces the last", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("c", "b", 5, 2*time.Hour)},
 			map[model.Identity]uint64{id("c"): 5}},
 		{"a correction whose original never arrives counts", []model.Event{usage("b", "a", 7, time.Hour)},
 			map[model.Identity]uint64{id("b"): 7}},
-		{"of two corrections the later published counts", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("c", "a", 5, 2 * time.Hour)},
+		{"of two corrections the later published counts", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("c", "a", 5, 2*time.Hour)},
 			map[model.Identity]uint64{id("c"): 5}},
-		{"siblings without their original", []model.Event{usage("b", "a", 7, time.Hour), usage("c", "a", 5, 2 * time.Hour), usage("d", "c", 3, 3 * time.Hour)},
+		{"siblings without their original", []model.Event{usage("b", "a", 7, time.Hour), usage("c", "a", 5, 2*time.Hour), usage("d", "c", 3, 3*time.Hour)},
 			map[model.Identity]uint64{id("d"): 3}},
 		{"a republished correction", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), republish(usage("b", "a", 7, time.Hour), "urn:uuid:b2")},
 			map[model.Identity]uint64{id("b"): 7}},
-		{"a chain and its siblings", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("c", "b", 5, 2 * time.Hour),
-			usage("x", "a", 1, 90 * time.Minute)},
+		{"a chain and its siblings", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("c", "b", 5, 2*time.Hour),
+			usage("x", "a", 1, 90*time.Minute)},
 			map[model.Identity]uint64{id("x"): 1}},
 		{"independent events stay", []model.Event{usage("a", "", 10, 0), usage("b", "a", 7, time.Hour), usage("z", "", 4, 0)},
 			map[model.Identity]uint64{id("b"): 7, id("z"): 4}},
@@ -261,7 +263,9 @@ func TestConflictKeepsTheFirst(t *testing.T) {
 	}
 }
 
-func containsStr(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
+func containsStr(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
