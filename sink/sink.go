@@ -268,6 +268,10 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(s.cfg.Topic, s.cfg.DeadLetterTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Only what a transaction committed is billed: an ingest killed
+		// before its commit leaves records that its next run replaces
+		// (with what the feed says then), and the dedupe keeps the first.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.RebalanceTimeout(s.cfg.RebalanceTimeout),

@@ -144,27 +144,11 @@ func (d *downstream) run(ctx context.Context) error {
 	fmt.Fprintf(d.out, "\nThe sink wrote the topics into ClickHouse at %s, database %s, in %.1f s: %d usage events, %d other events, %d rejects.\n",
 		d.addr, d.database, took.Seconds(), events, others, rejects)
 
-	qconn, err := query.OpenClickHouse(d.addr, d.database, "default", "")
+	api, stopAPI, err := serveAPI(d.addr, d.database, d.rates, d.ln, d.log)
 	if err != nil {
 		return err
 	}
-	defer qconn.Close()
-	token, hash, err := query.NewToken()
-	if err != nil {
-		return err
-	}
-	tokens, err := query.ParseTokens([]byte("tokens:\n" + query.TokenLine(hash, query.Principal{Admin: true, Name: "demo"}) + "\n"))
-	if err != nil {
-		return err
-	}
-	srv, err := query.New(query.Config{Store: query.NewClickHouse(qconn), Rates: d.rates, Tokens: tokens, Logger: d.log})
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(d.ln)
-	defer hs.Close()
-	api := apiGetter{base: "http://" + d.ln.Addr().String(), token: token}
+	defer stopAPI()
 
 	ok, err := d.checkUsage(ctx, api, others, rejects)
 	if err != nil {
@@ -180,7 +164,7 @@ func (d *downstream) run(ctx context.Context) error {
 	if d.keep {
 		first := d.truth.Tenants[0].Tenant
 		fmt.Fprintf(d.out, "\nThe usage page: %s/#tenant=%s&period=%s\nThe API: %s/v1/… (admin token, also for the page: %s)\nCtrl-C stops.\n",
-			api.base, first, d.from.Format("2006-01"), api.base, token)
+			api.base, first, d.from.Format("2006-01"), api.base, api.token)
 		<-ctx.Done()
 	}
 	return nil
@@ -382,6 +366,35 @@ func (d *downstream) invoices(ctx context.Context, api apiGetter) error {
 		tw.Flush()
 	}
 	return nil
+}
+
+// serveAPI serves the query service on ln from database on addr, priced by
+// rates, with an admin token of its own, until stop is called (which
+// closes ln too).
+func serveAPI(addr, database string, rates *query.RateCard, ln net.Listener, log *slog.Logger) (api apiGetter, stop func(), err error) {
+	qconn, err := query.OpenClickHouse(addr, database, "default", "")
+	if err != nil {
+		return apiGetter{}, nil, err
+	}
+	fail := func(err error) (apiGetter, func(), error) {
+		qconn.Close()
+		return apiGetter{}, nil, err
+	}
+	token, hash, err := query.NewToken()
+	if err != nil {
+		return fail(err)
+	}
+	tokens, err := query.ParseTokens([]byte("tokens:\n" + query.TokenLine(hash, query.Principal{Admin: true, Name: "demo"}) + "\n"))
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := query.New(query.Config{Store: query.NewClickHouse(qconn), Rates: rates, Tokens: tokens, Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	return apiGetter{base: "http://" + ln.Addr().String(), token: token}, func() { hs.Close(); qconn.Close() }, nil
 }
 
 // day shortens an RFC 3339 time at a UTC midnight to its date.

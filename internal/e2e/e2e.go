@@ -69,11 +69,24 @@ func IngestConfig(srv *httptest.Server, brokers []string, tenants []string, form
 	}
 }
 
-// TopicRecords reads every committed record of a topic.
+// TopicRecords reads every committed record of a topic: what was
+// published, as the sink reads it.
 func TopicRecords(t testing.TB, brokers []string, topic string) []*kgo.Record {
 	t.Helper()
+	return readTopic(t, brokers, topic, kgo.ReadCommitted())
+}
+
+// UncommittedRecords reads every record of a topic, those of aborted and
+// open transactions too: what reached the broker, published or not.
+func UncommittedRecords(t testing.TB, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	return readTopic(t, brokers, topic, kgo.ReadUncommitted())
+}
+
+func readTopic(t testing.TB, brokers []string, topic string, isolation kgo.IsolationLevel) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.FetchIsolationLevel(isolation), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
