@@ -159,27 +159,9 @@ type Faults struct {
 	Expire      float64 // "expire": the request's token expires early (401)
 }
 
-// faultNames are the keys of the --faults syntax, in its order.
-var faultNames = []string{"429", "503", "500", "drop", "slow", "malformed", "expire"}
-
-func (f *Faults) field(name string) *float64 {
-	switch name {
-	case "429":
-		return &f.RateLimited
-	case "503":
-		return &f.Unavailable
-	case "500":
-		return &f.Internal
-	case "drop":
-		return &f.Drop
-	case "slow":
-		return &f.Slow
-	case "malformed":
-		return &f.Malformed
-	case "expire":
-		return &f.Expire
-	}
-	return nil
+func (f *Faults) shares() shares {
+	return shares{"fault", []share{{"429", &f.RateLimited}, {"503", &f.Unavailable}, {"500", &f.Internal},
+		{"drop", &f.Drop}, {"slow", &f.Slow}, {"malformed", &f.Malformed}, {"expire", &f.Expire}}}
 }
 
 // ParseFaults reads "429=0.05,503=0.02,500=0.01,drop=0.01,slow=0.01,
@@ -187,24 +169,8 @@ func (f *Faults) field(name string) *float64 {
 // faults.
 func ParseFaults(s string) (Faults, error) {
 	var f Faults
-	s = strings.TrimSpace(s)
-	if s == "" || s == "none" {
-		return f, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			return Faults{}, fmt.Errorf("fault %q is not name=probability", kv)
-		}
-		p := f.field(strings.TrimSpace(k))
-		if p == nil {
-			return Faults{}, fmt.Errorf("fault %q is not one of %s", k, strings.Join(faultNames, ", "))
-		}
-		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return Faults{}, fmt.Errorf("fault %s: %q is not a number", k, v)
-		}
-		*p = x
+	if err := f.shares().parse(s); err != nil {
+		return Faults{}, err
 	}
 	return f, f.Validate()
 }
@@ -212,13 +178,7 @@ func ParseFaults(s string) (Faults, error) {
 // Validate checks that every share is a probability and that the request
 // faults fit in one.
 func (f Faults) Validate() error {
-	var errs []error
-	f2 := f
-	for _, n := range faultNames {
-		if v := *f2.field(n); !(v >= 0 && v <= 1) {
-			errs = append(errs, fmt.Errorf("fault %s=%v is not within 0..1", n, v))
-		}
-	}
+	errs := f.shares().validate()
 	if s := f.RateLimited + f.Unavailable + f.Internal + f.Drop + f.Slow + f.Expire; s > 1+1e-9 {
 		errs = append(errs, fmt.Errorf("request faults add up to %v, more than 1", s))
 	}
@@ -226,11 +186,104 @@ func (f Faults) Validate() error {
 }
 
 // String writes the faults in the --faults syntax, "none" when off.
-func (f Faults) String() string {
+func (f Faults) String() string { return f.shares().String() }
+
+// Map returns the faults by name, every name present.
+func (f Faults) Map() map[string]float64 { return f.shares().toMap() }
+
+// faultsFromMap is the inverse of Map; names not given are 0.
+func faultsFromMap(m map[string]float64) (Faults, error) {
+	var f Faults
+	if err := f.shares().fromMap(m); err != nil {
+		return Faults{}, err
+	}
+	return f, f.Validate()
+}
+
+// shares is a set of named probabilities, the syntax of --faults:
+// "name=p,name=p", names not given 0, "" and "none" all 0.
+type shares struct {
+	what string  // what a name is, for errors ("fault")
+	list []share // in the order String writes them
+}
+
+type share struct {
+	name string
+	p    *float64
+}
+
+func (s shares) field(name string) *float64 {
+	for _, x := range s.list {
+		if x.name == name {
+			return x.p
+		}
+	}
+	return nil
+}
+
+func (s shares) names() string {
+	names := make([]string, len(s.list))
+	for i, x := range s.list {
+		names[i] = x.name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (s shares) parse(text string) error {
+	text = strings.TrimSpace(text)
+	if text == "" || text == "none" {
+		return nil
+	}
+	for _, kv := range strings.Split(text, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return fmt.Errorf("%s %q is not name=probability", s.what, kv)
+		}
+		p := s.field(strings.TrimSpace(k))
+		if p == nil {
+			return fmt.Errorf("%s %q is not one of %s", s.what, k, s.names())
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return fmt.Errorf("%s %s: %q is not a number", s.what, k, v)
+		}
+		*p = x
+	}
+	return nil
+}
+
+func (s shares) fromMap(m map[string]float64) error {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := s.field(n)
+		if p == nil {
+			return fmt.Errorf("%s %q is not one of %s", s.what, n, s.names())
+		}
+		*p = m[n]
+	}
+	return nil
+}
+
+// validate reports every share that is not a probability.
+func (s shares) validate() []error {
+	var errs []error
+	for _, x := range s.list {
+		if v := *x.p; !(v >= 0 && v <= 1) {
+			errs = append(errs, fmt.Errorf("%s %s=%v is not within 0..1", s.what, x.name, v))
+		}
+	}
+	return errs
+}
+
+func (s shares) String() string {
 	var parts []string
-	for _, n := range faultNames {
-		if v := *f.field(n); v != 0 {
-			parts = append(parts, n+"="+strconv.FormatFloat(v, 'g', -1, 64))
+	for _, x := range s.list {
+		if *x.p != 0 {
+			parts = append(parts, x.name+"="+strconv.FormatFloat(*x.p, 'g', -1, 64))
 		}
 	}
 	if len(parts) == 0 {
@@ -239,29 +292,10 @@ func (f Faults) String() string {
 	return strings.Join(parts, ",")
 }
 
-// Map returns the faults by name, every name present.
-func (f Faults) Map() map[string]float64 {
-	m := make(map[string]float64, len(faultNames))
-	for _, n := range faultNames {
-		m[n] = *f.field(n)
+func (s shares) toMap() map[string]float64 {
+	m := make(map[string]float64, len(s.list))
+	for _, x := range s.list {
+		m[x.name] = *x.p
 	}
 	return m
-}
-
-// faultsFromMap is the inverse of Map; names not given are 0.
-func faultsFromMap(m map[string]float64) (Faults, error) {
-	var f Faults
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := f.field(n)
-		if p == nil {
-			return Faults{}, fmt.Errorf("fault %q is not one of %s", n, strings.Join(faultNames, ", "))
-		}
-		*p = m[n]
-	}
-	return f, f.Validate()
 }
