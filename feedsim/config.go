@@ -42,6 +42,10 @@ type Config struct {
 	NoAuth bool
 	// Faults are the injected failures (DefaultConfig: none).
 	Faults Faults
+	// CUF are the upstream's identity facts in the generated history:
+	// republished and conflicting events, corrections, 24:00:00 end times,
+	// usage summaries (DefaultConfig: none).
+	CUF CUF
 	// RetryAfter is the Retry-After of a 429, rounded up to seconds
 	// (DefaultConfig: 1s).
 	RetryAfter time.Duration
@@ -96,9 +100,10 @@ func (c *Config) Validate() error {
 	if c.Agents < 0 || c.Agents > 10_000 {
 		errs = append(errs, fmt.Errorf("agents %d is not within 0..10000", c.Agents))
 	}
-	// An hourly agent writes at most about 80 entries a day.
-	if a := max(c.Agents, 6); int64(a)*int64(c.Days)*80 > maxEntriesPerFeed {
-		errs = append(errs, fmt.Errorf("%d agents over %d days is more than %d entries per tenant", a, c.Days, maxEntriesPerFeed))
+	// An hourly agent writes at most about 80 entries a day, before the CUF
+	// facts.
+	if a := max(c.Agents, 6); float64(a)*float64(c.Days)*80*c.CUF.growth() > maxEntriesPerFeed {
+		errs = append(errs, fmt.Errorf("%d agents over %d days (cuf %s) is more than %d entries per tenant", a, c.Days, c.CUF, maxEntriesPerFeed))
 	}
 	if c.HeadDelay < 0 {
 		errs = append(errs, fmt.Errorf("head delay %s is negative", c.HeadDelay))
@@ -115,6 +120,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.CUF.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, d := range []struct {
@@ -200,7 +208,84 @@ func faultsFromMap(m map[string]float64) (Faults, error) {
 	return f, f.Validate()
 }
 
-// shares is a set of named probabilities, the syntax of --faults:
+// CUF are the identity facts of the real upstream that the generated history
+// shows (DefaultConfig: none), each a probability in [0, 1]. design.md
+// ("Identity of a usage event", "CUF rules") describes them; Truth counts
+// what a bill should make of them (TenantTruth, DayTruth.Billed). They are
+// drawn from their own seeded generator, after the rest of the history: with
+// all of them 0 the feed is what it was without them, byte for byte.
+type CUF struct {
+	// Republish is the share of usage events published a second time, the
+	// same event (CUF id and content) under a new atom id, up to two hours
+	// later: a publisher's retry.
+	Republish float64 // "republish"
+	// Conflict is the share of usage events published a second time with
+	// the same CUF id and another quantity (or, for licenses and one in four
+	// others, other times), up to two hours later.
+	Conflict float64 // "conflict"
+	// Correct is the share of bandwidth and storage events that a correction
+	// follows: a new event whose referenceId is the event's id, with another
+	// quantity, published up to six hours later.
+	Correct float64 // "correct"
+	// Chain is the share of corrections corrected in turn (chains are cut at
+	// five corrections).
+	Chain float64 // "chain"
+	// Early is the share of corrections published before the event they
+	// correct: the two swap their publication times (the original is late).
+	Early float64 // "early"
+	// Sibling is the share of corrections that a second correction of the
+	// same event follows.
+	Sibling float64 // "sibling"
+	// Orphan is the share of corrections whose original is never published.
+	Orphan float64 // "orphan"
+	// Midnight is the share of USAGE (and USAGE_SUMMARY) events ending at a
+	// midnight that write their endTime as 24:00:00 of their last day.
+	Midnight float64 // "midnight"
+	// Summary is the share of an agent's days and kinds (bandwidthIn,
+	// bandwidthOut, storage) that a USAGE_SUMMARY entry restates: the day's
+	// total bandwidth or peak storage, published after the day's last
+	// interval. Summaries are never billed (the parser makes them kind other).
+	Summary float64 // "summary"
+}
+
+func (c *CUF) shares() shares {
+	return shares{"cuf fact", []share{{"republish", &c.Republish}, {"conflict", &c.Conflict}, {"correct", &c.Correct},
+		{"chain", &c.Chain}, {"early", &c.Early}, {"sibling", &c.Sibling}, {"orphan", &c.Orphan},
+		{"midnight", &c.Midnight}, {"summary", &c.Summary}}}
+}
+
+// ParseCUF reads "republish=0.01,conflict=0.002,correct=0.01,chain=0.3,
+// early=0.2,sibling=0.1,orphan=0.05,midnight=0.05,summary=0.01"; facts not
+// named are 0. "" and "none" are none.
+func ParseCUF(s string) (CUF, error) {
+	var c CUF
+	if err := c.shares().parse(s); err != nil {
+		return CUF{}, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks that every share is a probability.
+func (c CUF) Validate() error { return errors.Join(c.shares().validate()...) }
+
+// String writes the facts in the --cuf syntax, "none" when off.
+func (c CUF) String() string { return c.shares().String() }
+
+// growth is about how many entries the facts make of one generated entry,
+// on average: 1 without them.
+func (c CUF) growth() float64 {
+	chain := 0.0
+	for k, p := 0, 1.0; k < maxChain; k++ {
+		chain += p
+		p *= c.Chain
+	}
+	return (1+c.Correct*(1+c.Sibling)*chain)*(1+c.Republish+c.Conflict) + c.Summary
+}
+
+// on reports whether any fact is emulated.
+func (c CUF) on() bool { return c != CUF{} }
+
+// shares is a set of named probabilities, the syntax of --faults and --cuf:
 // "name=p,name=p", names not given 0, "" and "none" all 0.
 type shares struct {
 	what string  // what a name is, for errors ("fault")
