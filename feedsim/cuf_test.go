@@ -194,7 +194,7 @@ func TestCUFDeterministic(t *testing.T) {
 func TestCUFServedEqualsParser(t *testing.T) {
 	cfg := cufConfig(t, strings.Replace(allCUF, "midnight=0.3", "midnight=0", 1))
 	cfg.Faults.Malformed = 0.03
-	s, ts, _ := start(t, cfg)
+	_, ts, _ := start(t, cfg)
 	for _, f := range formats {
 		t.Run(f.name, func(t *testing.T) {
 			tr := fetchTruth(t, ts.URL+"/_sim/truth")
@@ -214,7 +214,6 @@ func TestCUFServedEqualsParser(t *testing.T) {
 					}
 				}
 			}
-			_ = s
 		})
 	}
 }
