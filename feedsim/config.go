@@ -42,6 +42,10 @@ type Config struct {
 	NoAuth bool
 	// Faults are the injected failures (DefaultConfig: none).
 	Faults Faults
+	// CUF are the upstream's identity facts in the generated history:
+	// republished and conflicting events, corrections, 24:00:00 end times,
+	// usage summaries (DefaultConfig: none).
+	CUF CUF
 	// RetryAfter is the Retry-After of a 429, rounded up to seconds
 	// (DefaultConfig: 1s).
 	RetryAfter time.Duration
@@ -96,9 +100,10 @@ func (c *Config) Validate() error {
 	if c.Agents < 0 || c.Agents > 10_000 {
 		errs = append(errs, fmt.Errorf("agents %d is not within 0..10000", c.Agents))
 	}
-	// An hourly agent writes at most about 80 entries a day.
-	if a := max(c.Agents, 6); int64(a)*int64(c.Days)*80 > maxEntriesPerFeed {
-		errs = append(errs, fmt.Errorf("%d agents over %d days is more than %d entries per tenant", a, c.Days, maxEntriesPerFeed))
+	// An hourly agent writes at most about 80 entries a day, before the CUF
+	// facts.
+	if a := max(c.Agents, 6); float64(a)*float64(c.Days)*80*c.CUF.growth() > maxEntriesPerFeed {
+		errs = append(errs, fmt.Errorf("%d agents over %d days (cuf %s) is more than %d entries per tenant", a, c.Days, c.CUF, maxEntriesPerFeed))
 	}
 	if c.HeadDelay < 0 {
 		errs = append(errs, fmt.Errorf("head delay %s is negative", c.HeadDelay))
@@ -115,6 +120,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.CUF.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, d := range []struct {
@@ -159,27 +167,9 @@ type Faults struct {
 	Expire      float64 // "expire": the request's token expires early (401)
 }
 
-// faultNames are the keys of the --faults syntax, in its order.
-var faultNames = []string{"429", "503", "500", "drop", "slow", "malformed", "expire"}
-
-func (f *Faults) field(name string) *float64 {
-	switch name {
-	case "429":
-		return &f.RateLimited
-	case "503":
-		return &f.Unavailable
-	case "500":
-		return &f.Internal
-	case "drop":
-		return &f.Drop
-	case "slow":
-		return &f.Slow
-	case "malformed":
-		return &f.Malformed
-	case "expire":
-		return &f.Expire
-	}
-	return nil
+func (f *Faults) shares() shares {
+	return shares{"fault", []share{{"429", &f.RateLimited}, {"503", &f.Unavailable}, {"500", &f.Internal},
+		{"drop", &f.Drop}, {"slow", &f.Slow}, {"malformed", &f.Malformed}, {"expire", &f.Expire}}}
 }
 
 // ParseFaults reads "429=0.05,503=0.02,500=0.01,drop=0.01,slow=0.01,
@@ -187,24 +177,8 @@ func (f *Faults) field(name string) *float64 {
 // faults.
 func ParseFaults(s string) (Faults, error) {
 	var f Faults
-	s = strings.TrimSpace(s)
-	if s == "" || s == "none" {
-		return f, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			return Faults{}, fmt.Errorf("fault %q is not name=probability", kv)
-		}
-		p := f.field(strings.TrimSpace(k))
-		if p == nil {
-			return Faults{}, fmt.Errorf("fault %q is not one of %s", k, strings.Join(faultNames, ", "))
-		}
-		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return Faults{}, fmt.Errorf("fault %s: %q is not a number", k, v)
-		}
-		*p = x
+	if err := f.shares().parse(s); err != nil {
+		return Faults{}, err
 	}
 	return f, f.Validate()
 }
@@ -212,13 +186,7 @@ func ParseFaults(s string) (Faults, error) {
 // Validate checks that every share is a probability and that the request
 // faults fit in one.
 func (f Faults) Validate() error {
-	var errs []error
-	f2 := f
-	for _, n := range faultNames {
-		if v := *f2.field(n); !(v >= 0 && v <= 1) {
-			errs = append(errs, fmt.Errorf("fault %s=%v is not within 0..1", n, v))
-		}
-	}
+	errs := f.shares().validate()
 	if s := f.RateLimited + f.Unavailable + f.Internal + f.Drop + f.Slow + f.Expire; s > 1+1e-9 {
 		errs = append(errs, fmt.Errorf("request faults add up to %v, more than 1", s))
 	}
@@ -226,11 +194,181 @@ func (f Faults) Validate() error {
 }
 
 // String writes the faults in the --faults syntax, "none" when off.
-func (f Faults) String() string {
+func (f Faults) String() string { return f.shares().String() }
+
+// Map returns the faults by name, every name present.
+func (f Faults) Map() map[string]float64 { return f.shares().toMap() }
+
+// faultsFromMap is the inverse of Map; names not given are 0.
+func faultsFromMap(m map[string]float64) (Faults, error) {
+	var f Faults
+	if err := f.shares().fromMap(m); err != nil {
+		return Faults{}, err
+	}
+	return f, f.Validate()
+}
+
+// CUF are the identity facts of the real upstream that the generated history
+// shows (DefaultConfig: none), each a probability in [0, 1]. design.md
+// ("Identity of a usage event", "CUF rules") describes them; Truth counts
+// what a bill should make of them (TenantTruth, DayTruth.Billed). They are
+// drawn from their own seeded generator, after the rest of the history: with
+// all of them 0 the feed is what it was without them, byte for byte.
+type CUF struct {
+	// Republish is the share of usage events published a second time, the
+	// same event (CUF id and content) under a new atom id, up to two hours
+	// later: a publisher's retry.
+	Republish float64 // "republish"
+	// Conflict is the share of usage events published a second time with
+	// the same CUF id and another quantity (or, for licenses and one in four
+	// others, other times), up to two hours later.
+	Conflict float64 // "conflict"
+	// Correct is the share of bandwidth and storage events that a correction
+	// follows: a new event whose referenceId is the event's id, with another
+	// quantity, published up to six hours later.
+	Correct float64 // "correct"
+	// Chain is the share of corrections corrected in turn (chains are cut at
+	// five corrections).
+	Chain float64 // "chain"
+	// Early is the share of corrections published before the event they
+	// correct: the two swap their publication times (the original is late).
+	Early float64 // "early"
+	// Sibling is the share of corrections that a second correction of the
+	// same event follows.
+	Sibling float64 // "sibling"
+	// Orphan is the share of corrections whose original is never published.
+	Orphan float64 // "orphan"
+	// Midnight is the share of USAGE (and USAGE_SUMMARY) events ending at a
+	// midnight that write their endTime as 24:00:00 of their last day.
+	Midnight float64 // "midnight"
+	// Summary is the share of an agent's days and kinds (bandwidthIn,
+	// bandwidthOut, storage) that a USAGE_SUMMARY entry restates: the day's
+	// total bandwidth or peak storage, published after the day's last
+	// interval. Summaries are never billed (the parser makes them kind other).
+	Summary float64 // "summary"
+}
+
+func (c *CUF) shares() shares {
+	return shares{"cuf fact", []share{{"republish", &c.Republish}, {"conflict", &c.Conflict}, {"correct", &c.Correct},
+		{"chain", &c.Chain}, {"early", &c.Early}, {"sibling", &c.Sibling}, {"orphan", &c.Orphan},
+		{"midnight", &c.Midnight}, {"summary", &c.Summary}}}
+}
+
+// ParseCUF reads "republish=0.01,conflict=0.002,correct=0.01,chain=0.3,
+// early=0.2,sibling=0.1,orphan=0.05,midnight=0.05,summary=0.01"; facts not
+// named are 0. "" and "none" are none.
+func ParseCUF(s string) (CUF, error) {
+	var c CUF
+	if err := c.shares().parse(s); err != nil {
+		return CUF{}, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks that every share is a probability.
+func (c CUF) Validate() error { return errors.Join(c.shares().validate()...) }
+
+// String writes the facts in the --cuf syntax, "none" when off.
+func (c CUF) String() string { return c.shares().String() }
+
+// growth is about how many entries the facts make of one generated entry,
+// on average: 1 without them.
+func (c CUF) growth() float64 {
+	chain := 0.0
+	for k, p := 0, 1.0; k < maxChain; k++ {
+		chain += p
+		p *= c.Chain
+	}
+	return (1+c.Correct*(1+c.Sibling)*chain)*(1+c.Republish+c.Conflict) + c.Summary
+}
+
+// on reports whether any fact is emulated.
+func (c CUF) on() bool { return c != CUF{} }
+
+// shares is a set of named probabilities, the syntax of --faults and --cuf:
+// "name=p,name=p", names not given 0, "" and "none" all 0.
+type shares struct {
+	what string  // what a name is, for errors ("fault")
+	list []share // in the order String writes them
+}
+
+type share struct {
+	name string
+	p    *float64
+}
+
+func (s shares) field(name string) *float64 {
+	for _, x := range s.list {
+		if x.name == name {
+			return x.p
+		}
+	}
+	return nil
+}
+
+func (s shares) names() string {
+	names := make([]string, len(s.list))
+	for i, x := range s.list {
+		names[i] = x.name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (s shares) parse(text string) error {
+	text = strings.TrimSpace(text)
+	if text == "" || text == "none" {
+		return nil
+	}
+	for _, kv := range strings.Split(text, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return fmt.Errorf("%s %q is not name=probability", s.what, kv)
+		}
+		p := s.field(strings.TrimSpace(k))
+		if p == nil {
+			return fmt.Errorf("%s %q is not one of %s", s.what, k, s.names())
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return fmt.Errorf("%s %s: %q is not a number", s.what, k, v)
+		}
+		*p = x
+	}
+	return nil
+}
+
+func (s shares) fromMap(m map[string]float64) error {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := s.field(n)
+		if p == nil {
+			return fmt.Errorf("%s %q is not one of %s", s.what, n, s.names())
+		}
+		*p = m[n]
+	}
+	return nil
+}
+
+// validate reports every share that is not a probability.
+func (s shares) validate() []error {
+	var errs []error
+	for _, x := range s.list {
+		if v := *x.p; !(v >= 0 && v <= 1) {
+			errs = append(errs, fmt.Errorf("%s %s=%v is not within 0..1", s.what, x.name, v))
+		}
+	}
+	return errs
+}
+
+func (s shares) String() string {
 	var parts []string
-	for _, n := range faultNames {
-		if v := *f.field(n); v != 0 {
-			parts = append(parts, n+"="+strconv.FormatFloat(v, 'g', -1, 64))
+	for _, x := range s.list {
+		if *x.p != 0 {
+			parts = append(parts, x.name+"="+strconv.FormatFloat(*x.p, 'g', -1, 64))
 		}
 	}
 	if len(parts) == 0 {
@@ -239,29 +377,10 @@ func (f Faults) String() string {
 	return strings.Join(parts, ",")
 }
 
-// Map returns the faults by name, every name present.
-func (f Faults) Map() map[string]float64 {
-	m := make(map[string]float64, len(faultNames))
-	for _, n := range faultNames {
-		m[n] = *f.field(n)
+func (s shares) toMap() map[string]float64 {
+	m := make(map[string]float64, len(s.list))
+	for _, x := range s.list {
+		m[x.name] = *x.p
 	}
 	return m
-}
-
-// faultsFromMap is the inverse of Map; names not given are 0.
-func faultsFromMap(m map[string]float64) (Faults, error) {
-	var f Faults
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := f.field(n)
-		if p == nil {
-			return Faults{}, fmt.Errorf("fault %q is not one of %s", n, strings.Join(faultNames, ", "))
-		}
-		*p = m[n]
-	}
-	return f, f.Validate()
 }

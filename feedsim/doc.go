@@ -36,7 +36,7 @@
 //	GET  /v2/backups/{id}                            a backup; completed ones add usage to the feed
 //	POST /v2.1/{tenant_id}/os-server-external-events Nova external events (seed 003)
 //	GET  /_sim/tenants                               tenants and their agents
-//	GET  /_sim/truth?tenant=&from=&to=               the ground truth (Truth)
+//	GET  /_sim/truth?tenant=&from=&to=               the ground truth (Truth): served and billed
 //	GET  /_sim/faults, PUT /_sim/faults              the faults in force
 //
 // Every route but /v2.0/tokens and /_sim/ needs X-Auth-Token unless
@@ -52,4 +52,48 @@
 // belongs), a missing required attribute, or a value of the wrong type. An
 // entry keeps the shape it was first served in when the rate changes, and
 // Truth lists exactly those entries and leaves them out of its sums.
+//
+// # Identity and corrections
+//
+// Config.CUF (feedmeter feedsim --cuf, off by default) adds to the generated
+// history what the real upstream does with a usage event's identity
+// (design.md, "Identity of a usage event" and "CUF rules"): a publisher's
+// retries (the same event, CUF id and content, again under a new atom id),
+// conflicting republishes (the same CUF id with another quantity or other
+// times), corrections (a new event whose referenceId is the id of the event
+// it corrects, with another quantity: after the original or before it,
+// corrections of corrections, two corrections of one event, corrections whose
+// original never comes), USAGE endTimes at midnight written as 24:00:00 of
+// the day before, and USAGE_SUMMARY entries (duration, product summary="true",
+// category term …usage_summary) beside the usage they restate. XML carries
+// referenceId as an attribute of <event>, JSON as a member of "event". The
+// CUF type's fields say how each is drawn; with all of them 0 the feed is
+// byte for byte what it is without them.
+//
+// Truth counts the entries served (what ingest publishes, every copy) and
+// what a bill counts of them, under these rules (the ones the sink follows):
+//
+//   - Entries served malformed are no events at all.
+//   - The identity of a usage event is (tenant, CUF event id, kind). Of the
+//     copies of one identity the first in feed (publication) order is the
+//     event; a later copy with the same content (everything but the atom
+//     id, updated and published) is republished, one with other content a
+//     conflict (rejected). Neither is billed.
+//   - Corrections, per tenant and kind: events link by referenceId into
+//     trees. From a tree's root (an event without referenceId, or a virtual
+//     root for a referenced id never published) go down, again and again, to
+//     the child (an event whose referenceId is the current event's id) with
+//     the latest atom:published, ties broken by the greater event id (byte
+//     order). The event reached that has no child is billed; every other
+//     event of the tree is replaced. So a correction replaces its original
+//     whichever comes first, a correction of a correction replaces the last
+//     one, a correction whose original never comes counts as itself, and of
+//     two corrections of one event the one published later counts.
+//   - An event whose referenceId is its own id, or that would close a
+//     cycle, is rejected; feedsim generates none.
+//
+// Summaries are kind other (never billable usage) and system entries are
+// never republished, so their billed counts equal the served ones. The
+// generated history alone has these facts: live entries and those the APIs
+// add do not.
 package feedsim

@@ -24,12 +24,13 @@ var serverNames = [...]string{
 }
 
 // Streams of the seeded generator: tenant i's data is drawn from stream
-// i+1; the others follow.
+// i+1 and its CUF facts from streamCUF+i; the others follow.
 const (
 	streamTenants = 0
 	streamLive    = 1 << 40
 	streamFaults  = 1<<40 + 1
 	streamAPI     = 1<<40 + 2
+	streamCUF     = 1 << 41
 )
 
 // generate builds the tenants and their history. It is a pure function of
@@ -134,6 +135,9 @@ func generateTenant(cfg *Config, t *tenant, index int, start int64) {
 		}
 	}
 	t.backup.gen = len(t.backup.entries)
+	if cfg.CUF.on() {
+		addCUF(cfg.CUF, t.backup, newRNG(cfg.Seed, streamCUF+uint64(index)))
+	}
 }
 
 func estimate(t *tenant, days int) int {

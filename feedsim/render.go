@@ -1,6 +1,10 @@
 package feedsim
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+
+	"github.com/feedmeter/feedmeter/model"
+)
 
 // Rendering is by hand, appending to a byte slice: a page of 1,000 entries
 // is about 1.3 MB of XML and must take a few milliseconds. The shapes follow
@@ -32,8 +36,9 @@ const (
 // malformedVariant picks the fault of a malformed entry from its id.
 func malformedVariant(e *entry) variant {
 	v := variant(1 + e.id.hash(variantKey)%3)
-	if v == vMissing && (e.kind == kSystem || e.kind == kServer) {
-		// System events have no attribute whose absence the schema rejects.
+	if v == vMissing && (e.kind == kSystem || e.kind == kServer || e.summary()) {
+		// System events and summaries have no attribute whose absence the
+		// schema rejects.
 		v = vWrongType
 	}
 	return v
@@ -120,13 +125,13 @@ func (r *renderer) appendEntryXML(b []byte, i int) []byte {
 	b = append(b, "\"/>\n    <atom:content type=\"application/xml\">\n      "...)
 	switch e.kind {
 	case kSnapshot:
-		b = r.appendSnapshotXML(b, e, ag, v)
+		b = r.appendSnapshotXML(b, e, ag, f.linkOf(e), v)
 	case kSystem:
 		b = r.appendSystemXML(b, e, ag, v)
 	case kServer:
 		b = r.appendServerXML(b, e, v)
 	default:
-		b = r.appendUsageXML(b, e, ag, v)
+		b = r.appendUsageXML(b, e, ag, f.linkOf(e), v)
 	}
 	b = append(b, "\n    </atom:content>\n    <atom:link href=\""...)
 	b = append(b, r.hrefXML...)
@@ -158,24 +163,34 @@ func appendEventNS(b []byte, k kind) []byte {
 	return b
 }
 
-func (r *renderer) appendUsageXML(b []byte, e *entry, ag *agent, v variant) []byte {
+func (r *renderer) appendUsageXML(b []byte, e *entry, ag *agent, l cufLink, v variant) []byte {
 	t := r.f.tenant
 	b = appendEventNS(b, e.kind)
 	b = append(b, " dataCenter=\""...)
 	b = append(b, t.dc...)
+	if e.summary() {
+		b = append(b, "\" duration=\""...)
+		b = appendDuration(b, e.dur)
+	}
 	b = append(b, "\" endTime=\""...)
-	b = appendSec(b, e.start+int64(e.dur))
+	b = appendEnd(b, e)
 	b = append(b, "\" environment=\"PROD\" id=\""...)
-	b = e.id.derive(eventIDKey).appendTo(b)
+	b = l.eventID().appendTo(b)
+	if l.ref != (uuid{}) {
+		b = append(b, "\" referenceId=\""...)
+		b = l.ref.appendTo(b)
+	}
 	b = append(b, "\" region=\""...)
 	b = append(b, t.region...)
 	b = append(b, "\" resourceId=\""...)
 	b = append(b, ag.rid...)
 	b = append(b, "\" startTime=\""...)
-	b = appendStart(b, e, e.kind == kLicense && v == vWrongType)
+	b = appendStart(b, e, wrongStart(e, v))
 	b = append(b, "\" tenantId=\""...)
 	b = append(b, t.id...)
-	b = append(b, "\" type=\"USAGE\" version=\"1\">\n        <"...)
+	b = append(b, "\" type=\""...)
+	b = append(b, e.usageType()...)
+	b = append(b, "\" version=\"1\">\n        <"...)
 	b = append(b, kinds[e.kind].prefix...)
 	b = append(b, ":product"...)
 	attr := kinds[e.kind].product
@@ -206,6 +221,9 @@ func (r *renderer) appendUsageXML(b []byte, e *entry, ag *agent, v variant) []by
 	if e.kind == kStorage {
 		b = value(b)
 	}
+	if e.summary() {
+		b = append(b, " summary=\"true\""...)
+	}
 	b = append(b, " version=\"1\"/"...)
 	if v != vBroken {
 		b = append(b, '>')
@@ -214,12 +232,14 @@ func (r *renderer) appendUsageXML(b []byte, e *entry, ag *agent, v variant) []by
 }
 
 // externalShown reports whether a snapshot writes its optional external
-// attribute: always when true, two times in three when false.
-func externalShown(e *entry, ag *agent) bool {
-	return ag.external || e.id.hash(whitespaceKey+1)%3 != 0
+// attribute: always when true, two times in three when false, by the id of
+// the entry whose event it is (l.src), so that a copy shows what its
+// original shows.
+func externalShown(l cufLink, ag *agent) bool {
+	return ag.external || l.src.hash(whitespaceKey+1)%3 != 0
 }
 
-func (r *renderer) appendSnapshotXML(b []byte, e *entry, ag *agent, v variant) []byte {
+func (r *renderer) appendSnapshotXML(b []byte, e *entry, ag *agent, l cufLink, v variant) []byte {
 	t := r.f.tenant
 	// The seed's attribute order.
 	b = appendEventNS(b, e.kind)
@@ -230,7 +250,7 @@ func (r *renderer) appendSnapshotXML(b []byte, e *entry, ag *agent, v variant) [
 	b = append(b, "\" dataCenter=\""...)
 	b = append(b, t.dc...)
 	b = append(b, "\" type=\"USAGE_SNAPSHOT\" id=\""...)
-	b = e.id.derive(eventIDKey).appendTo(b)
+	b = l.eventID().appendTo(b)
 	b = append(b, "\" resourceId=\""...)
 	b = append(b, ag.rid...)
 	b = append(b, "\" tenantId=\""...)
@@ -249,7 +269,7 @@ func (r *renderer) appendSnapshotXML(b []byte, e *entry, ag *agent, v variant) [
 	switch {
 	case v == vWrongType:
 		b = append(b, " external=\"maybe\""...)
-	case !externalShown(e, ag):
+	case !externalShown(l, ag):
 	case ag.external:
 		b = append(b, " external=\"true\""...)
 	default:
@@ -296,13 +316,13 @@ func (r *renderer) appendEntryJSON(b []byte, i int) []byte {
 	b = append(b, `"}],"content":{"event":`...)
 	switch e.kind {
 	case kSnapshot:
-		b = r.appendSnapshotJSON(b, e, ag, v)
+		b = r.appendSnapshotJSON(b, e, ag, f.linkOf(e), v)
 	case kSystem:
 		b = r.appendSystemJSON(b, e, ag, v)
 	case kServer:
 		b = r.appendServerJSON(b, e, v)
 	default:
-		b = r.appendUsageJSON(b, e, ag, v)
+		b = r.appendUsageJSON(b, e, ag, f.linkOf(e), v)
 	}
 	b = append(b, `},"id":"urn:uuid:`...)
 	b = e.id.appendTo(b)
@@ -316,14 +336,18 @@ func (r *renderer) appendEntryJSON(b []byte, i int) []byte {
 	return append(b, `"}`...)
 }
 
-func (r *renderer) appendUsageJSON(b []byte, e *entry, ag *agent, v variant) []byte {
+func (r *renderer) appendUsageJSON(b []byte, e *entry, ag *agent, l cufLink, v variant) []byte {
 	t := r.f.tenant
 	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
 	b = append(b, t.dc...)
+	if e.summary() {
+		b = append(b, `","duration":"`...)
+		b = appendDuration(b, e.dur)
+	}
 	b = append(b, `","endTime":"`...)
-	b = appendSec(b, e.start+int64(e.dur))
+	b = appendEnd(b, e)
 	b = append(b, `","environment":"PROD","id":"`...)
-	b = e.id.derive(eventIDKey).appendTo(b)
+	b = l.eventID().appendTo(b)
 	b = append(b, `","product":`...)
 	if v == vBroken {
 		// A string where the product object belongs: what is left of a
@@ -363,27 +387,37 @@ func (r *renderer) appendUsageJSON(b []byte, e *entry, ag *agent, v variant) []b
 		if e.kind == kStorage {
 			b = value(b)
 		}
+		if e.summary() {
+			b = append(b, `,"summary":true`...)
+		}
 		b = append(b, `,"version":"1"}`...)
+	}
+	if l.ref != (uuid{}) {
+		b = append(b, `,"referenceId":"`...)
+		b = l.ref.appendTo(b)
+		b = append(b, '"')
 	}
 	b = append(b, `,"region":"`...)
 	b = append(b, t.region...)
 	b = append(b, `","resourceId":"`...)
 	b = append(b, ag.rid...)
 	b = append(b, `","startTime":"`...)
-	b = appendStart(b, e, e.kind == kLicense && v == vWrongType)
+	b = appendStart(b, e, wrongStart(e, v))
 	b = append(b, `","tenantId":"`...)
 	b = append(b, t.id...)
-	return append(b, `","type":"USAGE","version":"1"}`...)
+	b = append(b, `","type":"`...)
+	b = append(b, e.usageType()...)
+	return append(b, `","version":"1"}`...)
 }
 
-func (r *renderer) appendSnapshotJSON(b []byte, e *entry, ag *agent, v variant) []byte {
+func (r *renderer) appendSnapshotJSON(b []byte, e *entry, ag *agent, l cufLink, v variant) []byte {
 	t := r.f.tenant
 	b = append(b, `{"@type":"`+nsEventJSON+`","dataCenter":"`...)
 	b = append(b, t.dc...)
 	b = append(b, `","eventTime":"`...)
 	b = appendSec(b, e.start)
 	b = append(b, `","id":"`...)
-	b = e.id.derive(eventIDKey).appendTo(b)
+	b = l.eventID().appendTo(b)
 	b = append(b, `","product":`...)
 	if v == vBroken {
 		b = append(b, `"<cb-lic:product version=\"3\" serviceCode=\"CloudBackup\" resourceType=\"AGENT\"\/"`...)
@@ -392,7 +426,7 @@ func (r *renderer) appendSnapshotJSON(b []byte, e *entry, ag *agent, v variant) 
 		switch {
 		case v == vWrongType:
 			b = append(b, `,"external":"maybe"`...)
-		case !externalShown(e, ag):
+		case !externalShown(l, ag):
 		case ag.external:
 			b = append(b, `,"external":true`...)
 		default:
@@ -463,6 +497,36 @@ func (r *renderer) appendEventHeadXML(b []byte, open string, e *entry, v variant
 	b = append(b, resourceID...)
 	b = append(b, "\" tenantId=\""...)
 	return append(b, t.id...)
+}
+
+// wrongStart reports whether a USAGE entry served with variant v carries
+// its wrong-type value in startTime: licenses (their product has no
+// number) and summaries (the parser does not read theirs).
+func wrongStart(e *entry, v variant) bool {
+	return v == vWrongType && (e.kind == kLicense || e.summary())
+}
+
+// usageType is the event type of a USAGE kind's entry.
+func (e *entry) usageType() string {
+	if e.summary() {
+		return model.TypeUsageSummary
+	}
+	return model.TypeUsage
+}
+
+// appendEnd appends e's endTime; a midnight of an entry flagged fMidnight
+// as 24:00:00 of the day before (xs:dateTime's end of a day).
+func appendEnd(b []byte, e *entry) []byte {
+	end := e.start + int64(e.dur)
+	if day := floorDiv(end, 86400); e.midnight() && end == day*86400 {
+		return append(appendDay(b, day-1), "T24:00:00Z"...)
+	}
+	return appendSec(b, end)
+}
+
+// appendDuration appends an xs:duration of secs seconds ("PT3600S").
+func appendDuration(b []byte, secs uint32) []byte {
+	return append(appendUint(append(b, "PT"...), uint64(secs)), 'S')
 }
 
 // appendStart appends e's start time, or "yesterday" where the entry is to

@@ -100,7 +100,7 @@ func TestShapesMatchSeeds(t *testing.T) {
 		// An entry showing every optional attribute the seed shows.
 		i := slices.IndexFunc(f.entries, func(e entry) bool {
 			ag := f.tenant.agents[e.agent]
-			return e.kind == c.kind && !ag.noServerID && (e.kind != kSnapshot || externalShown(&e, ag))
+			return e.kind == c.kind && !ag.noServerID && (e.kind != kSnapshot || externalShown(f.linkOf(&e), ag))
 		})
 		if i < 0 {
 			t.Fatalf("no %s entry", c.seed)

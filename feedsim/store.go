@@ -57,20 +57,59 @@ var systemTerms = func() [len(systemTypes)]string {
 	return t
 }()
 
+// summaryTerms are the category terms of USAGE_SUMMARY entries
+// ("cloudbackup.bandwidthIn.agent.usage_summary").
+var summaryTerms = func() [numKinds]string {
+	var t [numKinds]string
+	for k := kBandwidthIn; k <= kLicense; k++ {
+		t[k] = kinds[k].term + "_summary"
+	}
+	return t
+}()
+
 // term returns the entry's product category term.
 func (e *entry) term() string {
-	switch e.kind {
-	case kSystem:
+	switch {
+	case e.kind == kSystem:
 		return systemTerms[e.etype]
-	case kServer:
+	case e.kind == kServer:
 		return serverTerm
+	case e.summary():
+		return summaryTerms[e.kind]
 	}
 	return kinds[e.kind].term
 }
 
+// Flags of a USAGE entry (kBandwidthIn to kLicense), kept in etype.
+const (
+	// fMidnight: its endTime, a midnight, is written as 24:00:00 of the day
+	// before.
+	fMidnight uint8 = 1 << iota
+	// fSummary: a USAGE_SUMMARY of the kind's usage over its interval, not
+	// usage itself (model kind other).
+	fSummary
+)
+
+// usage reports whether e is a USAGE or USAGE_SUMMARY entry: an interval
+// with a product quantity.
+func (e *entry) usage() bool { return e.kind <= kLicense }
+
+func (e *entry) summary() bool { return e.usage() && e.etype&fSummary != 0 }
+
+func (e *entry) midnight() bool { return e.usage() && e.etype&fMidnight != 0 }
+
+// modelKind is the model.Kind the parser gives the entry.
+func (e *entry) modelKind() string {
+	if e.summary() {
+		return string(model.KindOther)
+	}
+	return kinds[e.kind].model
+}
+
 // entry is one feed entry, kept small (48 bytes) and rendered on request.
 // Everything else an entry shows comes from its tenant and agent, or is
-// derived from its id (the event id).
+// derived from its id (the event id), or for the few entries of the CUF
+// facts from its link.
 type entry struct {
 	id        uuid   // atom:id is urn:uuid:<id>
 	published int64  // Unix ms of atom:updated and atom:published
@@ -79,7 +118,7 @@ type entry struct {
 	dur       uint32 // s from startTime to endTime; 0 when the event has eventTime
 	agent     uint16 // index in tenant.agents
 	kind      kind
-	etype     uint8 // index in systemTypes for kSystem
+	etype     uint8 // kSystem: index in systemTypes; USAGE kinds: flags (fMidnight, fSummary)
 }
 
 // agent is a Cloud Backup agent on a server.
@@ -121,7 +160,11 @@ type feed struct {
 	mu      sync.RWMutex
 	entries []entry
 	byID    map[uuid]int32
-	nova    []novaEvent // payloads of kServer entries
+	// links tie the CUF facts' entries to other events, by atom id:
+	// republished and conflicting copies to their original, corrections to
+	// the event they correct (nil without the facts).
+	links map[uuid]cufLink
+	nova  []novaEvent // payloads of kServer entries
 	// gen is how many entries were generated from the flags (not live).
 	gen int
 
@@ -132,6 +175,33 @@ type feed struct {
 	decided []atomic.Uint32
 	bad     []atomic.Uint32
 }
+
+// cufLink ties an entry to other events (Config.CUF).
+type cufLink struct {
+	// src is the atom id of the entry whose event this entry publishes
+	// again (a republished or conflicting copy): the event id and whatever
+	// else of the event is derived from an id come from it. Zero: the
+	// entry's own id.
+	src uuid
+	// ref is the event id this entry's event corrects (its referenceId);
+	// zero when it corrects none.
+	ref uuid
+}
+
+// linkOf returns e's link, src filled in. The caller holds mu.
+func (f *feed) linkOf(e *entry) cufLink {
+	var l cufLink
+	if f.links != nil {
+		l = f.links[e.id]
+	}
+	if l.src == (uuid{}) {
+		l.src = e.id
+	}
+	return l
+}
+
+// eventID is the CUF event id of an entry whose link is l.
+func (l cufLink) eventID() uuid { return l.src.derive(eventIDKey) }
 
 func newFeed(name string, t *tenant, id uuid, empty int64) *feed {
 	return &feed{name: name, tenant: t, id: id, empty: empty, byID: map[uuid]int32{}}

@@ -1,6 +1,7 @@
 package feedsim
 
 import (
+	"bytes"
 	"net/http"
 	"sort"
 	"strings"
@@ -11,10 +12,21 @@ import (
 // per kind and UTC day (of startTime, or of eventTime for snapshots and
 // system events), over the entries visible now (the head delay withholds
 // the newest). Entries served malformed are not counted; they are listed.
+//
+// Each day and kind has two sums. The served one (DayTruth's Usage) counts
+// every entry served: what ingest publishes, copies and corrected events
+// included. Billed counts each usage event once, corrections applied, by the
+// rules of doc.go ("Identity and corrections"); without Config.CUF the two
+// are equal. Every entry served and not malformed is exactly one of billed,
+// republished, conflict or replaced, on its own day and kind:
+// Entries = Billed.Entries + Republished + Conflicts + Replaced.
 type Truth struct {
-	AsOf    string        `json:"as_of"`
-	From    string        `json:"from,omitempty"`
-	To      string        `json:"to,omitempty"` // exclusive
+	AsOf string `json:"as_of"`
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"` // exclusive
+	// CUF is the identity facts of the generated history, in the --cuf
+	// syntax ("none").
+	CUF     string        `json:"cuf"`
 	Tenants []TenantTruth `json:"tenants"`
 }
 
@@ -28,14 +40,36 @@ type TenantTruth struct {
 	NewestID  string          `json:"newest_id,omitempty"`
 	Days      []DayTruth      `json:"days"`
 	Malformed []MalformedInfo `json:"malformed"`
+	// Conflicts lists the entries that publish an event again with other
+	// content: not billed (the first copy is), to be rejected. Feed order.
+	Conflicts []ConflictInfo `json:"conflicts"`
 }
 
-// DayTruth is one kind on one day. Byte counts are decimal strings: exact
-// whatever their size.
+// DayTruth is one kind on one day.
 type DayTruth struct {
-	Day     string `json:"day"`
-	Kind    string `json:"kind"` // bandwidthIn, bandwidthOut, storage, license, other
-	Entries int    `json:"entries"`
+	Day  string `json:"day"`
+	Kind string `json:"kind"` // bandwidthIn, bandwidthOut, storage, license, other
+	// Usage sums every entry served (its JSON members are DayTruth's own, as
+	// they always were).
+	Usage
+	// Billed sums the events a bill counts: each event (tenant, CUF id,
+	// kind) once, as first published, and of each tree of corrections only
+	// the event that counts.
+	Billed Usage `json:"billed"`
+	// Republished counts entries that publish an event again with the same
+	// content (not billed, not an error); Conflicts those that publish it
+	// again with other content (rejected); Replaced the events a correction
+	// replaces (the originals and the corrections corrected in turn or
+	// outdated by a later sibling).
+	Republished int `json:"republished"`
+	Conflicts   int `json:"conflicts"`
+	Replaced    int `json:"replaced"`
+}
+
+// Usage sums entries of one kind on one day. Byte counts are decimal
+// strings: exact whatever their size.
+type Usage struct {
+	Entries int `json:"entries"`
 	// BandwidthBytes sums bandwidthIn or bandwidthOut.
 	BandwidthBytes string `json:"bandwidth_bytes"`
 	// StorageBytes sums the storage values; StorageByteSeconds sums storage
@@ -57,26 +91,72 @@ type MalformedInfo struct {
 	Fault string `json:"fault"` // broken, missing or wrong-type
 }
 
+// ConflictInfo names an entry whose event was published before with other
+// content.
+type ConflictInfo struct {
+	ID      string `json:"id"`       // its atom id (urn:uuid:…)
+	KeptID  string `json:"kept_id"`  // the atom id of the copy billed (published first)
+	EventID string `json:"event_id"` // their CUF event id
+	Day     string `json:"day"`      // of the conflicting entry
+	Kind    string `json:"kind"`
+}
+
 type dayKind struct {
 	day  int64
 	kind string
 }
 
 type acc struct {
+	served, billed                   sums
+	republished, conflicts, replaced int
+}
+
+type sums struct {
 	n, snaps       int
 	bw, st, stSecs u128
 	servers        map[string]struct{}
 }
 
+func (s *sums) add(e *entry, ag *agent) {
+	s.n++
+	if e.summary() {
+		return
+	}
+	switch e.kind {
+	case kBandwidthIn, kBandwidthOut:
+		s.bw.add64(e.value)
+	case kStorage:
+		s.st.add64(e.value)
+		s.stSecs.addMul(e.value, uint64(e.dur))
+	case kLicense, kSnapshot:
+		key := ag.serverID
+		if e.kind == kSnapshot {
+			s.snaps++
+			if ag.noServerID {
+				key = "name:" + ag.serverName
+			}
+		}
+		if s.servers == nil {
+			s.servers = map[string]struct{}{}
+		}
+		s.servers[key] = struct{}{}
+	}
+}
+
+func (s *sums) usage() Usage {
+	return Usage{Entries: s.n, BandwidthBytes: s.bw.String(), StorageBytes: s.st.String(),
+		StorageByteSeconds: s.stSecs.String(), LicensedServers: len(s.servers), LicenseSnapshots: s.snaps}
+}
+
 // truth computes the truth of tenants between the Unix days [from, to).
 func (s *Server) truth(tenants []*tenant, from, to int64) Truth {
 	now := s.now()
-	out := Truth{AsOf: now.UTC().Format("2006-01-02T15:04:05.000Z"), Tenants: []TenantTruth{}}
+	out := Truth{AsOf: now.UTC().Format("2006-01-02T15:04:05.000Z"), CUF: s.cfg.CUF.String(), Tenants: []TenantTruth{}}
 	thresh := s.threshold()
 	delay := s.cfg.HeadDelay.Milliseconds()
 	for _, t := range tenants {
 		f := t.backup
-		tt := TenantTruth{Tenant: t.id, Days: []DayTruth{}, Malformed: []MalformedInfo{}}
+		tt := TenantTruth{Tenant: t.id, Days: []DayTruth{}, Malformed: []MalformedInfo{}, Conflicts: []ConflictInfo{}}
 		accs := map[dayKind]*acc{}
 		f.mu.RLock()
 		n := f.visible(now.UnixMilli(), delay)
@@ -84,14 +164,15 @@ func (s *Server) truth(tenants []*tenant, from, to int64) Truth {
 		if n > 0 {
 			tt.NewestID = "urn:uuid:" + f.entries[n-1].id.String()
 		}
+		bill, kept := f.bill(n, thresh)
 		for i := 0; i < n; i++ {
 			e := &f.entries[i]
 			day := floorDiv(e.start, 86400)
 			if day < from || day >= to {
 				continue
 			}
-			k := kinds[e.kind].model
-			if f.malformed(i, thresh, false) {
+			k := e.modelKind()
+			if bill[i] == billMalformed {
 				tt.Malformed = append(tt.Malformed, MalformedInfo{
 					ID: "urn:uuid:" + e.id.String(), Day: string(appendDay(nil, day)), Kind: k,
 					Fault: variantNames[malformedVariant(e)],
@@ -103,26 +184,21 @@ func (s *Server) truth(tenants []*tenant, from, to int64) Truth {
 				a = &acc{}
 				accs[dayKind{day, k}] = a
 			}
-			a.n++
-			switch e.kind {
-			case kBandwidthIn, kBandwidthOut:
-				a.bw.add64(e.value)
-			case kStorage:
-				a.st.add64(e.value)
-				a.stSecs.addMul(e.value, uint64(e.dur))
-			case kLicense, kSnapshot:
-				ag := t.agents[e.agent]
-				key := ag.serverID
-				if e.kind == kSnapshot {
-					a.snaps++
-					if ag.noServerID {
-						key = "name:" + ag.serverName
-					}
-				}
-				if a.servers == nil {
-					a.servers = map[string]struct{}{}
-				}
-				a.servers[key] = struct{}{}
+			ag := t.agents[e.agent]
+			a.served.add(e, ag)
+			switch bill[i] {
+			case billCounted:
+				a.billed.add(e, ag)
+			case billRepublished:
+				a.republished++
+			case billConflict:
+				a.conflicts++
+				tt.Conflicts = append(tt.Conflicts, ConflictInfo{
+					ID: "urn:uuid:" + e.id.String(), KeptID: "urn:uuid:" + f.entries[kept[i]].id.String(),
+					EventID: f.linkOf(e).eventID().String(), Day: string(appendDay(nil, day)), Kind: k,
+				})
+			case billReplaced:
+				a.replaced++
 			}
 		}
 		f.mu.RUnlock()
@@ -139,14 +215,117 @@ func (s *Server) truth(tenants []*tenant, from, to int64) Truth {
 		for _, k := range keys {
 			a := accs[k]
 			tt.Days = append(tt.Days, DayTruth{
-				Day: string(appendDay(nil, k.day)), Kind: k.kind, Entries: a.n,
-				BandwidthBytes: a.bw.String(), StorageBytes: a.st.String(), StorageByteSeconds: a.stSecs.String(),
-				LicensedServers: len(a.servers), LicenseSnapshots: a.snaps,
+				Day: string(appendDay(nil, k.day)), Kind: k.kind, Usage: a.served.usage(), Billed: a.billed.usage(),
+				Republished: a.republished, Conflicts: a.conflicts, Replaced: a.replaced,
 			})
 		}
 		out.Tenants = append(out.Tenants, tt)
 	}
 	return out
+}
+
+// billing is what a bill makes of an entry.
+type billing uint8
+
+const (
+	billCounted     billing = iota // billed
+	billRepublished                // its event was published before, with the same content
+	billConflict                   // its event was published before, with other content
+	billReplaced                   // a correction replaces its event
+	billMalformed                  // served malformed: no event at all
+)
+
+// bill decides what a bill makes of each of the first n entries, by the
+// rules of doc.go ("Identity and corrections"), and for each conflict the
+// index of the copy kept. The caller holds f.mu.
+func (f *feed) bill(n int, thresh uint64) ([]billing, map[int]int) {
+	out := make([]billing, n)
+	kept := map[int]int{}
+	for i := range out {
+		if f.malformed(i, thresh, false) {
+			out[i] = billMalformed
+		}
+	}
+	if f.links == nil {
+		// Every entry is an event of its own that corrects none.
+		return out, kept
+	}
+	// Identity: the first copy of (event id, kind) in feed order is the
+	// event.
+	type key struct {
+		id   uuid
+		kind string
+	}
+	first := map[key]int{}
+	children := map[key][]int{} // by the id they correct
+	var events []int
+	for i := 0; i < n; i++ {
+		if out[i] == billMalformed {
+			continue
+		}
+		e := &f.entries[i]
+		l := f.linkOf(e)
+		k := key{l.eventID(), e.modelKind()}
+		if j, ok := first[k]; ok {
+			if o := &f.entries[j]; e.kind == o.kind && e.etype == o.etype && e.agent == o.agent && e.start == o.start &&
+				e.dur == o.dur && e.value == o.value && l == f.linkOf(o) {
+				out[i] = billRepublished
+			} else {
+				out[i], kept[i] = billConflict, j
+			}
+			continue
+		}
+		first[k] = i
+		events = append(events, i)
+		if l.ref != (uuid{}) {
+			children[key{l.ref, k.kind}] = append(children[key{l.ref, k.kind}], i)
+		}
+	}
+	// Corrections: of each tree only the event its root leads to counts,
+	// going down to the child published last (ties: the greater event id).
+	var roots []key
+	seen := map[key]bool{}
+	for _, i := range events {
+		e := &f.entries[i]
+		l := f.linkOf(e)
+		k := key{l.eventID(), e.modelKind()}
+		if l.ref == (uuid{}) {
+			if len(children[k]) > 0 {
+				out[i] = billReplaced
+				roots = append(roots, k)
+			}
+			continue
+		}
+		out[i] = billReplaced
+		if r := (key{l.ref, k.kind}); !seen[r] {
+			if _, published := first[r]; !published {
+				roots = append(roots, r) // a virtual root: its event never came
+			}
+			seen[r] = true
+		}
+	}
+	later := func(i, j int) bool {
+		a, b := &f.entries[i], &f.entries[j]
+		if a.published != b.published {
+			return a.published > b.published
+		}
+		ia, ib := f.linkOf(a).eventID(), f.linkOf(b).eventID()
+		return bytes.Compare(ia[:], ib[:]) > 0
+	}
+	for _, k := range roots {
+		leaf := -1
+		for cs := children[k]; len(cs) > 0; cs = children[k] {
+			leaf = cs[0]
+			for _, c := range cs[1:] {
+				if later(c, leaf) {
+					leaf = c
+				}
+			}
+			k = key{f.linkOf(&f.entries[leaf]).eventID(), k.kind}
+		}
+		out[leaf] = billCounted
+	}
+	return out, kept
 }
 
 // handleTruth is GET /_sim/truth?tenant=…&from=…&to=…: tenant may repeat or

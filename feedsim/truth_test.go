@@ -5,7 +5,6 @@ import (
 	"math/big"
 	"slices"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,9 +56,9 @@ func readAll(t *testing.T, feedURL string, f format, limit int, header map[strin
 	return events, rejects, true
 }
 
-// sumEvents computes the truth from parsed events, independently of
-// truth.go.
-func sumEvents(tenant string, events []model.Event) map[string]DayTruth {
+// sumEvents computes the served sums of the truth from parsed events,
+// independently of truth.go, by day/kind.
+func sumEvents(events []model.Event) map[string]Usage {
 	type acc struct {
 		n, snaps       int
 		bw, st, stSecs big.Int
@@ -97,10 +96,9 @@ func sumEvents(tenant string, events []model.Event) map[string]DayTruth {
 			a.servers[k] = true
 		}
 	}
-	out := map[string]DayTruth{}
+	out := map[string]Usage{}
 	for k, a := range accs {
-		day, kind, _ := strings.Cut(k, "/")
-		out[k] = DayTruth{Day: day, Kind: kind, Entries: a.n, BandwidthBytes: a.bw.String(),
+		out[k] = Usage{Entries: a.n, BandwidthBytes: a.bw.String(),
 			StorageBytes: a.st.String(), StorageByteSeconds: a.stSecs.String(),
 			LicensedServers: len(a.servers), LicenseSnapshots: a.snaps}
 	}
@@ -122,10 +120,10 @@ func fetchTruth(t *testing.T, url string) Truth {
 
 func compareTruth(t *testing.T, tt TenantTruth, events []model.Event, rejects []ingest.Reject) {
 	t.Helper()
-	got := sumEvents(tt.Tenant, events)
-	want := map[string]DayTruth{}
+	got := sumEvents(events)
+	want := map[string]Usage{}
 	for _, d := range tt.Days {
-		want[d.Day+"/"+d.Kind] = d
+		want[d.Day+"/"+d.Kind] = d.Usage
 	}
 	for k, w := range want {
 		if g, ok := got[k]; !ok || g != w {

@@ -43,6 +43,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	tenants := fs.Int("tenants", 3, "feedsim tenants")
 	days := fs.Int("days", 7, "days of history")
 	faults := fs.String("faults", "429=0.05,503=0.02,500=0.01,drop=0.01,malformed=0.002,expire=0.01", "feedsim faults")
+	cuf := fs.String("cuf", "none", "feedsim's identity facts (republished events, corrections, …), e.g. "+cufExample)
 	format := fs.String("format", "xml", "xml or json")
 	var down downstream
 	fs.StringVar(&down.addr, "clickhouse", os.Getenv("FEEDMETER_CLICKHOUSE"),
@@ -85,6 +86,9 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		return fail(err)
 	}
 	cfg.Faults = f
+	if cfg.CUF, err = feedsim.ParseCUF(*cuf); err != nil {
+		return fail(err)
+	}
 	down.from, down.to = cfg.Start, cfg.Start.AddDate(0, 0, cfg.Days)
 	if down.addr != "" {
 		// ClickHouse and the address first: a bad one fails before the
@@ -116,7 +120,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if err != nil {
 		return fail(err)
 	}
-	fmt.Fprintf(stdout, "feedsim at %s (faults %s), Kafka (embedded) at %s\n\n", base, *faults, strings.Join(brokers, ","))
+	fmt.Fprintf(stdout, "feedsim at %s (faults %s, cuf %s), Kafka (embedded) at %s\n\n", base, *faults, cfg.CUF, strings.Join(brokers, ","))
 	r, err := ingest.NewRunner(ingest.Config{
 		Feed: base + "/backup/events", Tenants: sim.TenantIDs(), Once: true,
 		Client: ingest.ClientConfig{IdentityURL: base + "/v2.0/tokens", Username: "demo", APIKey: "demo", Format: pf,

@@ -22,6 +22,9 @@ func init() {
 	}
 }
 
+// cufExample is the --cuf of feedsim and the demo in a help text.
+const cufExample = "republish=0.01,conflict=0.002,correct=0.01,chain=0.3,early=0.2,sibling=0.1,orphan=0.05,midnight=0.05,summary=0.01"
+
 // runFeedsim serves the emulator until the context ends (SIGINT/SIGTERM).
 // Exit 0 after a clean shutdown, 2 on a bad command line or config, 1 when
 // the server fails.
@@ -42,6 +45,7 @@ func runFeedsim(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	tokenTTL := fs.Duration("token-ttl", def.TokenTTL, "lifetime of an Identity token")
 	noAuth := fs.Bool("no-auth", false, "serve without X-Auth-Token")
 	faults := fs.String("faults", "none", "faults, e.g. 429=0.05,503=0.02,500=0.01,drop=0.01,slow=0.01,malformed=0.001,expire=0.01")
+	cuf := fs.String("cuf", "none", "the upstream's identity facts in the history (shares), e.g. "+cufExample)
 	retryAfter := fs.Duration("retry-after", def.RetryAfter, "Retry-After of a 429")
 	slow := fs.Duration("slow-delay", def.SlowDelay, "delay of a slow response")
 	backupTime := fs.Duration("backup-time", def.BackupTime, "how long a started backup runs")
@@ -70,6 +74,10 @@ func runFeedsim(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 	if cfg.Faults, err = feedsim.ParseFaults(*faults); err != nil {
 		fmt.Fprintf(stderr, "feedmeter feedsim: --faults: %v\n", err)
+		return 2
+	}
+	if cfg.CUF, err = feedsim.ParseCUF(*cuf); err != nil {
+		fmt.Fprintf(stderr, "feedmeter feedsim: --cuf: %v\n", err)
 		return 2
 	}
 	spec := *users
@@ -105,7 +113,7 @@ func runFeedsim(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	go func() { errc <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
 	log.Info("feedsim listening", "addr", addr, "tenants", strings.Join(sim.TenantIDs(), ","),
-		"faults", cfg.Faults.String(), "auth", !cfg.NoAuth)
+		"faults", cfg.Faults.String(), "cuf", cfg.CUF.String(), "auth", !cfg.NoAuth)
 	fmt.Fprintf(stdout, "feedsim: http://%s  tenants: %s\n", addr, strings.Join(sim.TenantIDs(), " "))
 
 	select {

@@ -73,6 +73,8 @@ func TestFeedsimCommandFlags(t *testing.T) {
 		{"--start", "October"},
 		{"--faults", "429=2"},
 		{"--faults", "teapot=0.1"},
+		{"--cuf", "retry=0.1"},
+		{"--cuf", "early=2"},
 		{"--users", "nokey"},
 		{"--log-level", "loud"},
 		{"extra"},

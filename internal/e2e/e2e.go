@@ -26,6 +26,13 @@ import (
 // Upstream starts feedsim on 127.0.0.1 with the given faults.
 func Upstream(t testing.TB, tenants, days int, faults string) (*feedsim.Server, *httptest.Server) {
 	t.Helper()
+	return UpstreamCUF(t, tenants, days, faults, "none")
+}
+
+// UpstreamCUF starts feedsim on 127.0.0.1 with the given faults and
+// identity facts (feedsim.ParseCUF's syntax).
+func UpstreamCUF(t testing.TB, tenants, days int, faults, cuf string) (*feedsim.Server, *httptest.Server) {
+	t.Helper()
 	cfg := feedsim.DefaultConfig()
 	cfg.Tenants, cfg.Days, cfg.Seed = tenants, days, 7
 	cfg.RetryAfter, cfg.SlowDelay = 0, 20*time.Millisecond
@@ -34,6 +41,9 @@ func Upstream(t testing.TB, tenants, days int, faults string) (*feedsim.Server, 
 		t.Fatal(err)
 	}
 	cfg.Faults = f
+	if cfg.CUF, err = feedsim.ParseCUF(cuf); err != nil {
+		t.Fatal(err)
+	}
 	sim, err := feedsim.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
