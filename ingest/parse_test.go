@@ -359,24 +359,34 @@ func TestRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			samePage(t, c.name, p, ref)
-			if c.reject != "" {
-				if len(p.Rejects) != 1 || !strings.Contains(p.Rejects[0].Reason, c.reject) {
-					t.Fatalf("rejects %+v, want one saying %q", p.Rejects, c.reject)
-				}
-				if p.Rejects[0].EntryID != "urn:uuid:t1" {
-					t.Fatalf("reject names %q, want the trimmed entry id", p.Rejects[0].EntryID)
-				}
+			e, ok := oneOutcome(t, p, c.reject)
+			if !ok {
 				return
 			}
-			if len(p.Events) != 1 {
-				t.Fatalf("rejects %+v", p.Rejects)
-			}
-			e := p.Events[0]
 			if e.Kind != c.kind || e.Quantity != c.quantity || e.EntryID != "urn:uuid:t1" {
 				t.Fatalf("got kind %s quantity %d entry %q", e.Kind, e.Quantity, e.EntryID)
 			}
 		})
 	}
+}
+
+// oneOutcome checks that p holds one entry, urn:uuid:t1: a reject that says
+// reject when reject is set, else an event, which it returns (ok).
+func oneOutcome(t *testing.T, p *Page, reject string) (e model.Event, ok bool) {
+	t.Helper()
+	if reject != "" {
+		if len(p.Events) != 0 || len(p.Rejects) != 1 || !strings.Contains(p.Rejects[0].Reason, reject) {
+			t.Fatalf("%d events, rejects %+v; want one reject saying %q", len(p.Events), p.Rejects, reject)
+		}
+		if p.Rejects[0].EntryID != "urn:uuid:t1" {
+			t.Fatalf("reject names %q, want the trimmed entry id", p.Rejects[0].EntryID)
+		}
+		return e, false
+	}
+	if len(p.Events) != 1 || len(p.Rejects) != 0 {
+		t.Fatalf("%d events, rejects %+v; want one event", len(p.Events), p.Rejects)
+	}
+	return p.Events[0], true
 }
 
 // FuzzParseXML holds the fast path equal to the reference on any input,
