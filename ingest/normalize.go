@@ -89,8 +89,9 @@ func normalize(r *rawEntry) outcome {
 		}
 	}
 
-	// Each parser hands over a field once at most: the XML reference rejects
-	// a repeated attribute, JSON objects are maps, the fast paths step aside.
+	// Each parser hands over a field once at most: an entry that names one
+	// twice (an XML attribute, a JSON member) is rejected before it comes
+	// here.
 	var times [3]string
 	var hasTime [3]bool
 	var severity bool

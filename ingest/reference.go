@@ -17,6 +17,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -116,21 +117,34 @@ func firstAttr(e *etree.Element, name string) (string, bool) {
 }
 
 // unprefixed collects the attributes without a prefix, which are the fields
-// of an event or product; a repeated one is an error.
-func unprefixed(e *etree.Element, what string) (attrs, error) {
+// of an event or product.
+func unprefixed(e *etree.Element) attrs {
 	out := make(attrs, 0, len(e.Attr))
 	for _, a := range e.Attr {
-		if a.Space != "" || a.Key == "xmlns" {
-			continue
+		if a.Space == "" && a.Key != "xmlns" {
+			out = append(out, attr{name: a.Key, value: a.Value})
 		}
-		for _, b := range out {
-			if b.name == a.Key {
-				return nil, fmt.Errorf("%s has the attribute %s twice", what, a.Key)
+	}
+	return out
+}
+
+// repeatedAttr finds the first element in e (e included, in document order)
+// that names an attribute twice: the XML spec's documents cannot, but
+// encoding/xml does not check, and which of the two would count?
+func repeatedAttr(e *etree.Element) (string, bool) {
+	for i, a := range e.Attr {
+		for _, b := range e.Attr[:i] {
+			if a.Space == b.Space && a.Key == b.Key {
+				return fmt.Sprintf("%s attribute %q is given twice", e.Tag, a.FullKey()), true
 			}
 		}
-		out = append(out, attr{name: a.Key, value: a.Value})
 	}
-	return out, nil
+	for _, c := range e.ChildElements() {
+		if reason, found := repeatedAttr(c); found {
+			return reason, true
+		}
+	}
+	return "", false
 }
 
 // text is the character data of a text-only element.
@@ -189,6 +203,9 @@ func refEntry(entry *etree.Element) outcome {
 	if reason != "" {
 		return rejected(trim(r.id), reason)
 	}
+	if reason, found := repeatedAttr(entry); found {
+		return rejected(trim(r.id), reason)
+	}
 	if content != nil {
 		if err := refContent(&r, content); err != nil {
 			return rejected(trim(r.id), err.Error())
@@ -206,19 +223,15 @@ func refContent(r *rawEntry, content *etree.Element) error {
 	if ev.NamespaceURI() != model.NSEvent || ev.Tag != "event" {
 		return fmt.Errorf("atom:content holds {%s}%s, not an event", ev.NamespaceURI(), ev.Tag)
 	}
-	var err error
 	r.hasEvent = true
-	if r.event, err = unprefixed(ev, "event"); err != nil {
-		return err
-	}
+	r.event = unprefixed(ev)
 	for _, c := range ev.ChildElements() {
-		if c.Tag != "product" {
-			continue
+		if c.Tag == "product" {
+			r.hasProduct = true
+			r.productNS = c.NamespaceURI()
+			r.product = unprefixed(c)
+			break
 		}
-		r.hasProduct = true
-		r.productNS = c.NamespaceURI()
-		r.product, err = unprefixed(c, "product")
-		return err
 	}
 	return nil
 }
@@ -258,17 +271,131 @@ func recoverXMLPage(data []byte, pageErr error) (*Page, error) {
 	return p, nil
 }
 
-// decodeJSON decodes one JSON value that is all of data, numbers as
-// json.Number; the error says what is malformed.
+// jsonObject is a decoded JSON object: its members in the order of the
+// text, a repeated one included (encoding/json's maps keep only the last,
+// so a repeated member would be read and billed unseen).
+type jsonObject []jsonMember
+
+type jsonMember struct {
+	key string
+	val any
+}
+
+// get returns the value of the first member named key.
+func (o jsonObject) get(key string) (any, bool) {
+	for _, m := range o {
+		if m.key == key {
+			return m.val, true
+		}
+	}
+	return nil, false
+}
+
+// count returns how many members are named key.
+func (o jsonObject) count(key string) int {
+	n := 0
+	for _, m := range o {
+		if m.key == key {
+			n++
+		}
+	}
+	return n
+}
+
+// repeated finds the first member, in the order of the text, that an object
+// in v (v itself included) names twice. where is the object's name: the key
+// that holds it (in an array, the array's key), name for v itself.
+func repeated(v any, name string) (where, key string, found bool) {
+	switch v := v.(type) {
+	case jsonObject:
+		for i, m := range v {
+			for _, n := range v[:i] {
+				if n.key == m.key {
+					return name, m.key, true
+				}
+			}
+			if where, key, found = repeated(m.val, m.key); found {
+				return where, key, true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if where, key, found = repeated(x, name); found {
+				return where, key, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func repeatedReason(where, key string) string {
+	return fmt.Sprintf("%s member %q is given twice", where, key)
+}
+
+// maxJSONNesting is encoding/json's limit on nesting.
+const maxJSONNesting = 10000
+
+// decodeJSON decodes one JSON value that is all of data, with encoding/json's
+// tokenizer: objects as jsonObject, arrays as []any, numbers as json.Number.
+// The error says what is malformed.
 func decodeJSON(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := jsonValue(dec, 0)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return nil, errors.New("malformed JSON: " + err.Error())
 	}
 	if len(bytes.Trim(data[dec.InputOffset():], " \t\r\n")) > 0 {
 		return nil, errors.New("malformed JSON: data after the top-level value")
+	}
+	return v, nil
+}
+
+func jsonValue(dec *json.Decoder, depth int) (any, error) {
+	t, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := t.(json.Delim)
+	if !ok {
+		return t, nil
+	}
+	if depth++; depth > maxJSONNesting {
+		return nil, errors.New("exceeded max depth")
+	}
+	var v any
+	switch d {
+	case '{':
+		o := jsonObject{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := k.(string) // the tokenizer allows only strings here
+			x, err := jsonValue(dec, depth)
+			if err != nil {
+				return nil, err
+			}
+			o = append(o, jsonMember{key, x})
+		}
+		v = o
+	case '[':
+		a := []any{}
+		for dec.More() {
+			x, err := jsonValue(dec, depth)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, x)
+		}
+		v = a
+	}
+	if _, err := dec.Token(); err != nil { // the closing bracket
+		return nil, err
 	}
 	return v, nil
 }
@@ -283,26 +410,38 @@ func referenceJSONPage(data []byte) (*Page, error) {
 
 // jsonFeedPage reads a decoded page or entry document.
 func jsonFeedPage(top any) (*Page, error) {
-	obj, _ := top.(map[string]any)
+	obj, _ := top.(jsonObject)
 	p := &Page{}
-	if e, ok := obj["entry"]; ok && len(obj) == 1 {
+	if len(obj) == 1 && obj[0].key == "entry" {
 		p.Entry = true
-		p.add(0, refJSONEntry(e))
+		p.add(0, refJSONEntry(obj[0].val))
 		return p, nil
 	}
-	feed, ok := obj["feed"].(map[string]any)
-	if !ok || len(obj) != 1 {
+	feed, ok := jsonObject(nil), false
+	if len(obj) == 1 && obj[0].key == "feed" {
+		feed, ok = obj[0].val.(jsonObject)
+	}
+	if !ok {
 		return nil, &NotFeedError{Format: FormatJSON, What: `the top-level value is not {"feed":{…}} or {"entry":{…}}`}
 	}
-	if links, ok := feed["link"].([]any); ok {
-		for _, l := range links {
-			lo, _ := l.(map[string]any)
-			rel, _ := lo["rel"].(string)
-			href, _ := lo["href"].(string)
-			p.Links.set(trim(rel), trim(href))
+	for _, k := range []string{"link", "entry"} {
+		if feed.count(k) > 1 {
+			// Which array would be the page's?
+			return nil, &NotFeedError{Format: FormatJSON, What: repeatedReason("feed", k)}
 		}
 	}
-	if entries, ok := feed["entry"]; ok {
+	if links, ok := feed.get("link"); ok {
+		links, _ := links.([]any)
+		for _, l := range links {
+			lo, _ := l.(jsonObject)
+			rel, _ := lo.get("rel")
+			href, _ := lo.get("href")
+			rs, _ := rel.(string)
+			hs, _ := href.(string)
+			p.Links.set(trim(rs), trim(hs))
+		}
+	}
+	if entries, ok := feed.get("entry"); ok {
 		list, ok := entries.([]any)
 		if !ok {
 			return nil, &NotFeedError{Format: FormatJSON, What: `"feed"."entry" is not an array`}
@@ -374,31 +513,43 @@ func jsonScalar(v any) (string, bool) {
 	return "", false
 }
 
-func jsonAttrs(o map[string]any, skip string) attrs {
+func jsonAttrs(o jsonObject, skip string) attrs {
 	out := make(attrs, 0, len(o))
-	for k, v := range o {
-		if k == "@type" || k == skip || v == nil {
+	for _, m := range o {
+		if m.key == "@type" || m.key == skip || m.val == nil {
 			continue
 		}
-		s, ok := jsonScalar(v)
-		out = append(out, attr{name: k, value: s, bad: !ok})
+		s, ok := jsonScalar(m.val)
+		out = append(out, attr{name: m.key, value: s, bad: !ok})
 	}
 	return out
 }
 
+// jsonEntryID is the trimmed id of a decoded entry, "" when it has none
+// that is a string.
+func jsonEntryID(v any) string {
+	o, _ := v.(jsonObject)
+	id, _ := o.get("id")
+	s, _ := id.(string)
+	return trim(s)
+}
+
 func refJSONEntry(v any) outcome {
 	var r rawEntry
-	o, ok := v.(map[string]any)
+	o, ok := v.(jsonObject)
 	if !ok {
 		return rejected("", "entry is not a JSON object")
+	}
+	if where, key, found := repeated(o, "entry"); found {
+		return rejected(jsonEntryID(o), repeatedReason(where, key))
 	}
 	for _, f := range []struct {
 		name string
 		dst  *string
 		seen *bool
 	}{{"id", &r.id, &r.hasID}, {"updated", &r.updated, &r.hasUpdated}, {"published", &r.published, &r.hasPublished}} {
-		x, ok := o[f.name]
-		if !ok || x == nil {
+		x, _ := o.get(f.name)
+		if x == nil {
 			continue
 		}
 		s, ok := x.(string)
@@ -407,25 +558,25 @@ func refJSONEntry(v any) outcome {
 		}
 		*f.dst, *f.seen = s, true
 	}
-	if c, ok := o["content"]; ok && c != nil {
-		co, ok := c.(map[string]any)
+	if c, _ := o.get("content"); c != nil {
+		co, ok := c.(jsonObject)
 		if !ok {
 			return rejected(trim(r.id), "entry content is not an object")
 		}
-		if ev, ok := co["event"]; ok && ev != nil {
-			eo, ok := ev.(map[string]any)
+		if ev, _ := co.get("event"); ev != nil {
+			eo, ok := ev.(jsonObject)
 			if !ok {
 				return rejected(trim(r.id), "entry content.event is not an object")
 			}
 			r.hasEvent = true
 			r.event = jsonAttrs(eo, "product")
-			if pv, ok := eo["product"]; ok && pv != nil {
-				po, ok := pv.(map[string]any)
+			if pv, _ := eo.get("product"); pv != nil {
+				po, ok := pv.(jsonObject)
 				if !ok {
 					return rejected(trim(r.id), "event product is not an object")
 				}
 				r.hasProduct = true
-				if t, ok := po["@type"]; ok && t != nil {
+				if t, _ := po.get("@type"); t != nil {
 					s, ok := t.(string)
 					if !ok {
 						return rejected(trim(r.id), "product @type is not a string")
