@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // parseBoth parses data with ParsePage and the reference, holds them equal
@@ -143,5 +144,70 @@ func TestRepeatedMembersOutsideEntries(t *testing.T) {
 	xp := parseBoth(t, bytes.Replace(x, []byte("<entry>"), []byte(`<link rel="self" href="a" href="b"/><entry>`), 1))
 	if p.Links.Self != "a" || xp.Links.Self != "a" || len(p.Events) != 1 {
 		t.Fatalf("links %+v and XML %+v, want the first href", p.Links, xp.Links)
+	}
+}
+
+// TestInvalidTextInJSON: invalid UTF-8 and escapes of lone surrogates in a
+// JSON entry make it a reject with its bytes, never an event with U+FFFD in
+// place (two entry ids that differ in a bad byte became one, and one of
+// the two entries vanished); the other entries of the page are read, as
+// XML does with its own malformed text.
+func TestInvalidTextInJSON(t *testing.T) {
+	a, b, c := usageTwin(), usageTwin(), usageTwin()
+	a.id, b.id, c.id = "urn:uuid:t-\x01", "urn:uuid:t-\x02", "urn:uuid:t0"
+	a.event = with(a.event, "id", "e-a")
+	b.event = with(b.event, "id", "e-b")
+	c.event = with(c.event, "id", "e-c")
+	_, page := twinPages(a, b, c)
+	cases := []struct {
+		name, a, b string
+		reason     string
+	}{
+		{"bad bytes", "\xff", "\xfe", `invalid UTF-8 in the value of "id" at byte `},
+		{"lone surrogates", `\ud800`, `\udc00`, `lone surrogate \ud`},
+		{"cut surrogate pair", `\ud83d\u0041`, `\ud83d`, `lone surrogate \ud83d in the value of "id" at byte `},
+	}
+	for _, cs := range cases {
+		t.Run(cs.name, func(t *testing.T) {
+			data := bytes.Replace(page, []byte(`t-\u0001`), []byte("t-"+cs.a), 1)
+			data = bytes.Replace(data, []byte(`t-\u0002`), []byte("t-"+cs.b), 1)
+			p := parseBoth(t, data)
+			if p.Entries != 3 || len(p.Events) != 1 || len(p.Rejects) != 2 {
+				t.Fatalf("%d events, rejects %v; want 1 event and 2 rejects", len(p.Events), p.Rejects)
+			}
+			for _, e := range p.Events {
+				if !utf8.ValidString(e.EntryID) || strings.ContainsRune(e.EntryID, utf8.RuneError) || e.EntryID != "urn:uuid:t0" {
+					t.Fatalf("event %s", e.AppendJSON(nil))
+				}
+			}
+			for i, r := range p.Rejects {
+				if r.Index != i || !strings.Contains(r.Reason, cs.reason) || !bytes.Contains(r.Raw, []byte(`"e-`+string(rune('a'+i))+`"`)) {
+					t.Errorf("reject %d: %+v, want one saying %q with its own bytes", i, r, cs.reason)
+				}
+			}
+			if !strings.Contains(p.Recovered, cs.reason) {
+				t.Errorf("recovered %q", p.Recovered)
+			}
+		})
+	}
+	// A bad byte in a member the parser does not read still rejects the
+	// entry (XML rejects every entry with malformed text), and a single
+	// entry document is a reject as XML's is.
+	data := bytes.Replace(page, []byte(`"updated":`), []byte("\"title\":\"x\xff\",\"updated\":"), 1)
+	if p := parseBoth(t, data); len(p.Rejects) != 1 || !strings.Contains(p.Rejects[0].Reason, `invalid UTF-8 in the value of "title"`) {
+		t.Fatalf("rejects %v", p.Rejects)
+	}
+	entry := []byte(`{"entry":` + strings.Replace(c.json(), "CloudBackup", "Cloud\xffBackup", 1) + `}`)
+	p := parseBoth(t, entry)
+	if !p.Entry || len(p.Rejects) != 1 || p.Rejects[0].EntryID != "urn:uuid:t0" || !bytes.Equal(p.Rejects[0].Raw, entry) ||
+		!strings.Contains(p.Rejects[0].Reason, `invalid UTF-8 in the value of "serviceCode" at byte `) {
+		t.Fatalf("entry document: %+v", p.Rejects)
+	}
+	// XML, for comparison: the same bytes make the same entries rejects.
+	x, _ := twinPages(a, b, c)
+	x = bytes.Replace(x, []byte("t-\x01"), []byte("t-\xff"), 1)
+	x = bytes.Replace(x, []byte("t-\x02"), []byte("t-\xfe"), 1)
+	if p := parseBoth(t, x); len(p.Events) != 1 || len(p.Rejects) != 2 {
+		t.Fatalf("XML: %d events, rejects %v", len(p.Events), p.Rejects)
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/beevik/etree"
 
@@ -337,8 +339,11 @@ const maxJSONNesting = 10000
 
 // decodeJSON decodes one JSON value that is all of data, with encoding/json's
 // tokenizer: objects as jsonObject, arrays as []any, numbers as json.Number.
-// The error says what is malformed.
-func decodeJSON(data []byte) (any, error) {
+// The error says what is malformed; base is data's offset in the page, for
+// the byte offsets it names. When only the text is (see badJSONText), the
+// value comes back too, with U+FFFD in place of the bad text, and the error
+// is a *jsonTextError.
+func decodeJSON(data []byte, base int) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	v, err := jsonValue(dec, 0)
@@ -351,7 +356,7 @@ func decodeJSON(data []byte) (any, error) {
 	if len(bytes.Trim(data[dec.InputOffset():], " \t\r\n")) > 0 {
 		return nil, errors.New("malformed JSON: data after the top-level value")
 	}
-	return v, nil
+	return v, badJSONText(data, base)
 }
 
 func jsonValue(dec *json.Decoder, depth int) (any, error) {
@@ -400,8 +405,123 @@ func jsonValue(dec *json.Decoder, depth int) (any, error) {
 	return v, nil
 }
 
+// jsonTextError is text that a JSON decoder would repair silently.
+type jsonTextError struct{ reason string }
+
+func (e *jsonTextError) Error() string { return "malformed JSON: " + e.reason }
+
+// badJSONText finds, in data that is otherwise valid JSON, the first text
+// that encoding/json would replace by U+FFFD: bytes that are not UTF-8, or
+// a \u escape of a surrogate that is not half of a pair. Replaced, two
+// distinct ids could become one; XML refuses such text outright. The
+// error names the member and the byte offset (base is data's in the page).
+func badJSONText(data []byte, base int) error {
+	if utf8.Valid(data) && !bytes.Contains(data, []byte(`\u`)) {
+		return nil
+	}
+	var keys []string // the key being read, by depth
+	key := ""
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '{', '[':
+			keys = append(keys, key)
+		case '}', ']':
+			if n := len(keys); n > 0 {
+				key, keys = keys[n-1], keys[:n-1]
+			}
+		case '"':
+			end := stringEnd(data, i)
+			if end < 0 {
+				return nil // not valid JSON: not the case here
+			}
+			at, what := badString(data[i+1 : end])
+			next := end + 1
+			for next < len(data) && jsonSpace(data[next]) {
+				next++
+			}
+			isKey := next < len(data) && data[next] == ':'
+			if at >= 0 {
+				where := "in a member name"
+				if !isKey {
+					where = fmt.Sprintf("in the value of %q", key)
+				}
+				return &jsonTextError{fmt.Sprintf("%s %s at byte %d", what, where, base+i+1+at)}
+			}
+			if isKey {
+				key = string(data[i+1 : end])
+			}
+			i = end
+		}
+	}
+	return nil
+}
+
+// badString returns the offset in s (the inside of a JSON string) of the
+// first invalid UTF-8 or lone surrogate escape and says which, or -1.
+func badString(s []byte) (int, string) {
+	for j := 0; j < len(s); {
+		c := s[j]
+		switch {
+		case c == '\\' && j+5 < len(s) && s[j+1] == 'u':
+			r, ok := hex4(s[j+2 : j+6])
+			switch {
+			case !ok || !utf16.IsSurrogate(r):
+			case r < 0xdc00 && j+11 < len(s) && s[j+6] == '\\' && s[j+7] == 'u':
+				if r2, ok := hex4(s[j+8 : j+12]); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
+					j += 12
+					continue
+				}
+				fallthrough
+			default:
+				return j, "lone surrogate " + string(s[j:j+6])
+			}
+			j += 6
+		case c == '\\':
+			j += 2
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(s[j:])
+			if r == utf8.RuneError && size == 1 {
+				return j, "invalid UTF-8"
+			}
+			j += size
+		default:
+			j++
+		}
+	}
+	return -1, ""
+}
+
+// hex4 reads four hexadecimal digits.
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
 func referenceJSONPage(data []byte) (*Page, error) {
-	top, err := decodeJSON(data)
+	top, err := decodeJSON(data, 0)
+	var text *jsonTextError
+	if errors.As(err, &text) {
+		// An entry document whose only fault is its text is that entry's
+		// reject, as XML's is.
+		if o, _ := top.(jsonObject); len(o) == 1 && o[0].key == "entry" {
+			p := &Page{Entry: true, Recovered: err.Error()}
+			p.add(0, rejected(jsonEntryID(o[0].val), err.Error()))
+			return p, nil
+		}
+	}
 	if err != nil {
 		return recoverJSONPage(data, err)
 	}
@@ -463,7 +583,7 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 		return nil, notFeed
 	}
 	skeleton := append(append(slices.Clip(data[:open+1]), ' '), data[close:]...)
-	top, err := decodeJSON(skeleton)
+	top, err := decodeJSON(skeleton, 0)
 	if err != nil {
 		return nil, notFeed
 	}
@@ -477,8 +597,9 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 	p.Recovered = pageErr.Error()
 	for i, sp := range spans {
 		raw := data[sp[0]:sp[1]]
-		v, err := decodeJSON(raw)
-		if err != nil {
+		v, err := decodeJSON(raw, sp[0])
+		var text *jsonTextError
+		if err != nil && !errors.As(err, &text) {
 			if len(entryIDs.FindAllIndex(raw, 2)) > 1 {
 				// More than one entry in what was cut as one (a quote
 				// left unescaped turns strings inside out): entries would
@@ -486,6 +607,10 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 				return nil, notFeed
 			}
 			p.add(i, rejected(looseJSONID(raw), err.Error()))
+			continue
+		}
+		if err != nil {
+			p.add(i, rejected(jsonEntryID(v), err.Error()))
 			continue
 		}
 		p.add(i, refJSONEntry(v))
