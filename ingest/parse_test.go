@@ -438,6 +438,10 @@ func FuzzParseXML(f *testing.F) {
 	}
 	f.Add(entryXML(hourly, product("storage", `version="1" serverID="1" storage="5"`)))
 	f.Add(entryXML(`type="USAGE_SNAPSHOT" eventTime="2026-10-01T00:00:00Z"`, product("license", `version="3" serverName="Zürich ☃" serverID="7"`)))
+	seeds, _ := twinSeeds()
+	for _, s := range seeds {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkPage(t, data, FormatXML)
 	})
@@ -453,6 +457,10 @@ func FuzzParseJSON(f *testing.F) {
 			}
 			f.Add(data)
 		}
+	}
+	_, seeds := twinSeeds()
+	for _, s := range seeds {
+		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkPage(t, data, FormatJSON)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/feedmeter/feedmeter/model"
 )
@@ -112,12 +113,16 @@ func jsonNumber(s string) bool {
 	return true
 }
 
+// jsonString writes s as a JSON string, <, > and & as they are (escapes
+// send the fast path aside).
 func jsonString(s string) string {
-	b, err := json.Marshal(s)
-	if err != nil {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
 		panic(err)
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func jsonMembers(b *strings.Builder, fs []field) {
@@ -263,3 +268,115 @@ func TestCUFRules(t *testing.T) {
 		})
 	}
 }
+
+// twinSeeds are pages, each in XML and its JSON twin, of the cases of
+// issue 16: 24:00:00 and the UTC zones, long fractions, corrections,
+// version 2 and midnight, eventTime beside startTime, a repeated field.
+func twinSeeds() (xmlPages, jsonPages [][]byte) {
+	u, s := usageTwin(), snapshotTwin()
+	ev := func(tw twin, kv ...string) twin {
+		tw.event = with(tw.event, kv...)
+		return tw
+	}
+	repeated := usageTwin()
+	repeated.event = append(repeated.event, field{"tenantId", "10"})
+	for _, entries := range [][]twin{
+		{ev(u, "endTime", "2026-10-01T24:00:00Z"), ev(u, "startTime", "2026-10-01T23:00:00+00:00", "endTime", "2026-10-01T24:00:00.000-00:00")},
+		{ev(u, "startTime", "2026-10-01T00:00:00.1234567890000Z"), ev(u, "startTime", "2026-10-01T00:00:00.1234567891Z")},
+		{ev(u, "referenceId", "e0"), ev(u, "referenceId", "e1")},
+		{ev(u, "version", "2", "startTime", "2026-10-01T23:00:00Z", "endTime", "2026-10-02T01:00:00Z"),
+			ev(u, "version", "2", "startTime", "2026-10-01T23:00:00Z", "endTime", "2026-10-02T00:00:00Z")},
+		{ev(u, "eventTime", "2026-10-01T00:00:00Z"), ev(s, "startTime", "2026-10-01T00:00:00Z"), ev(s, "eventTime", "2026-10-01T24:00:00-00:00")},
+		{repeated, u},
+	} {
+		x, j := twinPages(entries...)
+		xmlPages, jsonPages = append(xmlPages, x), append(jsonPages, j)
+	}
+	// A member given twice in JSON; bytes that are not UTF-8 in two ids
+	// that differ in nothing else; a lone surrogate.
+	_, j := twinPages(u, u)
+	jsonPages = append(jsonPages,
+		[]byte(strings.Replace(string(j), `"bandwidthIn":5`, `"bandwidthIn":1,"bandwidthIn":999999999999`, 1)),
+		[]byte(strings.Replace(strings.Replace(string(j), "t1", "t\xff", 1), "t1", "t\xfe", 1)),
+		[]byte(strings.Replace(string(j), "t1", `t\ud800`, 1)))
+	x, _ := twinPages(u, u)
+	xmlPages = append(xmlPages, []byte(strings.Replace(strings.Replace(string(x), "t1", "t\xff", 1), "t1", "t\xfe", 1)))
+	return xmlPages, jsonPages
+}
+
+// xmlCarries reports whether s can be written in an XML attribute at all
+// (as text or a character reference).
+func xmlCarries(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0xfffe || r == 0xffff {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzTwins holds XML and JSON to one meaning: an entry built from the
+// fuzzed fields, written in both, gives the same event or a reject of the
+// same entry, on the fast path and the reference alike.
+func FuzzTwins(f *testing.F) {
+	f.Add("USAGE", "1", "2026-10-01T00:00:00Z", "2026-10-01T01:00:00Z", "", "9", "e1", "", "5", uint8(0))
+	f.Add("USAGE", "2", "2026-10-01T23:00:00+00:00", "2026-10-01T24:00:00-00:00", "", "9", "e1", "e0", "18446744073709551615", uint8(0))
+	f.Add("USAGE", "+02", "2026-10-01T23:00:00Z", "2026-10-02T00:00:00.5Z", "2026-10-01T00:00:00Z", " 9 ", "e1", "e1", "07", uint8(1<<twinRepeat))
+	f.Add("USAGE_SNAPSHOT", "1", "", "", "2026-10-01T24:00:00.000000000000Z", "9", "e1", "", "", uint8(1<<twinSnapshot|1<<twinNoStart|1<<twinNoEnd))
+	f.Add("USAGE_SUMMARY", "1", "2026-10-01T00:00:00.1234567891Z", "2026-10-04T00:00:00Z", "", "9", "e1", "", "5", uint8(1<<twinOther))
+	f.Add("DELETE", "x", "", "", "", "", "", "", "", uint8(1<<twinNoStart|1<<twinNoEnd|1<<twinSeverity))
+	f.Fuzz(func(t *testing.T, typ, version, start, end, eventTime, tenant, eventID, ref, quantity string, flags uint8) {
+		for _, v := range []string{typ, version, start, end, eventTime, tenant, eventID, ref, quantity} {
+			if !xmlCarries(v) {
+				t.Skip("XML cannot carry it")
+			}
+		}
+		tw := usageTwin()
+		if flags&(1<<twinSnapshot) != 0 {
+			tw = snapshotTwin()
+		}
+		if flags&(1<<twinOther) != 0 {
+			tw.productNS = "http://docs.rackspace.com/usage/cloudfiles"
+		}
+		set := func(name, value string, drop bool) {
+			if drop {
+				value = "-"
+			}
+			tw.event = with(tw.event, name, value)
+		}
+		set("type", typ, false)
+		set("version", version, false)
+		set("startTime", start, flags&(1<<twinNoStart) != 0)
+		set("endTime", end, flags&(1<<twinNoEnd) != 0)
+		set("eventTime", eventTime, eventTime == "")
+		set("tenantId", tenant, tenant == "")
+		set("id", eventID, false)
+		set("referenceId", ref, ref == "")
+		set("severity", "INFO", flags&(1<<twinSeverity) == 0)
+		if flags&(1<<twinRepeat) != 0 {
+			tw.event = append(tw.event, field{"tenantId", tenant + "0"})
+		}
+		if k := slices.IndexFunc(tw.product, func(f field) bool { return f.name == "bandwidthIn" }); k >= 0 {
+			tw.product[k].value = quantity
+		}
+		p := parseTwins(t, tw)
+		for _, e := range p.Events {
+			if err := e.Validate(); err != nil {
+				t.Fatalf("event %s is invalid: %v", e.AppendJSON(nil), err)
+			}
+		}
+	})
+}
+
+// The flags of FuzzTwins.
+const (
+	twinSnapshot = iota // a license snapshot rather than bandwidthIn usage
+	twinOther           // an unknown product
+	twinNoStart         // no startTime
+	twinNoEnd           // no endTime
+	twinSeverity        // a severity
+	twinRepeat          // tenantId given twice
+)
