@@ -565,32 +565,26 @@ func (s *jscanner) entry() (outcome, bool) {
 	for key := range s.object {
 		var dst *string
 		var has *bool
-		var first bool
+		bit := -1
 		switch key {
 		case "id":
-			dst, has, first = &r.id, &r.hasID, keys.first(0)
+			dst, has, bit = &r.id, &r.hasID, 0
 		case "updated":
-			dst, has, first = &r.updated, &r.hasUpdated, keys.first(1)
+			dst, has, bit = &r.updated, &r.hasUpdated, 1
 		case "published":
-			dst, has, first = &r.published, &r.hasPublished, keys.first(2)
+			dst, has, bit = &r.published, &r.hasPublished, 2
 		case "content":
-			first = keys.first(3)
-			if first && !s.content(&r) || !first && !s.skip() {
-				return outcome{}, false
-			}
-			continue
-		}
-		if dst == nil || !first {
-			if !s.skip() {
-				return outcome{}, false
-			}
-			continue
+			bit = 3
 		}
 		var ok bool
-		switch s.kind() {
-		case jNull:
+		switch k := s.kind(); {
+		case bit < 0 || !keys.first(bit): // another key, or one given again
+			ok = s.skip()
+		case key == "content":
+			ok = s.content(&r)
+		case k == jNull:
 			ok = s.literal("null")
-		case jString:
+		case k == jString:
 			*dst, ok = s.str()
 			*has = true
 		}
@@ -646,8 +640,8 @@ func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
 	for key := range s.object {
 		switch {
 		case key == "@type" && (r != nil || !keys.first(0)), key == "product" && r != nil && !keys.first(1):
-			// The event's @type, or one given again (the entry is a
-			// reject): passed over.
+			// The event's @type, or a @type or product given again (the
+			// entry is then a reject): passed over.
 			if !s.skip() {
 				return false
 			}

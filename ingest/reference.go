@@ -131,8 +131,9 @@ func unprefixed(e *etree.Element) attrs {
 }
 
 // repeatedAttr finds the first element in e (e included, in document order)
-// that names an attribute twice: the XML spec's documents cannot, but
-// encoding/xml does not check, and which of the two would count?
+// that names an attribute twice. The XML spec makes such a document not
+// well-formed, but encoding/xml does not check: the entry is refused
+// rather than one of the two read.
 func repeatedAttr(e *etree.Element) (string, bool) {
 	for i, a := range e.Attr {
 		for _, b := range e.Attr[:i] {
