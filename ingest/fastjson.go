@@ -68,6 +68,30 @@ type jscanner struct {
 	skipping bool
 	// bad: a syntax error was met; every read after it fails.
 	bad bool
+
+	// Inside an entry the keys of every object are kept (keys, a stack of
+	// the objects open): a key given twice rejects the entry, for the
+	// reason in repeat. key is the key of the member being read, which
+	// names an object in it. Keys are kept as places in the page: a
+	// string is a pointer, which costs a write barrier to store.
+	inEntry bool
+	key     keySpan
+	keys    []keySpan
+	repeat  string
+}
+
+// keySpan is where a key's text is in the page; entryName stands for the
+// entry itself.
+type keySpan struct{ at, n uint32 }
+
+var entryName = keySpan{at: ^uint32(0)}
+
+// name returns the name of an object whose key is k.
+func (s *jscanner) name(k keySpan) string {
+	if k == entryName {
+		return "entry"
+	}
+	return s.page[k.at : k.at+k.n]
 }
 
 func (s *jscanner) ws() {
@@ -117,7 +141,10 @@ func (s *jscanner) member(first bool) (key string, done, ok bool) {
 	default:
 		return "", false, false
 	}
-	if key, ok = s.str(); !ok || s.peek() != ':' {
+	at := s.i + 1
+	key, ok = s.str()
+	s.key = keySpan{uint32(at), uint32(s.i - 1 - at)}
+	if !ok || s.peek() != ':' {
 		return "", false, false
 	}
 	s.i++
@@ -340,22 +367,52 @@ func (s *jscanner) scalar(k int) (v string, null, ok bool) {
 
 // object ranges over the members of the object at the cursor, yielding
 // each key with the cursor at its value, which the loop body must read or
-// skip. A syntax error ends the loop and marks the scanner bad.
+// skip. A syntax error ends the loop and marks the scanner bad. Inside an
+// entry, a key given twice sets the entry's repeat.
 func (s *jscanner) object(yield func(key string) bool) {
 	if !s.open('{') {
 		s.bad = true
 		return
 	}
+	name, track, base := s.key, s.inEntry, len(s.keys)
+	var bloom uint64
 	for first := true; ; first = false {
-		key, done, ok := s.member(first)
+		key, done, ok := s.member(first) // sets s.key
 		if !ok {
 			s.bad = true
-			return
+			break
 		}
-		if done || !yield(key) {
-			return
+		if done {
+			break
+		}
+		if track {
+			if len(key) != int(s.key.n) {
+				s.bad = true // a key with escapes: left to the reference
+				break
+			}
+			bit := nameBit(key)
+			if bloom&bit != 0 && s.repeat == "" && s.seenKey(base, key) {
+				s.repeat = repeatedReason(s.name(name), key)
+			}
+			bloom |= bit
+			s.keys = append(s.keys, s.key)
+		}
+		if !yield(key) {
+			break
 		}
 	}
+	s.keys = s.keys[:base]
+	s.key = name
+}
+
+// seenKey reports whether key is among the keys from base on.
+func (s *jscanner) seenKey(base int, key string) bool {
+	for _, k := range s.keys[base:] {
+		if s.page[k.at:k.at+k.n] == key {
+			return true
+		}
+	}
+	return false
 }
 
 // array ranges over the elements of the array at the cursor, as object does.
@@ -492,7 +549,9 @@ func (s *jscanner) entries(p *Page) bool {
 	return !s.bad
 }
 
-// entry reads one entry object.
+// entry reads one entry object. A key given twice in any object of it
+// makes it a reject; its fields are read from their first occurrences, as
+// the reference reads them.
 func (s *jscanner) entry() (outcome, bool) {
 	if s.kind() != jObject {
 		return outcome{}, false
@@ -500,45 +559,44 @@ func (s *jscanner) entry() (outcome, bool) {
 	var r rawEntry
 	s.sc.begin(&r)
 	defer s.sc.end(&r)
+	s.inEntry, s.key, s.repeat = true, entryName, ""
+	defer func() { s.inEntry = false }()
 	var keys seen
 	for key := range s.object {
 		var dst *string
 		var has *bool
-		var ok bool
+		bit := -1
 		switch key {
 		case "id":
-			dst, has, ok = &r.id, &r.hasID, keys.first(0)
+			dst, has, bit = &r.id, &r.hasID, 0
 		case "updated":
-			dst, has, ok = &r.updated, &r.hasUpdated, keys.first(1)
+			dst, has, bit = &r.updated, &r.hasUpdated, 1
 		case "published":
-			dst, has, ok = &r.published, &r.hasPublished, keys.first(2)
+			dst, has, bit = &r.published, &r.hasPublished, 2
 		case "content":
-			if !keys.first(3) || !s.content(&r) {
-				return outcome{}, false
-			}
-			continue
-		default:
-			if !s.skip() {
-				return outcome{}, false
-			}
-			continue
+			bit = 3
 		}
+		var ok bool
 		switch k := s.kind(); {
-		case !ok:
+		case bit < 0 || !keys.first(bit): // another key, or one given again
+			ok = s.skip()
+		case key == "content":
+			ok = s.content(&r)
 		case k == jNull:
 			ok = s.literal("null")
 		case k == jString:
 			*dst, ok = s.str()
 			*has = true
-		default:
-			ok = false
 		}
 		if !ok {
 			return outcome{}, false
 		}
 	}
-	if s.bad {
+	switch {
+	case s.bad:
 		return outcome{}, false
+	case s.repeat != "":
+		return rejected(trim(r.id), s.repeat), true
 	}
 	return normalize(&r), true
 }
@@ -556,10 +614,8 @@ func (s *jscanner) content(r *rawEntry) bool {
 	for key := range s.object {
 		ok := true
 		switch k := s.kind(); {
-		case key != "event":
+		case key != "event" || !keys.first(0):
 			ok = s.skip()
-		case !keys.first(0):
-			ok = false
 		case k == jNull:
 			ok = s.literal("null")
 		case k == jObject:
@@ -580,27 +636,23 @@ func (s *jscanner) content(r *rawEntry) bool {
 func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
 	out := (*dst)[:0]
 	defer func() { *dst = out }()
-	var product, typ bool
+	var keys seen
 	for key := range s.object {
 		switch {
-		case key == "@type":
-			if typ {
+		case key == "@type" && (r != nil || !keys.first(0)), key == "product" && r != nil && !keys.first(1):
+			// The event's @type, or a @type or product given again (the
+			// entry is then a reject): passed over.
+			if !s.skip() {
 				return false
 			}
-			typ = true
-			if r != nil {
-				if !s.skip() {
-					return false
-				}
-				continue
-			}
+			continue
+		case key == "@type":
 			// A product's @type is its namespace; the caller reads it from
 			// the attribute list.
 		case key == "product" && r != nil:
-			if product || !s.product(r) {
+			if !s.product(r) {
 				return false
 			}
-			product = true
 			continue
 		}
 		k := s.kind()
@@ -619,7 +671,7 @@ func (s *jscanner) fields(dst *attrs, r *rawEntry) bool {
 			out = append(out, attr{name: key, value: v})
 		}
 	}
-	return !s.bad && noDuplicateNames(out)
+	return !s.bad
 }
 
 // product reads an event's product: null, or an object of attributes whose
@@ -646,23 +698,10 @@ func (s *jscanner) product(r *rawEntry) bool {
 	return true
 }
 
-// noDuplicateNames reports whether no attribute name repeats.
-func noDuplicateNames(a attrs) bool {
-	var bloom uint64
-	for i, x := range a {
-		n := x.name
-		var bit uint64 = 1
-		if n != "" {
-			bit <<= (uint(len(n))*7 + uint(n[0])*3 + uint(n[len(n)-1])) & 63
-		}
-		if bloom&bit != 0 {
-			for _, y := range a[:i] {
-				if y.name == n {
-					return false
-				}
-			}
-		}
-		bloom |= bit
+// nameBit is a name's bit in a one-word Bloom filter of names.
+func nameBit[T string | []byte](n T) uint64 {
+	if len(n) == 0 {
+		return 1
 	}
-	return true
+	return 1 << ((uint(len(n))*7 + uint(n[0])*3 + uint(n[len(n)-1])) & 63)
 }

@@ -353,9 +353,12 @@ func (s *xscanner) next() token {
 		case '>':
 			s.i++
 			s.selfClosing = false
+			if !s.noDuplicates() {
+				return tokErr // the reference words the reject
+			}
 			return s.openScope()
 		case '/':
-			if s.i+1 >= len(s.b) || s.b[s.i+1] != '>' {
+			if s.i+1 >= len(s.b) || s.b[s.i+1] != '>' || !s.noDuplicates() {
 				return tokErr
 			}
 			s.i += 2
@@ -521,19 +524,16 @@ func (s *xscanner) firstAttr(name string) (string, bool) {
 	return "", false
 }
 
-// noDuplicates reports whether the current start tag names no unprefixed
-// attribute twice.
+// noDuplicates reports whether the current start tag names no attribute
+// twice (by its qualified name, as written).
 func (s *xscanner) noDuplicates() bool {
 	var seen uint64 // a one-word Bloom filter of the names so far
 	for i, a := range s.attrs {
-		if a.prefix.s != a.prefix.e {
-			continue
-		}
-		name := s.b[a.local.s:a.local.e]
-		bit := uint64(1) << ((uint(len(name))*7 + uint(name[0])*3 + uint(name[len(name)-1])) & 63)
+		name := s.b[a.prefix.s:a.local.e]
+		bit := nameBit(name)
 		if seen&bit != 0 {
 			for _, b := range s.attrs[:i] {
-				if b.prefix.s == b.prefix.e && bytes.Equal(name, s.b[b.local.s:b.local.e]) {
+				if bytes.Equal(name, s.b[b.prefix.s:b.local.e]) {
 					return false
 				}
 			}
@@ -549,9 +549,6 @@ func (s *xscanner) feed(p *Page) bool {
 		ns := s.elemNS()
 		switch {
 		case ns == model.NSAtom && s.localIs("link"):
-			if !s.noDuplicates() {
-				return false
-			}
 			rel, _ := s.firstAttr("rel")
 			href, _ := s.firstAttr("href")
 			p.Links.set(trim(rel), trim(href))
@@ -689,7 +686,8 @@ func (s *xscanner) content(r *rawEntry) bool {
 			return false // the reference words the reject
 		}
 		r.hasEvent = true
-		if !s.fields(&r.event) || !s.event(r) {
+		s.fields(&r.event)
+		if !s.event(r) {
 			return false
 		}
 	}
@@ -697,10 +695,7 @@ func (s *xscanner) content(r *rawEntry) bool {
 }
 
 // fields copies the current start tag's unprefixed attributes.
-func (s *xscanner) fields(dst *attrs) bool {
-	if !s.noDuplicates() {
-		return false
-	}
+func (s *xscanner) fields(dst *attrs) {
 	out := (*dst)[:0]
 	for _, a := range s.attrs {
 		if a.prefix.s != a.prefix.e || s.is(a.local, "xmlns") {
@@ -709,7 +704,6 @@ func (s *xscanner) fields(dst *attrs) bool {
 		out = append(out, attr{name: s.page[a.local.s:a.local.e], value: s.str(a.value, a.amp)})
 	}
 	*dst = out
-	return true
 }
 
 // event reads the children of the event element: the first product.
@@ -718,9 +712,7 @@ func (s *xscanner) event(r *rawEntry) bool {
 		if !r.hasProduct && s.localIs("product") {
 			r.hasProduct = true
 			r.productNS = s.elemNS()
-			if !s.fields(&r.product) {
-				return false
-			}
+			s.fields(&r.product)
 		}
 		if !s.skip() {
 			return false

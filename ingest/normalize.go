@@ -89,15 +89,22 @@ func normalize(r *rawEntry) outcome {
 		}
 	}
 
-	// Each parser hands over a field once at most: the XML reference rejects
-	// a repeated attribute, JSON objects are maps, the fast paths step aside.
+	// Each parser hands over a field once at most: an entry that names one
+	// twice (an XML attribute, a JSON member) is rejected before it comes
+	// here.
 	var times [3]string
 	var hasTime [3]bool
+	var severity bool
 	for _, a := range r.event {
 		var dst *string
 		switch a.name {
 		case "id":
 			dst = &e.EventID
+		case "referenceId":
+			dst = &e.ReferenceID
+		case "severity":
+			severity = true
+			continue
 		case "type":
 			dst = &e.EventType
 		case "version":
@@ -132,6 +139,10 @@ func normalize(r *rawEntry) outcome {
 				return fail("%v", err)
 			}
 		}
+	}
+	if severity && model.IsUsageType(e.EventType) {
+		// core.xsd: severity is for system events only.
+		return fail("%s event has a severity: usage events carry none", e.EventType)
 	}
 
 	e.Kind = model.KindOther
@@ -263,11 +274,108 @@ func parseBool(s string) (bool, error) {
 	return false, fmt.Errorf("%q is not a boolean", s)
 }
 
-// parseTime reads an xsd:dateTime with a time zone and returns it in UTC.
+// parseTime reads an xs:dateTime with a time zone and returns it in UTC.
+// Every form the schema gives a UTC time is read: Z, +00:00, -00:00, and
+// 24:00:00, the end of a day (00:00:00 of the next). Another zone is
+// converted; a time without one is refused, as the schema's UTCDateTime
+// does. The year has four digits; fractions of a second may have any
+// number of digits, but a time finer than a nanosecond is refused, never
+// rounded.
 func parseTime(field, s string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, trim(s))
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%s %q is not an RFC 3339 time with a zone", field, s)
+	v := trim(s)
+	fail := func(why string) (time.Time, error) {
+		return time.Time{}, fmt.Errorf("%s %q %s", field, s, why)
 	}
-	return t.UTC(), nil
+	// yyyy-mm-ddThh:mm:ss
+	if len(v) < 19 || v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':' ||
+		!isDigits(v[:4]) || !isDigits(v[5:7]) || !isDigits(v[8:10]) || !isDigits(v[11:13]) || !isDigits(v[14:16]) || !isDigits(v[17:19]) {
+		return fail("is not an xs:dateTime (yyyy-mm-ddThh:mm:ss and a zone)")
+	}
+	year := digits2(v[0:2])*100 + digits2(v[2:4])
+	month, day, hour, minute, second := digits2(v[5:7]), digits2(v[8:10]), digits2(v[11:13]), digits2(v[14:16]), digits2(v[17:19])
+	rest := v[19:]
+	var nsec int
+	if len(rest) > 0 && rest[0] == '.' {
+		k := 1
+		for ; k < len(rest) && rest[k] >= '0' && rest[k] <= '9'; k++ {
+			if k <= 9 {
+				nsec = nsec*10 + int(rest[k]-'0')
+			} else if rest[k] != '0' {
+				return fail("is finer than a nanosecond (a digit after the ninth of the fraction is not 0)")
+			}
+		}
+		if k == 1 {
+			return fail("is not an xs:dateTime (no digit after the decimal point)")
+		}
+		for d := k; d <= 9; d++ {
+			nsec *= 10
+		}
+		rest = rest[k:]
+	}
+	var offset int // seconds east of UTC
+	switch {
+	case rest == "Z":
+	case rest == "":
+		return fail("has no time zone")
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':' && isDigits(rest[1:3]) && isDigits(rest[4:6]):
+		oh, om := digits2(rest[1:3]), digits2(rest[4:6])
+		if om > 59 || oh > 14 || oh == 14 && om > 0 {
+			return fail("has a zone outside -14:00..+14:00")
+		}
+		if offset = (oh*60 + om) * 60; rest[0] == '-' {
+			offset = -offset
+		}
+	default:
+		return fail("is not an xs:dateTime (its zone is not Z or ±hh:mm)")
+	}
+	switch {
+	case month < 1 || month > 12:
+		return fail("has no month " + v[5:7])
+	case day < 1 || day > daysIn(year, month):
+		return fail("has no day " + v[8:10] + " in its month")
+	case hour == 24 && (minute != 0 || second != 0 || nsec != 0):
+		return fail("has hour 24 other than in 24:00:00")
+	case hour > 24:
+		return fail("has an hour over 24")
+	case minute > 59:
+		return fail("has a minute over 59")
+	case second > 59:
+		return fail("has a second over 59")
+	}
+	// 24:00:00 is hour 24, which time.Date carries into the next day.
+	t := time.Date(year, time.Month(month), day, hour, minute, second, nsec, time.UTC)
+	if offset != 0 {
+		t = t.Add(-time.Duration(offset) * time.Second)
+	}
+	switch {
+	case t.IsZero():
+		return fail("is the zero time, which stands for no time")
+	case !t.After(time.Time{}) || !t.Before(year10000):
+		return fail("is outside the years 0001 to 9999 in UTC")
+	}
+	return t, nil
 }
+
+var year10000 = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// digits2 reads two decimal digits.
+func digits2(s string) int { return int(s[0]-'0')*10 + int(s[1]-'0') }
+
+func isDigits(s string) bool {
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// daysIn returns the number of days of month m (1..12) of year y.
+func daysIn(y, m int) int {
+	if m == 2 && y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+		return 29
+	}
+	return monthDays[m-1]
+}
+
+var monthDays = [12]int{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}

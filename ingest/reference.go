@@ -17,9 +17,12 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/beevik/etree"
 
@@ -116,21 +119,35 @@ func firstAttr(e *etree.Element, name string) (string, bool) {
 }
 
 // unprefixed collects the attributes without a prefix, which are the fields
-// of an event or product; a repeated one is an error.
-func unprefixed(e *etree.Element, what string) (attrs, error) {
+// of an event or product.
+func unprefixed(e *etree.Element) attrs {
 	out := make(attrs, 0, len(e.Attr))
 	for _, a := range e.Attr {
-		if a.Space != "" || a.Key == "xmlns" {
-			continue
+		if a.Space == "" && a.Key != "xmlns" {
+			out = append(out, attr{name: a.Key, value: a.Value})
 		}
-		for _, b := range out {
-			if b.name == a.Key {
-				return nil, fmt.Errorf("%s has the attribute %s twice", what, a.Key)
+	}
+	return out
+}
+
+// repeatedAttr finds the first element in e (e included, in document order)
+// that names an attribute twice. The XML spec makes such a document not
+// well-formed, but encoding/xml does not check: the entry is refused
+// rather than one of the two read.
+func repeatedAttr(e *etree.Element) (string, bool) {
+	for i, a := range e.Attr {
+		for _, b := range e.Attr[:i] {
+			if a.Space == b.Space && a.Key == b.Key {
+				return fmt.Sprintf("%s attribute %q is given twice", e.Tag, a.FullKey()), true
 			}
 		}
-		out = append(out, attr{name: a.Key, value: a.Value})
 	}
-	return out, nil
+	for _, c := range e.ChildElements() {
+		if reason, found := repeatedAttr(c); found {
+			return reason, true
+		}
+	}
+	return "", false
 }
 
 // text is the character data of a text-only element.
@@ -189,6 +206,9 @@ func refEntry(entry *etree.Element) outcome {
 	if reason != "" {
 		return rejected(trim(r.id), reason)
 	}
+	if reason, found := repeatedAttr(entry); found {
+		return rejected(trim(r.id), reason)
+	}
 	if content != nil {
 		if err := refContent(&r, content); err != nil {
 			return rejected(trim(r.id), err.Error())
@@ -206,19 +226,15 @@ func refContent(r *rawEntry, content *etree.Element) error {
 	if ev.NamespaceURI() != model.NSEvent || ev.Tag != "event" {
 		return fmt.Errorf("atom:content holds {%s}%s, not an event", ev.NamespaceURI(), ev.Tag)
 	}
-	var err error
 	r.hasEvent = true
-	if r.event, err = unprefixed(ev, "event"); err != nil {
-		return err
-	}
+	r.event = unprefixed(ev)
 	for _, c := range ev.ChildElements() {
-		if c.Tag != "product" {
-			continue
+		if c.Tag == "product" {
+			r.hasProduct = true
+			r.productNS = c.NamespaceURI()
+			r.product = unprefixed(c)
+			break
 		}
-		r.hasProduct = true
-		r.productNS = c.NamespaceURI()
-		r.product, err = unprefixed(c, "product")
-		return err
 	}
 	return nil
 }
@@ -258,23 +274,255 @@ func recoverXMLPage(data []byte, pageErr error) (*Page, error) {
 	return p, nil
 }
 
-// decodeJSON decodes one JSON value that is all of data, numbers as
-// json.Number; the error says what is malformed.
-func decodeJSON(data []byte) (any, error) {
+// jsonObject is a decoded JSON object: its members in the order of the
+// text, a repeated one included (encoding/json's maps keep only the last,
+// so a repeated member would be read and billed unseen).
+type jsonObject []jsonMember
+
+type jsonMember struct {
+	key string
+	val any
+}
+
+// get returns the value of the first member named key.
+func (o jsonObject) get(key string) (any, bool) {
+	for _, m := range o {
+		if m.key == key {
+			return m.val, true
+		}
+	}
+	return nil, false
+}
+
+// count returns how many members are named key.
+func (o jsonObject) count(key string) int {
+	n := 0
+	for _, m := range o {
+		if m.key == key {
+			n++
+		}
+	}
+	return n
+}
+
+// repeated finds the first member, in the order of the text, that an object
+// in v (v itself included) names twice. where is the object's name: the key
+// that holds it (in an array, the array's key), name for v itself.
+func repeated(v any, name string) (where, key string, found bool) {
+	switch v := v.(type) {
+	case jsonObject:
+		for i, m := range v {
+			for _, n := range v[:i] {
+				if n.key == m.key {
+					return name, m.key, true
+				}
+			}
+			if where, key, found = repeated(m.val, m.key); found {
+				return where, key, true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if where, key, found = repeated(x, name); found {
+				return where, key, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func repeatedReason(where, key string) string {
+	return fmt.Sprintf("%s member %q is given twice", where, key)
+}
+
+// maxJSONNesting is encoding/json's limit on nesting.
+const maxJSONNesting = 10000
+
+// decodeJSON decodes one JSON value that is all of data, with encoding/json's
+// tokenizer: objects as jsonObject, arrays as []any, numbers as json.Number.
+// The error says what is malformed; base is data's offset in the page, for
+// the byte offsets it names. When only the text is (see badJSONText), the
+// value comes back too, with U+FFFD in place of the bad text, and the error
+// is a *jsonTextError.
+func decodeJSON(data []byte, base int) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := jsonValue(dec, 0)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return nil, errors.New("malformed JSON: " + err.Error())
 	}
 	if len(bytes.Trim(data[dec.InputOffset():], " \t\r\n")) > 0 {
 		return nil, errors.New("malformed JSON: data after the top-level value")
 	}
+	return v, badJSONText(data, base)
+}
+
+func jsonValue(dec *json.Decoder, depth int) (any, error) {
+	t, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := t.(json.Delim)
+	if !ok {
+		return t, nil
+	}
+	if depth++; depth > maxJSONNesting {
+		return nil, errors.New("exceeded max depth")
+	}
+	var v any
+	switch d {
+	case '{':
+		o := jsonObject{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := k.(string) // the tokenizer allows only strings here
+			x, err := jsonValue(dec, depth)
+			if err != nil {
+				return nil, err
+			}
+			o = append(o, jsonMember{key, x})
+		}
+		v = o
+	case '[':
+		a := []any{}
+		for dec.More() {
+			x, err := jsonValue(dec, depth)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, x)
+		}
+		v = a
+	}
+	if _, err := dec.Token(); err != nil { // the closing bracket
+		return nil, err
+	}
 	return v, nil
 }
 
+// jsonTextError is text that a JSON decoder would repair silently.
+type jsonTextError struct{ reason string }
+
+func (e *jsonTextError) Error() string { return "malformed JSON: " + e.reason }
+
+// badJSONText finds, in data that is otherwise valid JSON, the first text
+// that encoding/json would replace by U+FFFD: bytes that are not UTF-8, or
+// a \u escape of a surrogate that is not half of a pair. Replaced, two
+// distinct ids could become one; XML refuses such text outright. The
+// error names the member and the byte offset (base is data's in the page).
+func badJSONText(data []byte, base int) error {
+	if utf8.Valid(data) && !bytes.Contains(data, []byte(`\u`)) {
+		return nil
+	}
+	var keys []string // the key being read, by depth
+	key := ""
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '{', '[':
+			keys = append(keys, key)
+		case '}', ']':
+			if n := len(keys); n > 0 {
+				key, keys = keys[n-1], keys[:n-1]
+			}
+		case '"':
+			end := stringEnd(data, i)
+			if end < 0 {
+				return nil // not valid JSON: not the case here
+			}
+			at, what := badString(data[i+1 : end])
+			next := end + 1
+			for next < len(data) && jsonSpace(data[next]) {
+				next++
+			}
+			isKey := next < len(data) && data[next] == ':'
+			if at >= 0 {
+				where := "in a member name"
+				if !isKey {
+					where = fmt.Sprintf("in the value of %q", key)
+				}
+				return &jsonTextError{fmt.Sprintf("%s %s at byte %d", what, where, base+i+1+at)}
+			}
+			if isKey {
+				key = string(data[i+1 : end])
+			}
+			i = end
+		}
+	}
+	return nil
+}
+
+// badString returns the offset in s (the inside of a JSON string) of the
+// first invalid UTF-8 or lone surrogate escape and says which, or -1.
+func badString(s []byte) (int, string) {
+	for j := 0; j < len(s); {
+		c := s[j]
+		switch {
+		case c == '\\' && j+5 < len(s) && s[j+1] == 'u':
+			r, ok := hex4(s[j+2 : j+6])
+			switch {
+			case !ok || !utf16.IsSurrogate(r):
+			case r < 0xdc00 && j+11 < len(s) && s[j+6] == '\\' && s[j+7] == 'u':
+				if r2, ok := hex4(s[j+8 : j+12]); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
+					j += 12
+					continue
+				}
+				fallthrough
+			default:
+				return j, "lone surrogate " + string(s[j:j+6])
+			}
+			j += 6
+		case c == '\\':
+			j += 2
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(s[j:])
+			if r == utf8.RuneError && size == 1 {
+				return j, "invalid UTF-8"
+			}
+			j += size
+		default:
+			j++
+		}
+	}
+	return -1, ""
+}
+
+// hex4 reads four hexadecimal digits.
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
 func referenceJSONPage(data []byte) (*Page, error) {
-	top, err := decodeJSON(data)
+	top, err := decodeJSON(data, 0)
+	var text *jsonTextError
+	if errors.As(err, &text) {
+		// An entry document whose only fault is its text is that entry's
+		// reject, as XML's is.
+		if o, _ := top.(jsonObject); len(o) == 1 && o[0].key == "entry" {
+			p := &Page{Entry: true, Recovered: err.Error()}
+			p.add(0, rejected(jsonEntryID(o[0].val), err.Error()))
+			return p, nil
+		}
+	}
 	if err != nil {
 		return recoverJSONPage(data, err)
 	}
@@ -283,26 +531,38 @@ func referenceJSONPage(data []byte) (*Page, error) {
 
 // jsonFeedPage reads a decoded page or entry document.
 func jsonFeedPage(top any) (*Page, error) {
-	obj, _ := top.(map[string]any)
+	obj, _ := top.(jsonObject)
 	p := &Page{}
-	if e, ok := obj["entry"]; ok && len(obj) == 1 {
+	if len(obj) == 1 && obj[0].key == "entry" {
 		p.Entry = true
-		p.add(0, refJSONEntry(e))
+		p.add(0, refJSONEntry(obj[0].val))
 		return p, nil
 	}
-	feed, ok := obj["feed"].(map[string]any)
-	if !ok || len(obj) != 1 {
+	feed, ok := jsonObject(nil), false
+	if len(obj) == 1 && obj[0].key == "feed" {
+		feed, ok = obj[0].val.(jsonObject)
+	}
+	if !ok {
 		return nil, &NotFeedError{Format: FormatJSON, What: `the top-level value is not {"feed":{…}} or {"entry":{…}}`}
 	}
-	if links, ok := feed["link"].([]any); ok {
-		for _, l := range links {
-			lo, _ := l.(map[string]any)
-			rel, _ := lo["rel"].(string)
-			href, _ := lo["href"].(string)
-			p.Links.set(trim(rel), trim(href))
+	for _, k := range []string{"link", "entry"} {
+		if feed.count(k) > 1 {
+			// Which array would be the page's?
+			return nil, &NotFeedError{Format: FormatJSON, What: repeatedReason("feed", k)}
 		}
 	}
-	if entries, ok := feed["entry"]; ok {
+	if links, ok := feed.get("link"); ok {
+		links, _ := links.([]any)
+		for _, l := range links {
+			lo, _ := l.(jsonObject)
+			rel, _ := lo.get("rel")
+			href, _ := lo.get("href")
+			rs, _ := rel.(string)
+			hs, _ := href.(string)
+			p.Links.set(trim(rs), trim(hs))
+		}
+	}
+	if entries, ok := feed.get("entry"); ok {
 		list, ok := entries.([]any)
 		if !ok {
 			return nil, &NotFeedError{Format: FormatJSON, What: `"feed"."entry" is not an array`}
@@ -324,7 +584,7 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 		return nil, notFeed
 	}
 	skeleton := append(append(slices.Clip(data[:open+1]), ' '), data[close:]...)
-	top, err := decodeJSON(skeleton)
+	top, err := decodeJSON(skeleton, 0)
 	if err != nil {
 		return nil, notFeed
 	}
@@ -338,8 +598,9 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 	p.Recovered = pageErr.Error()
 	for i, sp := range spans {
 		raw := data[sp[0]:sp[1]]
-		v, err := decodeJSON(raw)
-		if err != nil {
+		v, err := decodeJSON(raw, sp[0])
+		var text *jsonTextError
+		if err != nil && !errors.As(err, &text) {
 			if len(entryIDs.FindAllIndex(raw, 2)) > 1 {
 				// More than one entry in what was cut as one (a quote
 				// left unescaped turns strings inside out): entries would
@@ -347,6 +608,10 @@ func recoverJSONPage(data []byte, pageErr error) (*Page, error) {
 				return nil, notFeed
 			}
 			p.add(i, rejected(looseJSONID(raw), err.Error()))
+			continue
+		}
+		if err != nil {
+			p.add(i, rejected(jsonEntryID(v), err.Error()))
 			continue
 		}
 		p.add(i, refJSONEntry(v))
@@ -374,31 +639,43 @@ func jsonScalar(v any) (string, bool) {
 	return "", false
 }
 
-func jsonAttrs(o map[string]any, skip string) attrs {
+func jsonAttrs(o jsonObject, skip string) attrs {
 	out := make(attrs, 0, len(o))
-	for k, v := range o {
-		if k == "@type" || k == skip || v == nil {
+	for _, m := range o {
+		if m.key == "@type" || m.key == skip || m.val == nil {
 			continue
 		}
-		s, ok := jsonScalar(v)
-		out = append(out, attr{name: k, value: s, bad: !ok})
+		s, ok := jsonScalar(m.val)
+		out = append(out, attr{name: m.key, value: s, bad: !ok})
 	}
 	return out
 }
 
+// jsonEntryID is the trimmed id of a decoded entry, "" when it has none
+// that is a string.
+func jsonEntryID(v any) string {
+	o, _ := v.(jsonObject)
+	id, _ := o.get("id")
+	s, _ := id.(string)
+	return trim(s)
+}
+
 func refJSONEntry(v any) outcome {
 	var r rawEntry
-	o, ok := v.(map[string]any)
+	o, ok := v.(jsonObject)
 	if !ok {
 		return rejected("", "entry is not a JSON object")
+	}
+	if where, key, found := repeated(o, "entry"); found {
+		return rejected(jsonEntryID(o), repeatedReason(where, key))
 	}
 	for _, f := range []struct {
 		name string
 		dst  *string
 		seen *bool
 	}{{"id", &r.id, &r.hasID}, {"updated", &r.updated, &r.hasUpdated}, {"published", &r.published, &r.hasPublished}} {
-		x, ok := o[f.name]
-		if !ok || x == nil {
+		x, _ := o.get(f.name)
+		if x == nil {
 			continue
 		}
 		s, ok := x.(string)
@@ -407,25 +684,25 @@ func refJSONEntry(v any) outcome {
 		}
 		*f.dst, *f.seen = s, true
 	}
-	if c, ok := o["content"]; ok && c != nil {
-		co, ok := c.(map[string]any)
+	if c, _ := o.get("content"); c != nil {
+		co, ok := c.(jsonObject)
 		if !ok {
 			return rejected(trim(r.id), "entry content is not an object")
 		}
-		if ev, ok := co["event"]; ok && ev != nil {
-			eo, ok := ev.(map[string]any)
+		if ev, _ := co.get("event"); ev != nil {
+			eo, ok := ev.(jsonObject)
 			if !ok {
 				return rejected(trim(r.id), "entry content.event is not an object")
 			}
 			r.hasEvent = true
 			r.event = jsonAttrs(eo, "product")
-			if pv, ok := eo["product"]; ok && pv != nil {
-				po, ok := pv.(map[string]any)
+			if pv, _ := eo.get("product"); pv != nil {
+				po, ok := pv.(jsonObject)
 				if !ok {
 					return rejected(trim(r.id), "event product is not an object")
 				}
 				r.hasProduct = true
-				if t, ok := po["@type"]; ok && t != nil {
+				if t, _ := po.get("@type"); t != nil {
 					s, ok := t.(string)
 					if !ok {
 						return rejected(trim(r.id), "product @type is not a string")

@@ -7,6 +7,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -161,38 +162,29 @@ func (e *Event) Validate() error {
 	if !e.Kind.Valid() {
 		return fmt.Errorf("kind %q is not one of bandwidthIn, bandwidthOut, storage, license, other", e.Kind)
 	}
-	if e.Kind == KindOther {
-		if IsUsageType(e.EventType) && e.TenantID == "" {
-			return fmt.Errorf("%s event has no tenantId", e.EventType)
-		}
-		return nil
+	if e.ReferenceID != "" && e.ReferenceID == e.EventID {
+		return fmt.Errorf("event referenceId %q is the event's own id: an event cannot correct itself", e.ReferenceID)
 	}
-	if e.TenantID == "" {
-		return fmt.Errorf("%s event has no tenantId", e.EventType)
+	// The rules of core.xsd hold for every usage event whatever its product,
+	// so for kind other too: the schema checks the event envelope before it
+	// knows the product, so a USAGE event of an unknown product that breaks
+	// one could not have been published either, and keeping it as other
+	// would hide a broken upstream. System events are kept as they come: the
+	// schema asks the same of their times, but nothing of theirs is billed.
+	if IsUsageType(e.EventType) {
+		if err := e.validateUsage(); err != nil {
+			return err
+		}
+	}
+	if e.Kind == KindOther {
+		return nil
 	}
 	if e.EventID == "" {
 		return errors.New("event has no id")
 	}
 	switch {
 	case e.EventType == TypeUsage:
-		if e.StartTime.IsZero() {
-			return errors.New("USAGE event has no startTime")
-		}
-		if e.EndTime.IsZero() {
-			return errors.New("USAGE event has no endTime")
-		}
-		if !e.StartTime.Before(e.EndTime) {
-			return fmt.Errorf("startTime %s is not before endTime %s",
-				FormatTime(e.StartTime), FormatTime(e.EndTime))
-		}
-		if e.EndTime.Sub(e.StartTime) > MaxUsageInterval {
-			return fmt.Errorf("interval from startTime %s to endTime %s is longer than a day",
-				FormatTime(e.StartTime), FormatTime(e.EndTime))
-		}
 	case e.EventType == TypeUsageSnapshot && e.Kind == KindLicense:
-		if e.EventTime.IsZero() {
-			return errors.New("USAGE_SNAPSHOT event has no eventTime")
-		}
 	default:
 		return fmt.Errorf("%s product cannot have event type %q", e.Kind, e.EventType)
 	}
@@ -216,6 +208,70 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%s event has no serverID", e.Kind)
 	}
 	return nil
+}
+
+// validateUsage checks what core.xsd asserts of a usage event (USAGE,
+// USAGE_SNAPSHOT, USAGE_SUMMARY): a tenant; eventTime, or startTime and
+// endTime, never both forms; startTime before endTime; a USAGE event covers
+// at most a day, and from event version 2 ends on startTime's day or at the
+// midnight after it. A zero time is an absent one.
+func (e *Event) validateUsage() error {
+	t := e.EventType
+	if e.TenantID == "" {
+		return fmt.Errorf("%s event has no tenantId", t)
+	}
+	hasEvent, hasStart, hasEnd := !e.EventTime.IsZero(), !e.StartTime.IsZero(), !e.EndTime.IsZero()
+	switch {
+	case hasEvent && (hasStart || hasEnd):
+		return fmt.Errorf("%s event has eventTime and also startTime or endTime: it has one or the other", t)
+	case t == TypeUsageSnapshot && !hasEvent:
+		return errors.New("USAGE_SNAPSHOT event has no eventTime")
+	case t == TypeUsage && !hasStart:
+		return errors.New("USAGE event has no startTime")
+	case hasStart && !hasEnd:
+		return fmt.Errorf("%s event has startTime but no endTime", t)
+	case hasEnd && !hasStart:
+		return fmt.Errorf("%s event has endTime but no startTime", t)
+	case !hasEvent && !hasStart:
+		return fmt.Errorf("%s event has neither eventTime nor startTime and endTime", t)
+	case !hasStart:
+		return nil
+	case !e.StartTime.Before(e.EndTime):
+		return fmt.Errorf("startTime %s is not before endTime %s", FormatTime(e.StartTime), FormatTime(e.EndTime))
+	case t != TypeUsage:
+		return nil
+	case e.EndTime.Sub(e.StartTime) > MaxUsageInterval:
+		return fmt.Errorf("interval from startTime %s to endTime %s is longer than a day",
+			FormatTime(e.StartTime), FormatTime(e.EndTime))
+	}
+	if e.EventVersion == "" {
+		return nil
+	}
+	v, err := strconv.ParseInt(e.EventVersion, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		// core.xsd reads the version of a USAGE event as an xs:integer
+		// (the midnight rule): any other version fails that assertion.
+		return fmt.Errorf("USAGE event version %q is not an integer", e.EventVersion)
+	}
+	if v >= 2 && !withinDay(e.StartTime.UTC(), e.EndTime.UTC()) {
+		return fmt.Errorf("USAGE event of version %s goes beyond midnight: startTime %s, endTime %s",
+			e.EventVersion, FormatTime(e.StartTime), FormatTime(e.EndTime))
+	}
+	return nil
+}
+
+// withinDay is core.xsd's test that a usage interval does not go beyond
+// midnight: end is on start's (UTC) day, or its time of day starts with
+// 00:00:00 — the midnight that ends start's day, fractions of its second
+// included, as the schema compares the time as text.
+func withinDay(start, end time.Time) bool {
+	sy, sm, sd := start.Date()
+	ey, em, ed := end.Date()
+	if sy == ey && sm == em && sd == ed {
+		return true
+	}
+	h, m, s := end.Clock()
+	return h == 0 && m == 0 && s == 0
 }
 
 // FormatTime formats t as RFC 3339 in UTC with as many fractional digits as

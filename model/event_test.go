@@ -114,27 +114,55 @@ func TestValidate(t *testing.T) {
 		{"over a day", func(e *Event) { e.EndTime = e.StartTime.Add(MaxUsageInterval + time.Second) }, "longer than a day"},
 		{"exactly a day", func(e *Event) { e.EndTime = e.StartTime.Add(MaxUsageInterval) }, ""},
 		{"no server", func(e *Event) { e.ServerID = "" }, "no serverID"},
-		{"snapshot bandwidth", func(e *Event) { e.EventType = TypeUsageSnapshot; e.EventTime = e.StartTime }, "cannot have event type"},
+		{"snapshot bandwidth", func(e *Event) { snapshot(e); e.Kind, e.Quantity = KindBandwidthOut, 5 }, "cannot have event type"},
 		{"bad kind", func(e *Event) { e.Kind = "disk" }, "kind \"disk\""},
 		{"license v1", func(e *Event) { e.Kind = KindLicense; e.Quantity = 1 }, ""},
 		{"license quantity", func(e *Event) { e.Kind = KindLicense; e.Quantity = 2 }, "not 1"},
-		{"snapshot ok", func(e *Event) {
-			e.Kind, e.Quantity, e.EventType, e.EventTime, e.ServerName = KindLicense, 1, TypeUsageSnapshot, e.StartTime, "n"
-		}, ""},
-		{"snapshot no name", func(e *Event) {
-			e.Kind, e.Quantity, e.EventType, e.EventTime = KindLicense, 1, TypeUsageSnapshot, e.StartTime
-		}, "no serverName"},
-		{"snapshot no time", func(e *Event) {
-			e.Kind, e.Quantity, e.EventType, e.ServerName = KindLicense, 1, TypeUsageSnapshot, "n"
-		}, "no eventTime"},
-		{"snapshot external no server", func(e *Event) {
-			e.Kind, e.Quantity, e.EventType, e.EventTime, e.ServerName, e.ServerID, e.External = KindLicense, 1, TypeUsageSnapshot, e.StartTime, "n", "", &tr
-		}, ""},
-		{"snapshot internal no server", func(e *Event) {
-			e.Kind, e.Quantity, e.EventType, e.EventTime, e.ServerName, e.ServerID = KindLicense, 1, TypeUsageSnapshot, e.StartTime, "n", ""
-		}, "no serverID and is not external"},
+		{"snapshot ok", snapshot, ""},
+		{"snapshot no name", func(e *Event) { snapshot(e); e.ServerName = "" }, "no serverName"},
+		{"snapshot no time", func(e *Event) { snapshot(e); e.EventTime = time.Time{} }, "USAGE_SNAPSHOT event has no eventTime"},
+		{"snapshot external no server", func(e *Event) { snapshot(e); e.ServerID, e.External = "", &tr }, ""},
+		{"snapshot internal no server", func(e *Event) { snapshot(e); e.ServerID = "" }, "no serverID and is not external"},
 		{"other system event", func(e *Event) { *e = Event{EntryID: "x", Kind: KindOther, EventType: "UP"} }, ""},
 		{"other usage without tenant", func(e *Event) { *e = Event{EntryID: "x", Kind: KindOther, EventType: TypeUsage} }, "no tenantId"},
+
+		// The rules core.xsd asserts of every usage event, billed or not.
+		{"eventTime and startTime", func(e *Event) { e.EventTime = e.StartTime }, "has eventTime and also startTime or endTime"},
+		{"snapshot with endTime", func(e *Event) { snapshot(e); e.EndTime = e.EventTime.Add(time.Hour) }, "has eventTime and also startTime or endTime"},
+		{"no end", func(e *Event) { e.EndTime = time.Time{} }, "USAGE event has startTime but no endTime"},
+		{"usage with eventTime only", func(e *Event) { e.EventTime, e.StartTime, e.EndTime = e.StartTime, time.Time{}, time.Time{} }, "USAGE event has no startTime"},
+		{"summary without times", func(e *Event) { other(e, TypeUsageSummary); e.StartTime, e.EndTime = time.Time{}, time.Time{} }, "USAGE_SUMMARY event has neither eventTime nor startTime and endTime"},
+		{"summary end without start", func(e *Event) { other(e, TypeUsageSummary); e.StartTime = time.Time{} }, "USAGE_SUMMARY event has endTime but no startTime"},
+		{"summary start after end", func(e *Event) { other(e, TypeUsageSummary); e.StartTime = e.EndTime.Add(time.Second) }, "is not before endTime"},
+		{"summary of a week", func(e *Event) { other(e, TypeUsageSummary); e.EndTime = e.StartTime.Add(7 * MaxUsageInterval) }, ""},
+		{"summary snapshot-like", func(e *Event) {
+			other(e, TypeUsageSummary)
+			e.EventTime, e.StartTime, e.EndTime = e.StartTime, time.Time{}, time.Time{}
+		}, ""},
+		{"other usage over a day", func(e *Event) { other(e, TypeUsage); e.EndTime = e.StartTime.Add(MaxUsageInterval + 1) }, "longer than a day"},
+		{"other usage start == end", func(e *Event) { other(e, TypeUsage); e.EndTime = e.StartTime }, "is not before endTime"},
+		{"other snapshot without eventTime", func(e *Event) { other(e, TypeUsageSnapshot) }, "USAGE_SNAPSHOT event has no eventTime"},
+		{"other system event with any times", func(e *Event) { other(e, "UP"); e.EventTime, e.TenantID = e.StartTime, "" }, ""},
+		{"version 1 across midnight", interval("1", "2026-10-01T23:00:00Z", "2026-10-02T01:00:00Z"), ""},
+		{"version 2 across midnight", interval("2", "2026-10-01T23:00:00Z", "2026-10-02T01:00:00Z"),
+			"USAGE event of version 2 goes beyond midnight: startTime 2026-10-01T23:00:00Z, endTime 2026-10-02T01:00:00Z"},
+		{"other version 3 across midnight", func(e *Event) {
+			other(e, TypeUsage)
+			interval("3", "2026-10-01T12:00:00Z", "2026-10-02T00:00:01Z")(e)
+		}, "beyond midnight"},
+		{"version 2 to midnight", interval("2", "2026-10-01T23:00:00Z", "2026-10-02T00:00:00Z"), ""},
+		{"version 2 a whole day", interval("2", "2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z"), ""},
+		{"version 2 to within a second of midnight", interval("+02", "2026-10-01T23:00:00Z", "2026-10-02T00:00:00.999Z"), ""},
+		{"version 2 summary across midnight", func(e *Event) {
+			other(e, TypeUsageSummary)
+			interval("2", "2026-10-01T23:00:00Z", "2026-10-02T01:00:00Z")(e)
+		}, ""},
+		{"version not an integer", func(e *Event) { e.EventVersion = "2.0" }, `USAGE event version "2.0" is not an integer`},
+		{"version negative", func(e *Event) { e.EventVersion = "-7" }, ""},
+		{"version huge", interval("99999999999999999999", "2026-10-01T23:00:00Z", "2026-10-02T01:00:00Z"), "beyond midnight"},
+		{"referenceId", func(e *Event) { e.ReferenceID = "e0" }, ""},
+		{"referenceId is its own id", func(e *Event) { e.ReferenceID = e.EventID }, `referenceId "e1" is the event's own id`},
+		{"system event referenceId is its own id", func(e *Event) { other(e, "UPDATE"); e.ReferenceID = e.EventID }, "own id"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -151,6 +179,22 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// snapshot makes e a valid license snapshot.
+func snapshot(e *Event) {
+	e.Kind, e.Quantity, e.EventType, e.ServerName = KindLicense, 1, TypeUsageSnapshot, "n"
+	e.EventTime, e.StartTime, e.EndTime = e.StartTime, time.Time{}, time.Time{}
+}
+
+// interval returns a change of e's event version and interval.
+func interval(version, start, end string) func(*Event) {
+	return func(e *Event) { e.EventVersion, e.StartTime, e.EndTime = version, ts(start), ts(end) }
+}
+
+// other makes e an event of an unknown product, of type typ.
+func other(e *Event, typ string) {
+	e.Kind, e.Quantity, e.EventType, e.ProductNamespace = KindOther, 0, typ, "http://docs.rackspace.com/usage/cloudfiles"
 }
 
 func TestKey(t *testing.T) {
