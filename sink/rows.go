@@ -42,21 +42,42 @@ type eventRow struct {
 
 // rejectRow is one dead letter for the rejects table.
 type rejectRow struct {
-	dl  model.DeadLetter
-	src source // the record it came from: the dead letter's, or the usage record's
-	fp  string // fingerprint of what it says
+	dl      model.DeadLetter
+	src     source // the record it came from: the dead letter's, or the usage record's
+	topicID string // the life of src's topic (its id; "" where the cluster has none)
+	fp      string // fingerprint of what it says
 }
 
 // rejectKey is the identity of a reject: what it says, and the Kafka record
-// it came from. A record read again (a replay) is one reject; identical bad
-// records at two offsets (an upstream that sends the same broken entry
-// twice) are two.
+// it came from (topic, its life, partition, offset). A record read again
+// (a replay) is one reject; identical bad records at two offsets (an
+// upstream that sends the same broken entry twice), or at one offset of two
+// lives of a topic, are two.
 type rejectKey struct {
-	fp  string
-	src source
+	fp      string
+	topicID string
+	src     source
 }
 
-func (r *rejectRow) key() rejectKey { return rejectKey{r.fp, r.src} }
+func (r *rejectRow) key() rejectKey { return rejectKey{r.fp, r.topicID, r.src} }
+
+// has reports whether found holds k, or k's record without a topic id (a
+// row of a sink before 0007).
+func has(found map[rejectKey]bool, k rejectKey) bool {
+	if found[k] {
+		return true
+	}
+	k.topicID = ""
+	return found[k]
+}
+
+// setTopicIDs names the life of each reject's topic, from the ids the
+// batch's partitions were fetched under.
+func setTopicIDs(rs []rejectRow, ids map[source]string) {
+	for i := range rs {
+		rs[i].topicID = ids[source{topic: rs[i].src.topic, partition: rs[i].src.partition}]
+	}
+}
 
 // fingerprint is what a reject says: stage, place, entry, reason and the
 // bad bytes (with rejectRow.src, its identity).

@@ -645,6 +645,7 @@ func (s *Sink) prepare(ctx context.Context, early bool) *batch {
 	b := &batch{recs: recs, ids: ids, start: time.Now(), first: map[source]*kgo.Record{}, last: map[source]*kgo.Record{}}
 	b.now = b.start.UTC().Truncate(time.Second)
 	b.d = s.decode(recs, b.now)
+	setTopicIDs(b.d.rejects, ids)
 	if n := b.d.misrouted; n > 0 {
 		// Still counted once: the dedupe key holds whatever the key. But
 		// two sinks may then write one tenant at once (schemas: what the
@@ -904,6 +905,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	// after their first insert, the plan's are looked up every attempt.
 	rejects := d.rejects
 	if plan != nil && len(plan.rejects) > 0 {
+		setTopicIDs(plan.rejects, b.ids)
 		rejects = append(slices.Clip(rejects), plan.rejects...)
 		pre = nil
 	}
@@ -919,7 +921,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		}
 		var rows []rejectRow
 		for _, r := range rejects {
-			if k := r.key(); !found[k] {
+			if k := r.key(); !has(found, k) {
 				found[k] = true
 				rows = append(rows, r)
 			}

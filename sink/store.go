@@ -21,7 +21,7 @@ const (
 		"start_time, start_time_ns, end_time, end_time_ns, event_time, event_time_ns, time, quantity, updated, published"
 	usageColumns  = eventCommon + ", reference_id, server, byte_seconds, h_start, h_quantity, h_byte_seconds, d_start, d_quantity, d_byte_seconds, kafka_topic, kafka_partition, kafka_offset, inserted_at"
 	otherColumns  = eventCommon + ", kafka_topic, kafka_partition, kafka_offset, inserted_at"
-	rejectColumns = "fingerprint, stage, feed, tenant_id, marker, entry_id, position, reason, raw, time, source, kafka_topic, kafka_partition, kafka_offset, inserted_at"
+	rejectColumns = "fingerprint, stage, feed, tenant_id, marker, entry_id, position, reason, raw, time, source, kafka_topic_id, kafka_topic, kafka_partition, kafka_offset, inserted_at"
 )
 
 // store writes batches to ClickHouse.
@@ -103,7 +103,8 @@ func (s *store) existingKeys(ctx context.Context, table string, keys []key) (map
 }
 
 // existingRejects returns which of rows the rejects table holds, by
-// fingerprint and source record.
+// fingerprint and source record (rejectKey; a row without a topic id, of a
+// sink before 0007, stands for the record in any life of its topic).
 func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[rejectKey]bool, error) {
 	found := map[rejectKey]bool{}
 	if len(rows) == 0 {
@@ -119,7 +120,7 @@ func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[reje
 		}
 	}
 	res, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
-		"SELECT fingerprint, kafka_topic, kafka_partition, kafka_offset FROM rejects"+
+		"SELECT fingerprint, kafka_topic_id, kafka_topic, kafka_partition, kafka_offset FROM rejects"+
 			" WHERE tenant_id IN (SELECT tenant_id FROM _fps) AND (tenant_id, fingerprint) IN (SELECT tenant_id, fingerprint FROM _fps)")
 	if err != nil {
 		return nil, fmt.Errorf("look up %d rejects: %w", len(rows), err)
@@ -127,7 +128,7 @@ func (s *store) existingRejects(ctx context.Context, rows []rejectRow) (map[reje
 	defer res.Close()
 	for res.Next() {
 		var k rejectKey
-		if err := res.Scan(&k.fp, &k.src.topic, &k.src.partition, &k.src.offset); err != nil {
+		if err := res.Scan(&k.fp, &k.topicID, &k.src.topic, &k.src.partition, &k.src.offset); err != nil {
 			return nil, fmt.Errorf("look up rejects: %w", err)
 		}
 		found[k] = true
@@ -412,11 +413,11 @@ func fillRejects(rows []rejectRow, now time.Time) func(driver.Batch) error {
 			stage[i], feed[i], tenant[i], marker[i], entry[i] = d.Stage, d.Feed, d.TenantID, d.Marker, d.EntryID
 			pos[i], reason[i], raw[i], tm[i], src[i] = int64(d.Index), d.Reason, string(d.Raw), d.Time.UTC(), d.Source
 		}
-		fps := make([]string, n)
+		fps, ids := make([]string, n), make([]string, n)
 		for i, r := range rows {
-			fps[i] = r.fp
+			fps[i], ids[i] = r.fp, r.topicID
 		}
-		cols := []any{fps, stage, feed, tenant, marker, entry, pos, reason, raw, tm, src}
+		cols := []any{fps, stage, feed, tenant, marker, entry, pos, reason, raw, tm, src, ids}
 		cols = append(cols, sourceColumns(func(i int) source { return rows[i].src }, n, now)...)
 		return appendColumns(b, cols...)
 	}

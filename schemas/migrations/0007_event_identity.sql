@@ -20,6 +20,12 @@
 
 ALTER TABLE usage_events ADD COLUMN reference_id String DEFAULT '' COMMENT 'referenceId of the content event: the event id this event corrects (replaces); empty when it corrects none, and in rows written before 0007' AFTER event_id;
 
+-- A reject is one per bad record (0001 kept one per fingerprint: identical
+-- bad records at two offsets made one row): the sink looks rejects up by
+-- fingerprint and record, and the record's topic life names it apart from
+-- the same offset of another life of the topic.
+ALTER TABLE rejects ADD COLUMN kafka_topic_id String DEFAULT '' COMMENT 'the id of kafka_topic''s life the record was read in (Kafka topic ids); empty in rows written before 0007 and where the cluster has no topic ids' AFTER kafka_topic;
+
 -- What follows changes what the views of usage_events write and rebuilds
 -- tables from usage_events, while no insert into usage_events can run: GUARD gives usage_events a view
 -- whose table is missing, so every INSERT into it fails (and the sink
