@@ -40,7 +40,7 @@ func TestReplacedEventsInAnswers(t *testing.T) {
 	events := []model.Event{
 		ev("a", "", model.KindBandwidthIn, day(1, 10), 10*gib, "s", 0),
 		ev("b", "a", model.KindBandwidthIn, day(1, 10), 4*gib, "s", 1), // a was 10 GiB: 4
-		ev("s2", "s1", model.KindStorage, day(2, 0), 2*gib, "s", 1),     // before its original
+		ev("s2", "s1", model.KindStorage, day(2, 0), 2*gib, "s", 1),    // before its original
 		ev("s1", "", model.KindStorage, day(2, 0), gib, "s", 0),
 		ev("l1", "", model.KindLicense, day(3, 5), 1, "old", 0),
 		ev("l2", "l1", model.KindLicense, day(3, 5), 1, "new", 1), // the licence was another server's
