@@ -28,6 +28,7 @@ func TestTopicMadeAgainWritesBufferedDeadLetters(t *testing.T) {
 	brokers := cl.ListenAddrs()
 	first, held, second := genWorkload(81, 300), genWorkload(82, 200), genWorkload(83, 1000)
 	held.records = append(held.records, &kgo.Record{Topic: model.TopicUsage, Key: []byte("1003"), Value: []byte(`{"tenant_id":"1003","held`)})
+	held.rejects++
 	cfg := testConfig(t, brokers, db.Addr, db.Name)
 	cfg.BatchAge, cfg.BatchRows = time.Minute, len(first.records)
 	s, done := startSink(t, cfg)
