@@ -18,13 +18,20 @@
 -- current release, so a rebuild of usage_events could not be made safe for
 -- both. The lookups by event id go to usage_ids instead.
 
-ALTER TABLE usage_events ADD COLUMN reference_id String DEFAULT '' COMMENT 'referenceId of the content event: the event id this event corrects (replaces); empty when it corrects none, and in rows written before 0007' AFTER event_id;
+ALTER TABLE usage_events ADD COLUMN reference_id String DEFAULT '' AFTER event_id;
+
+-- (18.16 ignores a COMMENT in ADD COLUMN.)
+ALTER TABLE usage_events COMMENT COLUMN reference_id 'referenceId of the content event: the event id this event corrects (replaces); empty when it corrects none, and in rows written before 0007';
 
 -- A reject is one per bad record (0001 kept one per fingerprint: identical
 -- bad records at two offsets made one row): the sink looks rejects up by
 -- fingerprint and record, and the record's topic life names it apart from
 -- the same offset of another life of the topic.
-ALTER TABLE rejects ADD COLUMN kafka_topic_id String DEFAULT '' COMMENT 'the id of kafka_topic''s life the record was read in (Kafka topic ids); empty in rows written before 0007 and where the cluster has no topic ids' AFTER kafka_topic;
+ALTER TABLE rejects ADD COLUMN kafka_topic_id String DEFAULT '' AFTER kafka_topic;
+
+ALTER TABLE rejects COMMENT COLUMN kafka_topic_id 'the id of kafka_topic''s life the record was read in (Kafka topic ids); empty in rows written before 0007 and where the cluster has no topic ids';
+
+ALTER TABLE rejects COMMENT COLUMN fingerprint 'hex SHA-256 of stage, feed, tenant_id, entry_id, reason and raw: with the record (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset) the identity of a reject';
 
 -- What follows changes what the views of usage_events write and rebuilds
 -- tables from usage_events, while no insert into usage_events can run: GUARD gives usage_events a view
@@ -39,9 +46,13 @@ GUARD TABLE usage_events;
 -- signed. A bucket whose events were all replaced sums to 0 and may vanish
 -- when parts merge. Readers that ask whether something is there (a licensed
 -- server) test sum(pieces) > 0, never the existence of a row.
-ALTER TABLE usage_hourly MODIFY COLUMN events Int64 COMMENT 'events whose interval ends in this hour (each counted event once; a replaced event adds -1 in its replacement row)', MODIFY COLUMN pieces Int64 COMMENT 'events whose interval overlaps this hour (a replaced event adds -1); a server is in the hour when the sum over its rows is above 0';
+ALTER TABLE usage_hourly MODIFY COLUMN events Int64, MODIFY COLUMN pieces Int64;
 
-ALTER TABLE usage_daily MODIFY COLUMN events Int64 COMMENT 'events whose interval ends in this day (each counted event once; a replaced event adds -1 in its replacement row)', MODIFY COLUMN pieces Int64 COMMENT 'events whose interval overlaps this day (a replaced event adds -1); a server is in the day when the sum over its rows is above 0';
+ALTER TABLE usage_hourly COMMENT COLUMN events 'events whose interval ends in this hour (each counted event once; a replaced event adds -1 in its replacement row)', COMMENT COLUMN pieces 'events whose interval overlaps this hour (a replaced event adds -1); a server is in the hour when the sum over its rows is above 0';
+
+ALTER TABLE usage_daily MODIFY COLUMN events Int64, MODIFY COLUMN pieces Int64;
+
+ALTER TABLE usage_daily COMMENT COLUMN events 'events whose interval ends in this day (each counted event once; a replaced event adds -1 in its replacement row)', COMMENT COLUMN pieces 'events whose interval overlaps this day (a replaced event adds -1); a server is in the day when the sum over its rows is above 0';
 
 -- The views that write the rollups, again: 18.16 wants a view's columns of
 -- the target's types exactly (Int64 now).
