@@ -75,7 +75,8 @@ type node struct {
 type graph struct {
 	nodes   map[idKey]*node
 	kids    map[idKey][]idKey // by the id they name (role 1 rows, and new rows)
-	fetched map[idKey]bool    // keys whose usage_ids rows were read (or are known to be none)
+	look    []idKey           // the keys read first
+	fetched map[idKey]bool    // keys whose usage_ids rows were read (or are known to be none); made when trees are loaded
 }
 
 func (g *graph) parent(n *node) (idKey, bool) {
@@ -204,14 +205,7 @@ func planUsage(ctx context.Context, st idLookups, rows []eventRow, look []idKey,
 	for i := range rows {
 		order[rows[i].seq] = i
 	}
-	g := &graph{nodes: map[idKey]*node{}, kids: map[idKey][]idKey{}, fetched: map[idKey]bool{}}
-	for i := range rows {
-		e := &rows[i].ev
-		g.fetched[identityKey(e.Identity())] = true
-		if e.ReferenceID != "" {
-			g.fetched[idKey{e.TenantID, e.Kind, e.ReferenceID}] = true
-		}
-	}
+	g := &graph{nodes: map[idKey]*node{}, kids: map[idKey][]idKey{}, look: look}
 	found, err := st.ids(ctx, look)
 	if err != nil {
 		return nil, err
@@ -329,6 +323,19 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 	}
 	if len(frontier) == 0 {
 		return nil
+	}
+	// What was read already: the first lookup's keys, and the batch's ids
+	// and referenceIds it left out (the key cache knows them to have none).
+	g.fetched = make(map[idKey]bool, len(g.look)+2*len(rows))
+	for _, k := range g.look {
+		g.fetched[k] = true
+	}
+	for i := range rows {
+		e := &rows[i].ev
+		g.fetched[identityKey(e.Identity())] = true
+		if e.ReferenceID != "" {
+			g.fetched[idKey{e.TenantID, e.Kind, e.ReferenceID}] = true
+		}
 	}
 	// Load the stored trees whole: parents up to the root, children down,
 	// a level a query. Trees deeper or larger than the bounds stay

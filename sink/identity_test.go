@@ -292,46 +292,15 @@ func TestCorrectionLoopRejected(t *testing.T) {
 	}
 }
 
-// refTree computes what counts by the rule written in identity.go,
-// independently of the planner: from every root down through the latest
-// child. events are distinct identities (the first copy of each).
+// refTree is what counts among events (distinct identities of one tenant
+// and kind) by the rule, computed apart from the planner (countedOf).
 func refTree(events []model.Event) map[model.Identity]uint64 {
-	byID := map[string]model.Event{}
-	kids := map[string][]model.Event{}
-	for _, e := range events {
-		byID[e.EventID] = e
-		if e.ReferenceID != "" {
-			kids[e.ReferenceID] = append(kids[e.ReferenceID], e)
-		}
-	}
+	in := countedOf(events)
 	out := map[model.Identity]uint64{}
-	var down func(id string)
-	down = func(id string) {
-		ks := kids[id]
-		if len(ks) == 0 {
-			e := byID[id]
-			out[e.Identity()] = e.Quantity
-			return
-		}
-		best := ks[0]
-		for _, k := range ks[1:] {
-			bp, kp := best.Published.Truncate(time.Second), k.Published.Truncate(time.Second)
-			if kp.After(bp) || kp.Equal(bp) && k.EventID > best.EventID {
-				best = k
-			}
-		}
-		down(best.EventID)
-	}
-	roots := map[string]bool{}
 	for _, e := range events {
-		if e.ReferenceID == "" {
-			roots[e.EventID] = true
-		} else if _, ok := byID[e.ReferenceID]; !ok {
-			roots[e.ReferenceID] = true
+		if in[e.EventID] {
+			out[e.Identity()] = e.Quantity
 		}
-	}
-	for r := range roots {
-		down(r)
 	}
 	return out
 }

@@ -2,7 +2,6 @@ package sink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -232,14 +231,7 @@ func (s *store) replace(ctx context.Context, queryID string, reps []replacement,
 		" ANY INNER JOIN _rep USING (tenant_id, kind, event_id, entry_id)" +
 		" WHERE tenant_id IN (SELECT tenant_id FROM _rep) AND (tenant_id, kind, entry_id) IN (SELECT tenant_id, kind, entry_id FROM _rep)"
 	err = s.conn.Exec(clickhouse.Context(ctx, clickhouse.WithQueryID(queryID), clickhouse.WithExternalTable(t)), q, uint32(now.Unix()))
-	if err != nil {
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) {
-			return fmt.Errorf("replace %d events: %w", len(reps), err)
-		}
-		return &insertError{queryID, fmt.Errorf("replace %d events: %w", len(reps), err)}
-	}
-	return nil
+	return writeError(queryID, fmt.Sprintf("replace %d events", len(reps)), err)
 }
 
 // copyRow is a copy of an identity that was not counted.

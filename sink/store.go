@@ -216,15 +216,21 @@ func (s *store) insert(ctx context.Context, queryID, table, columns string, fill
 		b.Abort()
 		return fmt.Errorf("build insert into %s: %w", table, err)
 	}
-	if err := b.Send(); err != nil {
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) {
-			// The server refused the block: nothing was written.
-			return fmt.Errorf("insert into %s: %w", table, err)
-		}
-		return &insertError{queryID, fmt.Errorf("insert into %s: %w", table, err)}
+	return writeError(queryID, "insert into "+table, b.Send())
+}
+
+// writeError wraps the error of a write (what) sent under queryID: an
+// *insertError when its outcome is unknown, a plain error when the server
+// refused it (and wrote nothing).
+func writeError(queryID, what string, err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return &insertError{queryID, fmt.Errorf("%s: %w", what, err)}
 }
 
 // settle makes sure the query queryID is no longer running, asking the
