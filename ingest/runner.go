@@ -521,6 +521,10 @@ func (r *Runner) group(ctx context.Context) error {
 		kgo.SeedBrokers(r.cfg.Kafka.Brokers...),
 		kgo.ConsumerGroup(r.cfg.Group),
 		kgo.ConsumeTopics(topic),
+		// The slots are this topic's partitions; its records are not read
+		// for anything, but what a transaction did not commit does not
+		// exist anywhere in feedmeter (design).
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(r.cfg.SessionTimeout),
 		kgo.HeartbeatInterval(r.cfg.SessionTimeout/5),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
