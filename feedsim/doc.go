@@ -83,8 +83,8 @@
 //     trees. From a tree's root (an event without referenceId, or a virtual
 //     root for a referenced id never published) go down, again and again, to
 //     the child (an event whose referenceId is the current event's id) with
-//     the latest atom:published, ties broken by the greater event id (byte
-//     order). The event reached that has no child is billed; every other
+//     the latest atom:published, to the second (the sink keeps no more),
+//     ties broken by the greater event id (byte order). The event reached that has no child is billed; every other
 //     event of the tree is replaced. So a correction replaces its original
 //     whichever comes first, a correction of a correction replaces the last
 //     one, a correction whose original never comes counts as itself, and of

@@ -304,10 +304,13 @@ func (f *feed) bill(n int, thresh uint64) ([]billing, map[int]int) {
 			seen[r] = true
 		}
 	}
+	// Published times compare to the second, as the sink's do (usage_events
+	// keeps whole seconds): two corrections of one event published in the
+	// same second are told apart by their event ids.
 	later := func(i, j int) bool {
 		a, b := &f.entries[i], &f.entries[j]
-		if a.published != b.published {
-			return a.published > b.published
+		if pa, pb := floorDiv(a.published, 1000), floorDiv(b.published, 1000); pa != pb {
+			return pa > pb
 		}
 		ia, ib := f.linkOf(a).eventID(), f.linkOf(b).eventID()
 		return bytes.Compare(ia[:], ib[:]) > 0

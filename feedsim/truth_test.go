@@ -1,6 +1,7 @@
 package feedsim
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/big"
 	"slices"
@@ -218,5 +219,32 @@ func TestTruthRange(t *testing.T) {
 		if res := do(t, "GET", ts.URL+"/_sim/truth"+q, nil, ""); res.status == 200 {
 			t.Errorf("%s: 200", q)
 		}
+	}
+}
+
+// TestBillSiblingsToTheSecond: of two corrections of one event published in
+// the same second, the one with the greater event id counts, whichever has
+// the later milliseconds: the sink compares atom:published to the second
+// (usage_events keeps no more), and the truth follows the sink's rule.
+func TestBillSiblingsToTheSecond(t *testing.T) {
+	f := newFeed("backup/events", nil, uuid{1}, 0)
+	f.links = map[uuid]cufLink{}
+	orig := entry{id: uuid{2}, published: 1_000_000, dur: 3600, value: 10, kind: kBandwidthIn}
+	greater, smaller := uuid{3}, uuid{4}
+	if g, s := (cufLink{src: greater}).eventID(), (cufLink{src: smaller}).eventID(); bytes.Compare(g[:], s[:]) < 0 {
+		greater, smaller = smaller, greater
+	}
+	ref := cufLink{src: orig.id}.eventID()
+	f.links[greater], f.links[smaller] = cufLink{ref: ref}, cufLink{ref: ref}
+	for _, e := range []entry{
+		orig,
+		{id: greater, published: 5_000_100, dur: 3600, value: 11, kind: kBandwidthIn},
+		{id: smaller, published: 5_000_900, dur: 3600, value: 12, kind: kBandwidthIn},
+	} {
+		f.appendLocked(e)
+	}
+	bill, _ := f.bill(3, 0)
+	if want := []billing{billReplaced, billCounted, billReplaced}; !slices.Equal(bill, want) {
+		t.Errorf("bill %v, want %v (original, the correction with the greater event id, the one published 800 ms later)", bill, want)
 	}
 }

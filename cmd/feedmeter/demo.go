@@ -32,6 +32,15 @@ func init() {
 	}
 }
 
+// demoCUF is the demo's mix of identity facts, far above what a real
+// upstream does, so that each fact shows in every tenant of the default run
+// (3 tenants, 7 days: about 3,800 usage entries, of which about 70
+// republishes, 10 conflicting copies and 130 corrections, some early,
+// chained, siblings or orphans) and in the tests' run of 2 tenants and 3
+// days, while nine in ten of the events billed are the generated history's
+// as it was.
+const demoCUF = "republish=0.02,conflict=0.005,correct=0.03,chain=0.3,early=0.2,sibling=0.1,orphan=0.05,midnight=0.05,summary=0.02"
+
 // runDemo starts feedsim (with faults) and an embedded Kafka in this
 // process, ingests every tenant once, then reads the usage topic back and
 // prints each tenant's totals beside feedsim's ground truth. Given a
@@ -43,7 +52,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	tenants := fs.Int("tenants", 3, "feedsim tenants")
 	days := fs.Int("days", 7, "days of history")
 	faults := fs.String("faults", "429=0.05,503=0.02,500=0.01,drop=0.01,malformed=0.002,expire=0.01", "feedsim faults")
-	cuf := fs.String("cuf", "none", "feedsim's identity facts (republished events, corrections, …), e.g. "+cufExample)
+	cuf := fs.String("cuf", demoCUF, "feedsim's identity facts: shares of republished events, conflicting copies, corrections, … (feedmeter feedsim -h); none turns them off")
 	format := fs.String("format", "xml", "xml or json")
 	var down downstream
 	fs.StringVar(&down.addr, "clickhouse", os.Getenv("FEEDMETER_CLICKHOUSE"),
@@ -136,11 +145,11 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		return fail(err)
 	}
 	truth := sim.Truth() // once: what was served up to the end of ingest
-	got, deadLetters, ends, err := readUsage(ctx, brokers)
+	ku, err := readUsage(ctx, brokers)
 	if err != nil {
 		return fail(err)
 	}
-	fmt.Fprintf(stdout, "\nIn Kafka (%s), beside feedsim's ground truth:\n\n", model.TopicUsage)
+	fmt.Fprintf(stdout, "\nIn Kafka (%s), beside feedsim's ground truth (served: every entry, copies and replaced events too):\n\n", model.TopicUsage)
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "tenant\tkind\tevents\ttruth\tquantity\ttruth\t")
 	ok := true
@@ -165,7 +174,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		}
 		sort.Strings(kinds)
 		for _, k := range kinds {
-			g := got[tt.Tenant+"|"+k]
+			g := ku.sums[tt.Tenant+"|"+k]
 			if g == nil {
 				g = new([2]big.Int)
 			}
@@ -185,21 +194,50 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	for _, tt := range truth.Tenants {
 		malformed += len(tt.Malformed)
 	}
-	fmt.Fprintf(stdout, "\ndead letters: %d (feedsim served %d entries malformed)\n", deadLetters, malformed)
-	if !ok || deadLetters != malformed {
+	fmt.Fprintf(stdout, "\ndead letters: %d (feedsim served %d entries malformed)\n", ku.deadLetters, malformed)
+	if !ok || ku.deadLetters != malformed {
 		fmt.Fprintln(stdout, "MISMATCH")
 		return 1
 	}
 	fmt.Fprintln(stdout, "every entry counted once.")
+	printFacts(stdout, truth, ku.corrections)
 	if down.addr == "" {
 		fmt.Fprintln(stdout, "\nNo ClickHouse (--clickhouse or $FEEDMETER_CLICKHOUSE; make run starts one): the sink and the query service were left out.")
 		return 0
 	}
-	down.truth, down.brokers, down.ends, down.log, down.out = truth, brokers, ends, log, stdout
+	down.truth, down.brokers, down.ends, down.corrections, down.log, down.out = truth, brokers, ku.ends, ku.corrections, log, stdout
 	if err := down.run(ctx); err != nil {
 		return fail(err)
 	}
 	return 0
+}
+
+// facts sums the identity facts of a tenant's truth: entries that publish
+// an event again (republished), or again with other content (conflicts),
+// and events that a correction replaces.
+func facts(tt feedsim.TenantTruth) (republished, conflicts, replaced int) {
+	for _, d := range tt.Days {
+		republished += d.Republished
+		conflicts += d.Conflicts
+		replaced += d.Replaced
+	}
+	return republished, conflicts, replaced
+}
+
+// printFacts shows per tenant the identity facts the run served: Kafka
+// holds every copy, and the bill must count each event once, corrections
+// applied.
+func printFacts(w io.Writer, truth feedsim.Truth, corrections map[string]int) {
+	fmt.Fprintf(w, "\nIdentity facts served (feedsim --cuf %s; corrections: usage events in Kafka with a referenceId):\n\n", truth.CUF)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "tenant\trepublished\tconflicts\tcorrections\treplaced\t")
+	for _, tt := range truth.Tenants {
+		republished, conflicts, replaced := facts(tt)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", tt.Tenant, republished, conflicts, corrections[tt.Tenant], replaced)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nA republished entry is an event published again under a new atom id (billed once); a conflict publishes")
+	fmt.Fprintln(w, "an event id again with other content (rejected); a correction replaces the event it names (replaced).")
 }
 
 // topicPartition names a Kafka partition.
@@ -208,20 +246,27 @@ type topicPartition struct {
 	partition int32
 }
 
+// kafkaUsage is what the usage and dead-letter topics hold, committed.
+type kafkaUsage struct {
+	sums        map[string]*[2]big.Int // by tenant|kind: events and quantity
+	corrections map[string]int         // by tenant: usage events (identities) with a referenceId
+	deadLetters int
+	ends        map[topicPartition]int64 // offset after each partition's last record
+}
+
 // readUsage sums the committed usage records by tenant and kind (events
-// and quantity), counts the dead letters, and returns each partition's
-// offset after its last record (where a sink that has read everything
-// stands).
-func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, int, map[topicPartition]int64, error) {
+// and quantity), counts the corrections and the dead letters, and notes
+// each partition's offset after its last record (where a sink that has
+// read everything stands).
+func readUsage(ctx context.Context, brokers []string) (*kafkaUsage, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(model.TopicUsage, model.TopicDeadLetter),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, err
 	}
 	defer cl.Close()
-	sums := map[string]*[2]big.Int{}
-	next := map[topicPartition]int64{}
-	dead := 0
+	ku := &kafkaUsage{sums: map[string]*[2]big.Int{}, corrections: map[string]int{}, ends: map[topicPartition]int64{}}
+	corrections := map[model.Identity]bool{}
 	for idle := 0; idle < 2; {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		fetches := cl.PollFetches(pctx)
@@ -230,9 +275,9 @@ func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, i
 		var decodeErr error
 		fetches.EachRecord(func(r *kgo.Record) {
 			n++
-			next[topicPartition{r.Topic, r.Partition}] = r.Offset + 1
+			ku.ends[topicPartition{r.Topic, r.Partition}] = r.Offset + 1
 			if r.Topic == model.TopicDeadLetter {
-				dead++
+				ku.deadLetters++
 				return
 			}
 			var e model.Event
@@ -240,19 +285,23 @@ func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, i
 				decodeErr = err
 				return
 			}
-			s := sums[e.TenantID+"|"+string(e.Kind)]
+			s := ku.sums[e.TenantID+"|"+string(e.Kind)]
 			if s == nil {
 				s = new([2]big.Int)
-				sums[e.TenantID+"|"+string(e.Kind)] = s
+				ku.sums[e.TenantID+"|"+string(e.Kind)] = s
 			}
 			s[0].Add(&s[0], big.NewInt(1))
 			s[1].Add(&s[1], new(big.Int).SetUint64(e.Quantity))
+			if id := e.Identity(); e.ReferenceID != "" && !corrections[id] {
+				corrections[id] = true
+				ku.corrections[e.TenantID]++
+			}
 		})
 		if decodeErr != nil {
-			return nil, 0, nil, decodeErr
+			return nil, decodeErr
 		}
 		if ctx.Err() != nil {
-			return nil, 0, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
 		if n == 0 {
 			idle++
@@ -260,5 +309,5 @@ func readUsage(ctx context.Context, brokers []string) (map[string]*[2]big.Int, i
 			idle = 0
 		}
 	}
-	return sums, dead, next, nil
+	return ku, nil
 }

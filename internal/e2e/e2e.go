@@ -129,7 +129,9 @@ type sums struct {
 
 // CheckAgainstTruth holds the usage topic to feedsim's ground truth: every
 // event once, none missing, sums equal; and one dead letter per entry
-// served malformed.
+// served malformed. Kafka holds what the feed served, so the sums are the
+// served ones (every copy of a republished event, corrected events too),
+// never the billed ones: those are what ClickHouse and the API must equal.
 func CheckAgainstTruth(t testing.TB, sim *feedsim.Server, brokers []string) int {
 	t.Helper()
 	truth := sim.Truth()
