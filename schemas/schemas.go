@@ -98,7 +98,8 @@
 //     their published times, never on the order they came in. A new event
 //     can change that only for the tree it joins, and the flush that
 //     carries it loads that tree whole (usage_ids, by id and by the id a
-//     correction names: parents up to the root, children down) and copies
+//     correction names: parents up to the root, children down; past a few
+//     levels the whole correction forest of the tenant and kind) and copies
 //     into usage_replaced every row of the tree that counts but should not.
 //     Once an event stops counting it never counts again (a tree only
 //     grows: a node with a child never loses it, and a child that lost to
@@ -115,7 +116,13 @@
 //     dropped; one that says something else is a conflict, dropped too (and
 //     rejected): neither enters a tree, so neither changes what counts.
 //
-// What this assumes beyond (1)-(4): a feed is read in publication order,
+// What this assumes beyond (1)-(4): an INSERT that ClickHouse refuses with
+// an error wrote nothing of usage_ids that usage_events lacks — not true
+// when one of the table's views fails after the table was written, so
+// after any failed insert the sink looks the batch's rows up in
+// usage_events itself and writes their usage_ids rows before it plans (the
+// rollups may then miss them: logged, counted, shown by v_rollup_check);
+// and a feed is read in publication order,
 // so that the first copy of an identity the sink sees is its first
 // published one (its published time ranks it among its siblings). Rows
 // written before 0007 keep what they were: two copies of one event under

@@ -32,19 +32,18 @@ import (
 // event after every batch: which one depends only on the events of the
 // tree, never on the order they arrived in.
 
-// Bounds on correction trees: a tree of more than maxTreeEvents events, or
-// deeper than maxTreeDepth (an upstream correcting one event thousands of
-// times), has the batch's events that join it rejected, with a reason; a
-// batch loads at most about maxTreeLoad events of trees.
-const (
-	maxTreeEvents = 10000
-	maxTreeDepth  = 256
-	maxTreeLoad   = 100000
-)
+// deepAfter is how many levels the trees are loaded a level a query: past
+// it (a long chain of corrections of corrections), the whole correction
+// forest of the tenant and kind is loaded in one query instead.
+const deepAfter = 8
 
 // idLookups is what planning reads; the store implements it.
 type idLookups interface {
 	ids(ctx context.Context, keys []idKey) ([]idRow, error)
+	// forest returns the usage_ids rows of every event of tenant and kind
+	// that is a correction or is corrected (every row a tree of theirs can
+	// hold).
+	forest(ctx context.Context, groups []group) ([]idRow, error)
 	storedEvents(ctx context.Context, keys []rowKey) (map[rowKey]*model.Event, error)
 	replacedRows(ctx context.Context, keys []idKey) (map[rowKey]bool, error)
 }
@@ -55,10 +54,11 @@ type usagePlan struct {
 	inserts     int           // how many are set in insert
 	replace     []replacement // rows that stop counting, copied into usage_replaced after the insert
 	copies      []copyRow     // records of copies of identities under other atom ids, and conflicts
-	rejects     []rejectRow   // conflicts and events that cannot join their correction tree
+	rejects     []rejectRow   // conflicts (and, when planUsage returns, the dropped rows)
 	dups        int           // rows not inserted because their identity counts already (same usage)
 	republished int           // of dups, those under an atom id the identity did not have
 	anomalies   []string      // trees whose counted event has no row that counts (never expected)
+	dropped     []drop        // new rows the trees could not take (a loop, past the bounds): not inserted
 }
 
 // node is one event of a correction tree.
@@ -71,8 +71,15 @@ type node struct {
 	src       source    // the record of that row, or of the batch row that is this identity
 }
 
+// group is a tenant and kind: the events one correction tree can hold.
+type group struct {
+	tenant string
+	kind   model.Kind
+}
+
 // graph holds the correction trees a batch touches.
 type graph struct {
+	full    map[group]bool // groups whose whole forest is loaded
 	nodes   map[idKey]*node
 	kids    map[idKey][]idKey // by the id they name (role 1 rows, and new rows)
 	look    []idKey           // the keys read first
@@ -199,11 +206,45 @@ func (g *graph) counted(top idKey, virtual bool) (*node, []*node) {
 // Kafka order in seq). look names the ids that ClickHouse may hold rows
 // of (each batch event's id and referenceId that the key cache cannot rule
 // out); ids it leaves out are taken to have none.
+//
+// A row the trees cannot take (its referenceId leads back to it, or its
+// tree is past the bounds) is rejected, and the batch is planned again
+// without it: the next copy of its identity then stands for it, and the
+// trees are loaded without its links, as in a batch of their own.
 func planUsage(ctx context.Context, st idLookups, rows []eventRow, look []idKey, now time.Time) (*usagePlan, error) {
-	p := &usagePlan{insert: make([]bool, len(rows))}
 	order := make([]int, len(rows)) // indexes of rows in Kafka order
 	for i := range rows {
 		order[rows[i].seq] = i
+	}
+	excluded := map[int]bool{}
+	var dropped []rejectRow // of the rows excluded, in earlier rounds
+	for {
+		p, err := planOnce(ctx, st, rows, order, excluded, look, now)
+		if err != nil {
+			return nil, err
+		}
+		if len(p.dropped) == 0 {
+			p.rejects = append(p.rejects, dropped...)
+			return p, nil
+		}
+		for _, d := range p.dropped {
+			excluded[d.row] = true
+			dropped = append(dropped, d.reject)
+		}
+	}
+}
+
+// planOnce plans the rows not excluded (order: all rows, in Kafka order).
+func planOnce(ctx context.Context, st idLookups, rows []eventRow, order []int, excluded map[int]bool, look []idKey, now time.Time) (*usagePlan, error) {
+	p := &usagePlan{insert: make([]bool, len(rows))}
+	if len(excluded) > 0 {
+		kept := make([]int, 0, len(order))
+		for _, i := range order {
+			if !excluded[i] {
+				kept = append(kept, i)
+			}
+		}
+		order = kept
 	}
 	g := &graph{nodes: map[idKey]*node{}, kids: map[idKey][]idKey{}, look: look}
 	found, err := st.ids(ctx, look)
@@ -286,9 +327,22 @@ func planUsage(ctx context.Context, st idLookups, rows []eventRow, look []idKey,
 	return p, planCorrections(ctx, st, g, rows, order, p, now)
 }
 
+// drop is a batch row the correction trees could not take.
+type drop struct {
+	row    int
+	reject rejectRow
+}
+
 // planCorrections adds to p what the batch's corrections change: the
 // trees that the batch's rows belong to are loaded whole, and in each
 // every row but the counted event's stops counting.
+//
+// A tree is loaded in two steps, a level a query for all trees at once:
+// up from each of the batch's rows to the tree's top, then down from each
+// top. Past deepAfter levels the whole forest of the tenant and kind is
+// read at once, so a chain of any length costs a few queries: corrections
+// are few beside the events, and a tenant's are read only when its trees
+// are that deep.
 func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRow, order []int, p *usagePlan, now time.Time) error {
 	// The batch rows that stand for an identity (new, or a copy of a
 	// stored one), in Kafka order; conflicts and later copies are out.
@@ -304,24 +358,30 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 			members = append(members, i)
 		}
 	}
-	named := map[idKey]bool{} // ids the batch's new rows name
+	// The new rows' links: their referenceIds, and the ids they name.
+	newRef := map[idKey]string{}
+	newKids := map[idKey][]idKey{}
 	for _, i := range members {
-		if e := &rows[i].ev; p.insert[i] && e.ReferenceID != "" {
-			named[idKey{e.TenantID, e.Kind, e.ReferenceID}] = true
+		if !p.insert[i] {
+			continue
+		}
+		e := &rows[i].ev
+		k := identityKey(e.Identity())
+		newRef[k] = e.ReferenceID
+		if e.ReferenceID != "" {
+			pk := idKey{e.TenantID, e.Kind, e.ReferenceID}
+			newKids[pk] = append(newKids[pk], k)
 		}
 	}
-	var frontier []idKey
+	var involved []int
 	for _, i := range members {
 		e := &rows[i].ev
 		k := identityKey(e.Identity())
-		if e.ReferenceID != "" || len(g.kids[k]) > 0 || named[k] {
-			frontier = append(frontier, k)
-			if e.ReferenceID != "" {
-				frontier = append(frontier, idKey{e.TenantID, e.Kind, e.ReferenceID})
-			}
+		if e.ReferenceID != "" || len(g.kids[k]) > 0 || len(newKids[k]) > 0 {
+			involved = append(involved, i)
 		}
 	}
-	if len(frontier) == 0 {
+	if len(involved) == 0 {
 		return nil
 	}
 	// What was read already: the first lookup's keys, and the batch's ids
@@ -337,57 +397,127 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 			g.fetched[idKey{e.TenantID, e.Kind, e.ReferenceID}] = true
 		}
 	}
-	// Load the stored trees whole: parents up to the root, children down,
-	// a level a query. Trees deeper or larger than the bounds stay
-	// unfinished, and the batch's rows that join them are rejected.
-	seen := map[idKey]bool{}
-	for round := 0; len(frontier) > 0 && round < maxTreeDepth && len(seen) < maxTreeLoad; round++ {
-		var fetch, next []idKey
-		for _, k := range frontier {
-			if !seen[k] {
-				seen[k] = true
-				next = append(next, k)
-				if !g.fetched[k] {
-					fetch = append(fetch, k)
-				}
+	g.full = map[group]bool{}
+	fetch := func(keys []idKey) error {
+		var want []idKey
+		for _, k := range keys {
+			if !g.fetched[k] && !g.full[group{k.tenant, k.kind}] {
+				g.fetched[k] = true
+				want = append(want, k)
 			}
 		}
-		if len(fetch) > 0 {
-			rs, err := st.ids(ctx, fetch)
-			if err != nil {
+		if len(want) == 0 {
+			return nil
+		}
+		rs, err := st.ids(ctx, want)
+		g.add(rs)
+		return err
+	}
+	// deep loads the whole forest of the groups of keys not loaded yet.
+	deep := func(keys []idKey) error {
+		var gs []group
+		for _, k := range keys {
+			if gr := (group{k.tenant, k.kind}); !g.full[gr] {
+				g.full[gr] = true
+				gs = append(gs, gr)
+			}
+		}
+		if len(gs) == 0 {
+			return nil
+		}
+		rs, err := st.forest(ctx, gs)
+		g.add(rs)
+		return err
+	}
+	parentOf := func(k idKey) (idKey, bool) {
+		if n := g.nodes[k]; n != nil {
+			return g.parent(n)
+		}
+		if ref := newRef[k]; ref != "" {
+			return idKey{k.tenant, k.kind, ref}, true
+		}
+		return idKey{}, false
+	}
+	// Up: each involved row's top. A climb longer than every event there
+	// is goes round a loop (of the batch's new rows: stored events have
+	// none); its row is rejected below.
+	tops := make(map[int]idKey, len(involved))
+	climbing := make(map[int]idKey, len(involved))
+	for _, i := range involved {
+		climbing[i] = identityKey(rows[i].ev.Identity())
+	}
+	for level := 0; len(climbing) > 0; level++ {
+		keys := make([]idKey, 0, len(climbing))
+		for _, k := range climbing {
+			keys = append(keys, k)
+		}
+		if level == deepAfter {
+			if err := deep(keys); err != nil {
 				return err
 			}
-			for _, k := range fetch {
-				g.fetched[k] = true
-			}
-			g.add(rs)
 		}
-		frontier = frontier[:0]
-		for _, k := range next {
-			if n := g.nodes[k]; n != nil {
-				if pk, ok := g.parent(n); ok && !seen[pk] {
-					frontier = append(frontier, pk)
-				}
+		if level > deepAfter && level > len(g.nodes)+len(newRef)+1 {
+			break
+		}
+		if err := fetch(keys); err != nil {
+			return err
+		}
+		for i, k := range climbing {
+			pk, ok := parentOf(k)
+			if !ok || pk == identityKey(rows[i].ev.Identity()) {
+				tops[i] = k
+				delete(climbing, i)
+				continue
 			}
-			for _, c := range g.kids[k] {
-				if !seen[c] {
-					frontier = append(frontier, c)
-				}
-			}
+			climbing[i] = pk
 		}
 	}
+	// Down: every event under each top.
+	type at struct{ top, key idKey }
+	var frontier []at
+	seenTop := map[idKey]bool{}
+	for _, t := range tops {
+		if !seenTop[t] {
+			seenTop[t] = true
+			frontier = append(frontier, at{t, t})
+		}
+	}
+	below := map[idKey]bool{}
+	for level := 0; len(frontier) > 0; level++ {
+		keys := make([]idKey, len(frontier))
+		for j, f := range frontier {
+			keys[j] = f.key
+		}
+		if level == deepAfter {
+			if err := deep(keys); err != nil {
+				return err
+			}
+		}
+		if err := fetch(keys); err != nil {
+			return err
+		}
+		var next []at
+		for _, f := range frontier {
+			for _, c := range slices.Concat(g.kids[f.key], newKids[f.key]) {
+				if !below[c] {
+					below[c] = true
+					next = append(next, at{f.top, c})
+				}
+			}
+		}
+		frontier = next
+	}
 	// The batch's new rows join the graph in Kafka order; one whose
-	// referenceId would close a loop is rejected.
-	for _, i := range members {
+	// referenceId leads back to it (through the rows joined before it), or
+	// whose tree did not load, is rejected.
+	joined := map[idKey]string{}
+	for _, i := range involved {
 		if !p.insert[i] {
 			continue
 		}
 		e := &rows[i].ev
 		k := identityKey(e.Identity())
-		if !seen[k] {
-			continue
-		}
-		if loopsBack(g, k, e.ReferenceID) {
+		if _, climbed := tops[i]; !climbed || loopsBack(g, joined, k, e.ReferenceID) {
 			p.drop(i, sinkReject(&rows[i], now, fmt.Sprintf("event %s (%s) has referenceId %s, which leads back to it: corrections cannot form a loop",
 				e.EventID, e.Kind, e.ReferenceID)))
 			continue
@@ -398,50 +528,44 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 		}
 		n := &node{key: k, ref: e.ReferenceID, published: pub, row: i, src: rows[i].src}
 		g.nodes[k] = n
+		joined[k] = e.ReferenceID
 		if pk, ok := g.parent(n); ok && !slices.Contains(g.kids[pk], k) {
 			g.kids[pk] = append(g.kids[pk], k)
 		}
 	}
-	for _, i := range members {
+	for _, i := range involved {
 		if n := g.nodes[identityKey(rows[i].ev.Identity())]; n != nil && n.src == (source{}) {
 			n.src = rows[i].src
 		}
 	}
-	// Which stored rows still count.
+	// Which stored rows still count, in the trees that loaded.
 	var storedIDs []idKey
-	for k, n := range g.nodes {
-		if len(n.entries) > 0 && seen[k] {
-			storedIDs = append(storedIDs, k)
+	for _, i := range involved {
+		top, ok := tops[i]
+		if !ok {
+			continue
+		}
+		_, all := g.counted(top, g.nodes[top] == nil)
+		for _, n := range all {
+			if len(n.entries) > 0 {
+				storedIDs = append(storedIDs, n.key)
+			}
 		}
 	}
 	replaced, err := st.replacedRows(ctx, storedIDs)
 	if err != nil {
 		return err
 	}
-	unfinished := map[idKey]bool{}
-	for _, k := range frontier {
-		unfinished[k] = true
-	}
 	done := map[idKey]bool{}
-	for _, i := range members {
-		k := identityKey(rows[i].ev.Identity())
-		if g.nodes[k] == nil || !seen[k] {
-			continue
-		}
-		top, virtual := g.root(k)
-		if done[top] {
+	for _, i := range involved {
+		top, ok := tops[i]
+		if !ok || done[top] {
 			continue
 		}
 		done[top] = true
-		win, all := g.counted(top, virtual)
-		if len(all) > maxTreeEvents || unfinished[top] || slices.ContainsFunc(all, func(n *node) bool { return g.touches(n, unfinished) }) {
-			for _, n := range all {
-				if n.row >= 0 {
-					p.drop(n.row, sinkReject(&rows[n.row], now, fmt.Sprintf("event %s (%s) joins a correction tree of more than %d events or %d levels; not counted",
-						n.key.id, n.key.kind, maxTreeEvents, maxTreeDepth)))
-				}
-			}
-			continue
+		win, all := g.counted(top, g.nodes[top] == nil)
+		if win == nil {
+			continue // nothing of the batch's joined it after all (its rows were rejected)
 		}
 		src := firstSource(all)
 		winLive := false
@@ -477,27 +601,29 @@ func (p *usagePlan) drop(i int, rj rejectRow) {
 		p.insert[i] = false
 		p.inserts--
 	}
-	p.rejects = append(p.rejects, rj)
+	p.dropped = append(p.dropped, drop{i, rj})
 }
 
 // loopsBack reports whether naming ref from k would close a loop: going up
-// from ref reaches k.
-func loopsBack(g *graph, k idKey, ref string) bool {
-	if ref == "" {
-		return false
-	}
+// from ref (through stored events and the batch's rows joined, refs)
+// reaches k.
+func loopsBack(g *graph, refs map[idKey]string, k idKey, ref string) bool {
 	cur := idKey{k.tenant, k.kind, ref}
-	for range maxTreeEvents {
+	for range len(g.nodes) + len(refs) + 2 {
+		if ref == "" {
+			return false
+		}
 		if cur == k {
 			return true
 		}
-		n := g.nodes[cur]
-		if n == nil || n.ref == "" {
-			return false
+		if n := g.nodes[cur]; n != nil {
+			ref = n.ref
+		} else {
+			ref = refs[cur]
 		}
-		cur = idKey{k.tenant, k.kind, n.ref}
+		cur = idKey{k.tenant, k.kind, ref}
 	}
-	return true
+	return false
 }
 
 // firstSource returns the record of the tree's batch row that came first.

@@ -236,3 +236,27 @@ func TestEveryBadRecordIsAReject(t *testing.T) {
 		t.Errorf("%s rejects after the topic was read again, want 80", n)
 	}
 }
+
+// TestDeepCorrectionChainInClickHouse: a chain of corrections deeper than
+// the levels loaded a query at a time (deepAfter): the tenant's whole
+// correction forest is read, and the last correction alone counts.
+func TestDeepCorrectionChainInClickHouse(t *testing.T) {
+	db := chtest.NewDB(t, false)
+	brokers := newCluster(t).ListenAddrs()
+	const depth = 3 * deepAfter
+	var chain []*kgo.Record
+	prev := ""
+	for i := range depth {
+		id := "c" + strconv.Itoa(i)
+		chain = append(chain, recordOf(cufEvent("8100", id, prev, uint64(1000+i), i)))
+		prev = id
+	}
+	produce(t, brokers, chain[:depth-1])
+	sinkOnce(t, brokers, db)
+	produce(t, brokers, chain[depth-1:]) // the last, alone: it climbs the whole chain
+	sinkOnce(t, brokers, db)
+	last := strconv.Itoa(1000 + depth - 1)
+	if got := tenantTotals(t, db); got["8100 daily"] != last+" 1" || got["8100 counted"] != last+" 1" {
+		t.Errorf("totals %v, want the last correction's %s alone", got, last)
+	}
+}

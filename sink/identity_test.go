@@ -43,6 +43,30 @@ func (m *memIDs) ids(_ context.Context, keys []idKey) ([]idRow, error) {
 	return out, nil
 }
 
+func (m *memIDs) forest(ctx context.Context, groups []group) ([]idRow, error) {
+	want := map[group]bool{}
+	for _, g := range groups {
+		want[g] = true
+	}
+	named := map[idKey]bool{}
+	for rk, e := range m.events {
+		if e.ReferenceID != "" && want[group{rk.tenant, rk.kind}] {
+			named[idKey{rk.tenant, rk.kind, e.ReferenceID}] = true
+		}
+	}
+	var keys []idKey
+	for rk, e := range m.events {
+		k := idKey{rk.tenant, rk.kind, rk.eventID}
+		if want[group{rk.tenant, rk.kind}] && (e.ReferenceID != "" || named[k]) {
+			keys = append(keys, k)
+		}
+	}
+	for k := range named {
+		keys = append(keys, k)
+	}
+	return m.ids(ctx, keys)
+}
+
 func (m *memIDs) storedEvents(_ context.Context, keys []rowKey) (map[rowKey]*model.Event, error) {
 	out := map[rowKey]*model.Event{}
 	for _, k := range keys {

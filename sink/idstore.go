@@ -73,11 +73,38 @@ func (s *store) ids(ctx context.Context, keys []idKey) ([]idRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
+	return s.idRows(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
 		"SELECT DISTINCT tenant_id, kind, id, role, event_id, entry_id, reference_id, published FROM usage_ids"+
-			" WHERE tenant_id IN (SELECT tenant_id FROM _ids) AND (tenant_id, kind, id) IN (SELECT tenant_id, kind, id FROM _ids)")
+			" WHERE tenant_id IN (SELECT tenant_id FROM _ids) AND (tenant_id, kind, id) IN (SELECT tenant_id, kind, id FROM _ids)",
+		fmt.Sprintf("%d event ids", len(keys)))
+}
+
+// forest returns the usage_ids rows of groups that a correction tree can
+// hold: the corrections (by their id and by the id they name) and the
+// events they name. It reads each group's range of the table.
+func (s *store) forest(ctx context.Context, groups []group) ([]idRow, error) {
+	t, err := ext.NewTable("_groups", ext.Column("tenant_id", "String"), ext.Column("kind", "String"))
 	if err != nil {
-		return nil, fmt.Errorf("look up %d event ids: %w", len(keys), err)
+		return nil, err
+	}
+	for _, g := range groups {
+		if err := t.Append(g.tenant, string(g.kind)); err != nil {
+			return nil, err
+		}
+	}
+	return s.idRows(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)),
+		"SELECT DISTINCT tenant_id, kind, id, role, event_id, entry_id, reference_id, published FROM usage_ids"+
+			" WHERE tenant_id IN (SELECT tenant_id FROM _groups) AND (tenant_id, kind) IN (SELECT tenant_id, kind FROM _groups)"+
+			" AND (reference_id != '' OR (tenant_id, kind, id) IN (SELECT tenant_id, kind, reference_id FROM usage_ids"+
+			" WHERE tenant_id IN (SELECT tenant_id FROM _groups) AND (tenant_id, kind) IN (SELECT tenant_id, kind FROM _groups) AND role = 1))",
+		fmt.Sprintf("the correction forests of %d tenants' kinds", len(groups)))
+}
+
+// idRows runs q, which selects usage_ids rows, and reads them.
+func (s *store) idRows(ctx context.Context, q, what string) ([]idRow, error) {
+	rows, err := s.conn.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", what, err)
 	}
 	defer rows.Close()
 	var out []idRow
@@ -86,7 +113,7 @@ func (s *store) ids(ctx context.Context, keys []idKey) ([]idRow, error) {
 		var kind string
 		var pub *time.Time
 		if err := rows.Scan(&r.tenant, &kind, &r.id, &r.role, &r.eventID, &r.entryID, &r.ref, &pub); err != nil {
-			return nil, fmt.Errorf("look up event ids: %w", err)
+			return nil, fmt.Errorf("look up %s: %w", what, err)
 		}
 		r.kind = model.Kind(kind)
 		if pub != nil {
@@ -95,7 +122,7 @@ func (s *store) ids(ctx context.Context, keys []idKey) ([]idRow, error) {
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look up event ids: %w", err)
+		return nil, fmt.Errorf("look up %s: %w", what, err)
 	}
 	return out, nil
 }
@@ -168,6 +195,34 @@ func withNanos(t *time.Time, ns uint32) time.Time {
 		return time.Time{}
 	}
 	return t.UTC().Add(time.Duration(ns))
+}
+
+// repairIDs writes the usage_ids rows of the usage_events rows keys (those
+// present): after an INSERT into usage_events failed in one of its views,
+// the table may hold rows whose usage_ids view never ran. usage_ids holds
+// facts, so a row written twice changes nothing.
+func (s *store) repairIDs(ctx context.Context, keys []rowKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	const where = " FROM usage_events WHERE tenant_id IN (SELECT tenant_id FROM _rows)" +
+		" AND (tenant_id, kind, entry_id) IN (SELECT tenant_id, kind, entry_id FROM _rows)" +
+		" AND (tenant_id, kind, event_id, entry_id) IN (SELECT tenant_id, kind, event_id, entry_id FROM _rows)"
+	for _, q := range []string{
+		"INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time)" +
+			" SELECT tenant_id, kind, event_id, toUInt8(0), event_id, entry_id, reference_id, published, time" + where,
+		"INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time)" +
+			" SELECT tenant_id, kind, reference_id, toUInt8(1), event_id, entry_id, reference_id, published, time" + where + " AND reference_id != ''",
+	} {
+		t, err := rowsTable("_rows", keys)
+		if err != nil {
+			return err
+		}
+		if err := s.conn.Exec(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)), q); err != nil {
+			return fmt.Errorf("repair the ids of %d events: %w", len(keys), err)
+		}
+	}
+	return nil
 }
 
 // replacedRows returns which usage_events rows of the ids keys usage_replaced

@@ -26,6 +26,7 @@ type metrics struct {
 	conflicts   prometheus.Counter // copies of an event id that say something else
 	corrections prometheus.Counter // events inserted that correct another
 	replaced    prometheus.Counter // usage_events rows taken out of the rollups
+	partial     prometheus.Counter // rows an insert wrote though the server refused it (a view failed)
 }
 
 // newMetrics registers the metrics on reg; cacheKeys reports how many
@@ -70,10 +71,12 @@ func newMetrics(reg prometheus.Registerer, cacheKeys func() int) *metrics {
 			Help: "Usage events inserted that correct another (a referenceId)."}),
 		replaced: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_replaced_total",
 			Help: "usage_events rows taken out of the rollups because a correction replaces them (usage_replaced)."}),
+		partial: prometheus.NewCounter(prometheus.CounterOpts{Name: "feedmeter_sink_partial_insert_rows_total",
+			Help: "Rows an insert into usage_events or usage_replaced wrote though ClickHouse answered it with an error (one of its views failed after the table was written): the rollups may be wrong for them; compare v_rollup_check. Alert on any."}),
 	}
 	reg.MustRegister(m.records, m.rows, m.duplicates, m.rejects, m.batches, m.errors, m.commitErrs,
 		m.insertSecs, m.flushSecs, m.lag, m.buffered, m.up, m.cacheLoads, m.cacheHits, m.misrouted,
-		m.republished, m.conflicts, m.corrections, m.replaced,
+		m.republished, m.conflicts, m.corrections, m.replaced, m.partial,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "feedmeter_sink_key_cache_fingerprints",
 			Help: "Key fingerprints held by the dedupe cache (about 20 bytes each)."}, func() float64 { return float64(cacheKeys()) }))
 	return m

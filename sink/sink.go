@@ -605,6 +605,14 @@ type batch struct {
 	// counted is set once the plan's figures went to the metrics (the
 	// plan of the attempt that inserted; later attempts find its rows).
 	counted bool
+	// usageFailed is set when an insert into usage_events failed: the
+	// next attempt looks its rows up in usage_events itself (a view may
+	// have failed after the table was written; usage_ids is a view).
+	// refused says the server answered the failure with an exception.
+	usageFailed, refused bool
+	// refusedReps are the rows of a replace the server refused: some may
+	// have landed (a view of usage_replaced failing after the table).
+	refusedReps []replacement
 }
 
 // lookups are dedupe keys found in (or belonging to) the tables of other
@@ -886,6 +894,16 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	// Usage events: what is new, what is a copy, what a correction
 	// replaces, from what ClickHouse holds now.
 	var plan *usagePlan
+	if len(d.usage) > 0 && b.usageFailed {
+		if err := s.reconcile(ctx, b); err != nil {
+			return err
+		}
+	}
+	if len(b.refusedReps) > 0 {
+		if err := s.replacedAnyway(ctx, b); err != nil {
+			return err
+		}
+	}
 	if len(d.usage) > 0 {
 		look, err := s.lookupIDs(ctx, d.usage)
 		if err != nil {
@@ -999,6 +1017,8 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 		err := s.st.insert(ctx, newQueryID(), "usage_events", usageColumns, fill)
 		s.usageInserted(rows, err)
 		if err != nil {
+			var ie *insertError
+			b.usageFailed, b.refused = true, !errors.As(err, &ie)
 			return track(err)
 		}
 		s.m.rows.WithLabelValues("usage_events").Add(float64(len(rows)))
@@ -1023,6 +1043,9 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 	if len(plan.replace) > 0 {
 		s.hook("before-replace")
 		if err := s.st.replace(ctx, newQueryID(), plan.replace, now); err != nil {
+			if ie := (*insertError)(nil); !errors.As(err, &ie) {
+				b.refusedReps = plan.replace
+			}
 			return track(err)
 		}
 		s.m.replaced.Add(float64(len(plan.replace)))
@@ -1036,6 +1059,70 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 		s.m.rows.WithLabelValues("usage_copies").Add(float64(len(plan.copies)))
 	}
 	d.usage = nil
+	return nil
+}
+
+// reconcile follows a failed insert into usage_events (b.usageFailed),
+// once its outcome is settled: ClickHouse writes an INSERT's block into the
+// table, then into its views one by one, so a view that fails
+// (TOO_MANY_PARTS, a memory limit on its table) leaves the table written
+// and the views before it. The batch's rows that usage_events holds get
+// their usage_ids rows written (that index is a view too), so that the
+// plan counts them as there; and since the server said it refused them,
+// the rollups may be short of them: said loudly, for v_rollup_check.
+func (s *Sink) reconcile(ctx context.Context, b *batch) error {
+	keys := make([]rowKey, len(b.d.usage))
+	for i := range b.d.usage {
+		e := &b.d.usage[i].ev
+		keys[i] = rowKey{e.TenantID, e.Kind, e.EventID, e.EntryID}
+	}
+	present, err := s.st.storedEvents(ctx, keys)
+	if err != nil {
+		return err
+	}
+	if len(present) > 0 {
+		landed := make([]rowKey, 0, len(present))
+		for k := range present {
+			landed = append(landed, k)
+		}
+		if err := s.st.repairIDs(ctx, landed); err != nil {
+			return err
+		}
+		if b.refused {
+			s.m.partial.Add(float64(len(landed)))
+			s.log.Error("an insert into usage_events failed after writing rows: one of its views failed, and the rollups may miss these events (v_rollup_check shows it)",
+				"rows", len(landed), "batch", len(b.d.usage))
+		}
+	}
+	b.usageFailed, b.refused = false, false
+	return nil
+}
+
+// replacedAnyway says so when a replace the server refused wrote rows of
+// usage_replaced (its table written, one of its views failed): the rollups
+// may still count those rows. The plan reads usage_replaced itself, so it
+// does not replace them again.
+func (s *Sink) replacedAnyway(ctx context.Context, b *batch) error {
+	ids := make([]idKey, len(b.refusedReps))
+	for i, r := range b.refusedReps {
+		ids[i] = idKey{r.row.tenant, r.row.kind, r.row.eventID}
+	}
+	landed, err := s.st.replacedRows(ctx, ids)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, r := range b.refusedReps {
+		if landed[r.row] {
+			n++
+		}
+	}
+	if n > 0 {
+		s.m.partial.Add(float64(n))
+		s.log.Error("a replace into usage_replaced failed after writing rows: one of its views failed, and the rollups may still count these events (v_rollup_check shows it)",
+			"rows", n, "replace", len(b.refusedReps))
+	}
+	b.refusedReps = nil
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/feedmeter/feedmeter/model"
+	"github.com/feedmeter/feedmeter/schemas"
 )
 
 // The column lists of the inserts (18.16 needs them explicit).
@@ -34,17 +35,21 @@ type store struct {
 }
 
 // newStore asks which of the schema's later columns conn's database has.
-// A database without the event identity of migration 0007 (usage_ids) is
-// refused: the sink would count a republished event twice there.
+// A database where migration 0007 (the identity of an event, corrections)
+// is not recorded is refused: the sink would count a republished event
+// twice there.
 func newStore(ctx context.Context, conn driver.Conn) (*store, error) {
 	var n, ids uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'sink_progress' AND name = 'kafka_topic_id'").Scan(&n); err != nil {
 		return nil, fmt.Errorf("columns of sink_progress: %w", err)
 	}
-	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('usage_ids', 'usage_replaced', 'usage_copies')").Scan(&ids); err != nil {
-		return nil, fmt.Errorf("tables of the database: %w", err)
+	// Recorded, not only begun: a run of 0007 stopped half way leaves the
+	// tables, and its guarded part is done again by the next run, which a
+	// sink writing meanwhile could race (--no-migrate).
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+schemas.MigrationsTable+" WHERE version = 7").Scan(&ids); err != nil {
+		return nil, fmt.Errorf("read %s: %w", schemas.MigrationsTable, err)
 	}
-	if ids < 3 {
+	if ids == 0 {
 		return nil, errors.New("the database lacks migration 0007 (usage_ids, usage_replaced, usage_copies: the identity of a usage event and corrections); run `feedmeter migrate`")
 	}
 	return &store{conn: conn, topicIDs: n > 0}, nil
