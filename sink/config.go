@@ -44,12 +44,12 @@ type Config struct {
 	// SessionTimeout is the group's session timeout; default 45 s (kgo's).
 	SessionTimeout time.Duration
 
-	// KeyCacheKeys bounds the dedupe cache: fingerprints of usage_events
-	// keys per tenant, so that a batch's lookup asks ClickHouse only about
-	// keys it may hold (see keyCache). About 20 bytes a key; past the bound
-	// the tenants used longest ago are dropped and loaded again when they
-	// come back. Default 20,000,000; negative turns the cache off (every
-	// lookup reads the key columns of the batch's tenants).
+	// KeyCacheKeys bounds the dedupe cache: fingerprints of the event ids
+	// (and of the ids corrections name) of usage_ids it may hold (see
+	// keyCache). About 20 bytes a fingerprint; past the bound the tenants
+	// used longest ago are dropped and loaded again when they come back.
+	// Default 20,000,000; negative turns the cache off (every batch looks
+	// its event ids and referenceIds up in usage_ids, by the table's key).
 	KeyCacheKeys int
 
 	// Migrate applies the embedded migrations when the sink starts; default
