@@ -10,7 +10,8 @@
 //     with its referenceId, the Kafka partition and offset it came from and
 //     its split into hourly and daily pieces.
 //   - usage_ids (0007): usage_events by event id, and by the id each
-//     correction names: how the sink finds an identity and a correction tree.
+//     correction names: how the sink finds an identity and a correction
+//     tree. The sink writes it before usage_events.
 //   - usage_replaced (0007): a copy of each usage_events row that no longer
 //     counts (a correction replaced it); its views take the row's pieces
 //     back out of the rollups and licence facts.
@@ -48,17 +49,19 @@
 //     (REBUILD, rebuild.go) its name is absent, and an INSERT into
 //     usage_events fails before it writes anything; the rebuild copies the
 //     old table only after the inserts that could still write it are over.
-//  2. A key is inserted into usage_events only when it is absent: before each
-//     insert the sink drops the batch's keys that usage_events holds, and
-//     duplicates within the batch, keeping the first. It finds them through a
-//     cache of key fingerprints per tenant (sink.keyCache): a key whose
-//     fingerprint is absent is absent; the others are selected from
-//     usage_events exactly. A tenant's set is complete: it is loaded from
-//     usage_events by the same goroutine that then inserts (no insert of this
-//     sink runs meanwhile), extended with every acknowledged insert, and
-//     thrown away when partitions are revoked or lost and after a failed
-//     insert; a stopping sink holds its partitions until its last flush is
-//     over. MergeTree
+//  2. An identity is inserted into usage_events only when it is absent:
+//     before each insert the sink drops the batch's identities that
+//     usage_events holds, and copies within the batch, keeping the first in
+//     Kafka order. It finds them through usage_ids (written before
+//     usage_events, so it names every identity there; the rows it names are
+//     then read from usage_events) and a cache of id fingerprints per
+//     tenant (sink.keyCache): an id whose fingerprint is absent is absent;
+//     the others are looked up exactly. A tenant's set is complete: it is
+//     loaded from usage_ids by the same goroutine that then inserts (no
+//     insert of this sink runs meanwhile), extended with every acknowledged
+//     insert, and thrown away when partitions are revoked or lost and after
+//     a failed insert; a stopping sink holds its partitions until its last
+//     flush is over. MergeTree
 //     makes an acknowledged insert visible to every later SELECT. (For
 //     other_events and rejects the lookup of batch N+1 may run while batch N
 //     is being written; every key of batch N is then counted as present,
@@ -116,13 +119,13 @@
 //     dropped; one that says something else is a conflict, dropped too (and
 //     rejected): neither enters a tree, so neither changes what counts.
 //
-// What this assumes beyond (1)-(4): an INSERT that ClickHouse refuses with
-// an error wrote nothing of usage_ids that usage_events lacks — not true
-// when one of the table's views fails after the table was written, so
-// after any failed insert the sink looks the batch's rows up in
-// usage_events itself and writes their usage_ids rows before it plans (the
-// rollups may then miss them: logged, counted, shown by v_rollup_check);
-// and a feed is read in publication order,
+// What this assumes beyond (1)-(4): usage_ids names every identity
+// usage_events holds — the sink writes it before usage_events (a view would
+// be written after the table, and a later view of the same INSERT can fail
+// with the table written), and reads usage_events for every row usage_ids
+// names before it counts it as there; a view that fails after its table
+// can leave the rollups short of that table's rows (logged, counted, shown
+// by v_rollup_check); and a feed is read in publication order,
 // so that the first copy of an identity the sink sees is its first
 // published one (its published time ranks it among its siblings). Rows
 // written before 0007 keep what they were: two copies of one event under

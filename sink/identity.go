@@ -107,9 +107,31 @@ func (g *graph) add(rs []idRow) {
 		if n == nil {
 			n = &node{key: r.idKey, ref: r.ref, published: r.published, row: -1}
 			g.nodes[r.idKey] = n
+		} else if !r.published.IsZero() && (n.published.IsZero() || r.published.Before(n.published)) {
+			// Rows of one identity under two atom ids (before 0007): the
+			// first published ranks it, whichever row came back first.
+			n.published = r.published
 		}
 		if !slices.Contains(n.entries, r.entryID) {
 			n.entries = append(n.entries, r.entryID)
+		}
+	}
+}
+
+// keepStored drops from the nodes the usage_ids rows among keys whose
+// usage_events row is not in present (of an insert that failed), and the
+// nodes left without one.
+func (g *graph) keepStored(keys []rowKey, present map[rowKey]*model.Event) {
+	for _, k := range keys {
+		if present[k] != nil {
+			continue
+		}
+		ik := idKey{k.tenant, k.kind, k.eventID}
+		if n := g.nodes[ik]; n != nil {
+			n.entries = slices.DeleteFunc(n.entries, func(e string) bool { return e == k.entryID })
+			if len(n.entries) == 0 {
+				delete(g.nodes, ik)
+			}
 		}
 	}
 }
@@ -230,6 +252,15 @@ func planUsage(ctx context.Context, st idLookups, rows []eventRow, look []idKey,
 		for _, d := range p.dropped {
 			excluded[d.row] = true
 			dropped = append(dropped, d.reject)
+			// Its later copies naming the same id close the same loop
+			// (the way back is made of rows joined before them): out too.
+			e := &rows[d.row].ev
+			for _, i := range order {
+				if c := &rows[i].ev; !excluded[i] && c.Identity() == e.Identity() && c.ReferenceID == e.ReferenceID {
+					excluded[i] = true
+					dropped = append(dropped, sinkReject(&rows[i], now, d.reject.dl.Reason))
+				}
+			}
 		}
 	}
 }
@@ -271,6 +302,10 @@ func planOnce(ctx context.Context, st idLookups, rows []eventRow, order []int, e
 	if err != nil {
 		return nil, err
 	}
+	// usage_ids is written before usage_events: a row it names that
+	// usage_events lacks is of an insert that failed (this batch's, read
+	// again). Such an identity is not there.
+	g.keepStored(storedKeys, stored)
 	type kept struct {
 		ev      *model.Event // what counts for the identity
 		entry   string       // its atom id
@@ -291,12 +326,6 @@ func planOnce(ctx context.Context, st idLookups, rows []eventRow, order []int, e
 					if ev := stored[rowKey{id.TenantID, id.Kind, id.EventID, en}]; ev != nil && (k.ev == nil || ev.SameUsage(&r.ev)) {
 						k.ev, k.entry = ev, en
 					}
-				}
-				if k.ev == nil {
-					// usage_ids names rows usage_events does not hold
-					// (a month dropped from one table only): the identity
-					// is taken as counted, its content as this copy's.
-					k.ev, k.entry = &r.ev, n.entries[0]
 				}
 			} else {
 				k.ev, k.entry, k.row = &r.ev, r.ev.EntryID, i
@@ -438,38 +467,45 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 		}
 		return idKey{}, false
 	}
-	// Up: each involved row's top. A climb longer than every event there
-	// is goes round a loop (of the batch's new rows: stored events have
-	// none); its row is rejected below.
+	// Up: each involved row's top. A climb that comes round to where it
+	// was goes round a loop (of the batch's new rows: stored events have
+	// none, and loopsBack below rejects the row that closes it): it stops
+	// there, found by Brent's method (a mark moved to the climb's place
+	// after 1, 2, 4, … steps; meeting it is going round).
+	type climb struct {
+		at, mark    idKey
+		steps, span int
+	}
 	tops := make(map[int]idKey, len(involved))
-	climbing := make(map[int]idKey, len(involved))
+	climbing := make(map[int]*climb, len(involved))
 	for _, i := range involved {
-		climbing[i] = identityKey(rows[i].ev.Identity())
+		k := identityKey(rows[i].ev.Identity())
+		climbing[i] = &climb{at: k, mark: k, span: 1}
 	}
 	for level := 0; len(climbing) > 0; level++ {
 		keys := make([]idKey, 0, len(climbing))
-		for _, k := range climbing {
-			keys = append(keys, k)
+		for _, c := range climbing {
+			keys = append(keys, c.at)
 		}
 		if level == deepAfter {
 			if err := deep(keys); err != nil {
 				return err
 			}
 		}
-		if level > deepAfter && level > len(g.nodes)+len(newRef)+1 {
-			break
-		}
 		if err := fetch(keys); err != nil {
 			return err
 		}
-		for i, k := range climbing {
-			pk, ok := parentOf(k)
-			if !ok || pk == identityKey(rows[i].ev.Identity()) {
-				tops[i] = k
+		for i, c := range climbing {
+			pk, ok := parentOf(c.at)
+			if !ok || pk == c.mark {
+				tops[i] = c.at
 				delete(climbing, i)
 				continue
 			}
-			climbing[i] = pk
+			c.at = pk
+			if c.steps++; c.steps == c.span {
+				c.mark, c.steps, c.span = pk, 0, 2*c.span
+			}
 		}
 	}
 	// Down: every event under each top.
@@ -507,9 +543,24 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 		}
 		frontier = next
 	}
+	// The trees' stored events that usage_events holds (usage_ids may name
+	// rows of an insert that failed, whose batch comes again later).
+	var treeRows []rowKey
+	for k, n := range g.nodes {
+		if below[k] || seenTop[k] {
+			for _, en := range n.entries {
+				treeRows = append(treeRows, rowKey{k.tenant, k.kind, k.id, en})
+			}
+		}
+	}
+	present, err := st.storedEvents(ctx, treeRows)
+	if err != nil {
+		return err
+	}
+	g.keepStored(treeRows, present)
 	// The batch's new rows join the graph in Kafka order; one whose
-	// referenceId leads back to it (through the rows joined before it), or
-	// whose tree did not load, is rejected.
+	// referenceId leads back to it (through the rows joined before it) is
+	// rejected.
 	joined := map[idKey]string{}
 	for _, i := range involved {
 		if !p.insert[i] {
@@ -517,7 +568,7 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 		}
 		e := &rows[i].ev
 		k := identityKey(e.Identity())
-		if _, climbed := tops[i]; !climbed || loopsBack(g, joined, k, e.ReferenceID) {
+		if loopsBack(g, joined, k, e.ReferenceID) {
 			p.drop(i, sinkReject(&rows[i], now, fmt.Sprintf("event %s (%s) has referenceId %s, which leads back to it: corrections cannot form a loop",
 				e.EventID, e.Kind, e.ReferenceID)))
 			continue

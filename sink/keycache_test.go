@@ -99,6 +99,15 @@ func TestKeyCacheLookup(t *testing.T) {
 	if err := bt.Send(); err != nil {
 		t.Fatal(err)
 	}
+	// Their usage_ids rows, as the sink writes them.
+	for _, q := range []string{
+		"INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time) SELECT tenant_id, kind, event_id, toUInt8(0), event_id, entry_id, reference_id, published, time FROM usage_events",
+		"INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time) SELECT tenant_id, kind, reference_id, toUInt8(1), event_id, entry_id, reference_id, published, time FROM usage_events WHERE reference_id != ''",
+	} {
+		if err := db.Conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.cache.put(map[string]*tenantKeys{"1": {ids: map[uint64]struct{}{a.idFP: {}, b.idFP: {}}, refs: map[uint64]struct{}{}}})
 	rows := []eventRow{a, b, c, d, e, f, g}
 	look, err := s.lookupIDs(ctx, rows)

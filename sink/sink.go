@@ -449,13 +449,10 @@ func (s *Sink) buffered() int {
 func (s *Sink) loop(ctx context.Context) {
 	var inflight chan bool // result of the write in flight: committed or abandoned
 	var cur *batch         // the batch in flight
-	// finish waits for the write in flight; when it was abandoned, next and
-	// everything buffered are dropped and their partitions rewound too.
-	finish := func(next *batch) bool {
-		if inflight == nil {
-			return true
-		}
-		ok := <-inflight
+	// settled ends the write in flight, which ended with ok; when it was
+	// abandoned, next and everything buffered are dropped and their
+	// partitions rewound too.
+	settled := func(ok bool, next *batch) bool {
 		inflight = nil
 		if !ok {
 			s.mu.Lock()
@@ -471,6 +468,13 @@ func (s *Sink) loop(ctx context.Context) {
 		}
 		cur = nil
 		return ok
+	}
+	// finish waits for the write in flight and settles it.
+	finish := func(next *batch) bool {
+		if inflight == nil {
+			return true
+		}
+		return settled(<-inflight, next)
 	}
 	defer finish(nil)
 	// idChecked: when a topic whose fetches failed with UNKNOWN_TOPIC_ID
@@ -496,6 +500,15 @@ func (s *Sink) loop(ctx context.Context) {
 			}
 			s.fetchErrors(ctx, fs, idChecked)
 			s.add(fs)
+		}
+		if inflight != nil {
+			// A write that ended while the partitions were quiet: an
+			// abandoned batch is rewound now, not when the next comes.
+			select {
+			case ok := <-inflight:
+				settled(ok, nil)
+			default:
+			}
 		}
 		s.mu.Lock()
 		n, oldest = len(s.pending), s.oldest
@@ -605,13 +618,12 @@ type batch struct {
 	// counted is set once the plan's figures went to the metrics (the
 	// plan of the attempt that inserted; later attempts find its rows).
 	counted bool
-	// usageFailed is set when an insert into usage_events failed: the
-	// next attempt looks its rows up in usage_events itself (a view may
-	// have failed after the table was written; usage_ids is a view).
-	// refused says the server answered the failure with an exception.
-	usageFailed, refused bool
-	// refusedReps are the rows of a replace the server refused: some may
-	// have landed (a view of usage_replaced failing after the table).
+	// refusedRows and refusedReps are the rows of an insert into
+	// usage_events, and of a replace, that the server refused with an
+	// error: some may have landed all the same (ClickHouse writes a table,
+	// then its views one by one, and a view may fail), and then the
+	// rollups may be wrong for them.
+	refusedRows []rowKey
 	refusedReps []replacement
 }
 
@@ -894,15 +906,8 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	// Usage events: what is new, what is a copy, what a correction
 	// replaces, from what ClickHouse holds now.
 	var plan *usagePlan
-	if len(d.usage) > 0 && b.usageFailed {
-		if err := s.reconcile(ctx, b); err != nil {
-			return err
-		}
-	}
-	if len(b.refusedReps) > 0 {
-		if err := s.replacedAnyway(ctx, b); err != nil {
-			return err
-		}
+	if err := s.partialWrites(ctx, b); err != nil {
+		return err
 	}
 	if len(d.usage) > 0 {
 		look, err := s.lookupIDs(ctx, d.usage)
@@ -1014,11 +1019,21 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 			}
 			fill = fillUsage(rows, now)
 		}
-		err := s.st.insert(ctx, newQueryID(), "usage_events", usageColumns, fill)
+		// The index first: it then holds every identity usage_events
+		// holds, whatever the insert below does.
+		err := s.st.insert(ctx, newQueryID(), "usage_ids", idColumns, fillIDs(rows, now))
+		if err == nil {
+			err = s.st.insert(ctx, newQueryID(), "usage_events", usageColumns, fill)
+			if ie := (*insertError)(nil); err != nil && !errors.As(err, &ie) {
+				b.refusedRows = make([]rowKey, len(rows))
+				for i := range rows {
+					e := &rows[i].ev
+					b.refusedRows[i] = rowKey{e.TenantID, e.Kind, e.EventID, e.EntryID}
+				}
+			}
+		}
 		s.usageInserted(rows, err)
 		if err != nil {
-			var ie *insertError
-			b.usageFailed, b.refused = true, !errors.As(err, &ie)
 			return track(err)
 		}
 		s.m.rows.WithLabelValues("usage_events").Add(float64(len(rows)))
@@ -1062,67 +1077,42 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 	return nil
 }
 
-// reconcile follows a failed insert into usage_events (b.usageFailed),
-// once its outcome is settled: ClickHouse writes an INSERT's block into the
-// table, then into its views one by one, so a view that fails
-// (TOO_MANY_PARTS, a memory limit on its table) leaves the table written
-// and the views before it. The batch's rows that usage_events holds get
-// their usage_ids rows written (that index is a view too), so that the
-// plan counts them as there; and since the server said it refused them,
-// the rollups may be short of them: said loudly, for v_rollup_check.
-func (s *Sink) reconcile(ctx context.Context, b *batch) error {
-	keys := make([]rowKey, len(b.d.usage))
-	for i := range b.d.usage {
-		e := &b.d.usage[i].ev
-		keys[i] = rowKey{e.TenantID, e.Kind, e.EventID, e.EntryID}
-	}
-	present, err := s.st.storedEvents(ctx, keys)
-	if err != nil {
-		return err
-	}
-	if len(present) > 0 {
-		landed := make([]rowKey, 0, len(present))
-		for k := range present {
-			landed = append(landed, k)
-		}
-		if err := s.st.repairIDs(ctx, landed); err != nil {
+// partialWrites says so when a write the server refused with an error
+// wrote rows all the same (ClickHouse writes a table first, then its views
+// one by one, and one of them failed): the rollups may be wrong for those
+// rows. Nothing is written twice (usage_ids is written before usage_events
+// and the plan reads usage_events and usage_replaced themselves); this is
+// for the people who must mend the rollups (v_rollup_check shows where).
+func (s *Sink) partialWrites(ctx context.Context, b *batch) error {
+	n := 0
+	if len(b.refusedRows) > 0 {
+		landed, err := s.st.storedEvents(ctx, b.refusedRows)
+		if err != nil {
 			return err
 		}
-		if b.refused {
-			s.m.partial.Add(float64(len(landed)))
-			s.log.Error("an insert into usage_events failed after writing rows: one of its views failed, and the rollups may miss these events (v_rollup_check shows it)",
-				"rows", len(landed), "batch", len(b.d.usage))
+		n += len(landed)
+	}
+	if len(b.refusedReps) > 0 {
+		ids := make([]idKey, len(b.refusedReps))
+		for i, r := range b.refusedReps {
+			ids[i] = idKey{r.row.tenant, r.row.kind, r.row.eventID}
 		}
-	}
-	b.usageFailed, b.refused = false, false
-	return nil
-}
-
-// replacedAnyway says so when a replace the server refused wrote rows of
-// usage_replaced (its table written, one of its views failed): the rollups
-// may still count those rows. The plan reads usage_replaced itself, so it
-// does not replace them again.
-func (s *Sink) replacedAnyway(ctx context.Context, b *batch) error {
-	ids := make([]idKey, len(b.refusedReps))
-	for i, r := range b.refusedReps {
-		ids[i] = idKey{r.row.tenant, r.row.kind, r.row.eventID}
-	}
-	landed, err := s.st.replacedRows(ctx, ids)
-	if err != nil {
-		return err
-	}
-	n := 0
-	for _, r := range b.refusedReps {
-		if landed[r.row] {
-			n++
+		landed, err := s.st.replacedRows(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, r := range b.refusedReps {
+			if landed[r.row] {
+				n++
+			}
 		}
 	}
 	if n > 0 {
 		s.m.partial.Add(float64(n))
-		s.log.Error("a replace into usage_replaced failed after writing rows: one of its views failed, and the rollups may still count these events (v_rollup_check shows it)",
-			"rows", n, "replace", len(b.refusedReps))
+		s.log.Error("a write the server refused wrote rows all the same (a view failed after its table was written): the rollups may be wrong for them; see v_rollup_check",
+			"rows", n)
 	}
-	b.refusedReps = nil
+	b.refusedRows, b.refusedReps = nil, nil
 	return nil
 }
 
