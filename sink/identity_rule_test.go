@@ -255,11 +255,11 @@ func runFeed(t *testing.T, r *rand.Rand, m *memIDs, feed []model.Event, crashes 
 	return maxLookups
 }
 
-// TestReview2PlannerAgainstTheRule: random feeds with loops, deep chains,
+// TestPlannerAgainstTheRule: random feeds with loops, deep chains,
 // ties, copies, two tenants and two kinds, in random batches with crashes:
 // what counts is what the rule says, and no batch takes more than a
 // handful of lookups.
-func TestReview2PlannerAgainstTheRule(t *testing.T) {
+func TestPlannerAgainstTheRule(t *testing.T) {
 	const seeds = 3000
 	worst, worstSeed := 0, 0
 	fails := 0
@@ -289,14 +289,14 @@ func TestReview2PlannerAgainstTheRule(t *testing.T) {
 	t.Logf("most lookups of one batch: %d (seed %d)", worst, worstSeed)
 }
 
-// TestReview2CorrectionOfALoopMemberIsNotRejected: a and b name each other
+// TestCorrectionOfALoopMemberIsNotRejected: a and b name each other
 // (b, later in Kafka order, closes the loop and is rejected); c names a. c
 // does not lead back to itself: by the rule it is a correction of a, and
 // counts instead of a. The planner climbs from c round a and b for ever,
 // finds no top, and rejects c as a loop: c is never billed, a is billed
 // in its place (and a later copy of c's id, if any, counts instead).
 // Within one batch, across batches, and with a self-loop.
-func TestReview2CorrectionOfALoopMemberIsNotRejected(t *testing.T) {
+func TestCorrectionOfALoopMemberIsNotRejected(t *testing.T) {
 	a := usage("a", "b", 10, 0)
 	b := usage("b", "a", 7, time.Hour)
 	c := usage("c", "a", 5, 2*time.Hour)
@@ -328,11 +328,11 @@ func TestReview2CorrectionOfALoopMemberIsNotRejected(t *testing.T) {
 	}
 }
 
-// TestReview2CopiesOfALoopCostAFewLookups: a batch holding many copies of
+// TestCopiesOfALoopCostAFewLookups: a batch holding many copies of
 // an event that closes a loop (a publisher retrying it: republishes) is
 // planned once per copy, each round doing every lookup again: a batch of
 // 50,000 records can take hundreds of thousands of queries.
-func TestReview2CopiesOfALoopCostAFewLookups(t *testing.T) {
+func TestCopiesOfALoopCostAFewLookups(t *testing.T) {
 	const copies = 200
 	batch := []model.Event{usage("a", "b", 10, 0)}
 	for i := range copies {

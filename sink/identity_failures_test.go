@@ -27,11 +27,11 @@ func rowsString(rs []idRow) []string {
 	return slices.Compact(out)
 }
 
-// TestReview2ForestOnClickHouse: the forest query returns every row a
+// TestForestOnClickHouse: the forest query returns every row a
 // tree can hold (roots that never arrived, corrections of corrections,
 // originals named only by a correction), none of other tenants or kinds,
 // exactly as memIDs does for the same events.
-func TestReview2ForestOnClickHouse(t *testing.T) {
+func TestForestOnClickHouse(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	brokers := newCluster(t).ListenAddrs()
 	inKind := func(e model.Event, k model.Kind) model.Event {
@@ -97,8 +97,7 @@ func waitRows(t *testing.T, db *chtest.DB, q string) {
 // refuseIDs makes every insert into usage_ids of tenant fail before the
 // table is written, as TOO_MANY_PARTS on usage_ids would (a column whose
 // default throws; a view of usage_ids would fail only after its table was
-// written). Through usage_ids_mv every insert fails (18.16: "Expected
-// column"), after usage_events and the views named before it.
+// written).
 func refuseIDs(t *testing.T, db *chtest.DB, tenant string) (undo func()) {
 	t.Helper()
 	ctx := context.Background()
@@ -112,18 +111,14 @@ func refuseIDs(t *testing.T, db *chtest.DB, tenant string) (undo func()) {
 	}
 }
 
-// TestReview2FailedInsertAbandonedIsNotInsertedTwice: usage_ids refuses
-// inserts for longer than FlushTimeout (TOO_MANY_PARTS on it). The insert
-// into usage_events fails in usage_ids_mv, after the table and the
-// rollups' views (license_daily_mv, usage_daily_mv, usage_hourly_mv) were
-// written; every later attempt's reconcile fails in repairIDs, and the
-// batch is abandoned and read again into a new batch, which knows nothing
-// of the failed insert (usageFailed lived in the old batch): it plans from
-// usage_ids, finds nothing, and inserts the event again, into usage_events
-// and the rollups. The same happens when the sink is restarted or the
-// partition moves to another sink after a failed insert, and each
-// abandonment bills the batch once more.
-func TestReview2FailedInsertAbandonedIsNotInsertedTwice(t *testing.T) {
+// TestFailedInsertAbandonedIsNotInsertedTwice: usage_ids refuses inserts
+// for longer than FlushTimeout (TOO_MANY_PARTS on it), so the batch is
+// abandoned and read again into a new batch, which knows nothing of the
+// attempts before. The event is in usage_events and the rollups once. (When
+// usage_ids was a view of usage_events, the insert wrote the table and the
+// rollups' views, then failed in it; the new batch found nothing in
+// usage_ids and inserted the event again, once per abandonment.)
+func TestFailedInsertAbandonedIsNotInsertedTwice(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	undo := refuseIDs(t, db, "7403")
 	brokers := newCluster(t).ListenAddrs()
@@ -149,15 +144,14 @@ func TestReview2FailedInsertAbandonedIsNotInsertedTwice(t *testing.T) {
 	}
 }
 
-// TestReview2CorrectionFailingBetweenTheIDViewsCountsOnce: a view that
-// fails after usage_ids_mv and before usage_ids_ref_mv (views run in the
-// order of their names) leaves a correction b in usage_events with its own
-// usage_ids row but not the row that links it under a, the event it
-// corrects; usage_ids then refuses the repair until the batch is abandoned.
-// The batch read again finds b stored, loads the tree down from a through
-// usage_ids' links, does not find b there, and replaces nothing: a and its
-// correction b are both billed.
-func TestReview2CorrectionFailingBetweenTheIDViewsCountsOnce(t *testing.T) {
+// TestCorrectionFailingInAViewCountsOnce: a view of usage_events that
+// fails after the rollups' views leaves a correction b in usage_events and
+// the rollups though its insert failed; usage_ids then refuses inserts until
+// the batch is abandoned. The batch read again finds b there, with its link
+// under a (usage_ids is written before usage_events), and replaces a: b
+// alone counts. (When usage_ids was written by views, b could be left with
+// its own row but not its link, and both a and b were billed.)
+func TestCorrectionFailingInAViewCountsOnce(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	ctx := context.Background()
 	brokers := newCluster(t).ListenAddrs()
@@ -200,12 +194,12 @@ func TestReview2CorrectionFailingBetweenTheIDViewsCountsOnce(t *testing.T) {
 	}
 }
 
-// TestReview2AbandonedBatchIsReadAgainWithoutNewRecords: a batch abandoned
+// TestAbandonedBatchIsReadAgainWithoutNewRecords: a batch abandoned
 // after FlushTimeout is rewound only when the loop has a next batch to
 // write (finish is called from there, or on a rebalance): on a quiet
 // partition its records wait, unbilled and with Kafka lag 0, until some
 // other record arrives.
-func TestReview2AbandonedBatchIsReadAgainWithoutNewRecords(t *testing.T) {
+func TestAbandonedBatchIsReadAgainWithoutNewRecords(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	undo := refuseIDs(t, db, "7405")
 	brokers := newCluster(t).ListenAddrs()
