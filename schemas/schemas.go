@@ -11,7 +11,7 @@
 //     its split into hourly and daily pieces.
 //   - usage_ids (0007): usage_events by event id, and by the id each
 //     correction names: how the sink finds an identity and a correction
-//     tree. The sink writes it before usage_events.
+//     tree.
 //   - usage_replaced (0007): a copy of each usage_events row that no longer
 //     counts (a correction replaced it); its views take the row's pieces
 //     back out of the rollups and licence facts.
@@ -52,9 +52,9 @@
 //  2. An identity is inserted into usage_events only when it is absent:
 //     before each insert the sink drops the batch's identities that
 //     usage_events holds, and copies within the batch, keeping the first in
-//     Kafka order. It finds them through usage_ids (written before
-//     usage_events, so it names every identity there; the rows it names are
-//     then read from usage_events) and a cache of id fingerprints per
+//     Kafka order. It finds them through usage_ids (written by views of
+//     usage_events; the rows it names are then read from usage_events) and
+//     a cache of id fingerprints per
 //     tenant (sink.keyCache): an id whose fingerprint is absent is absent;
 //     the others are looked up exactly. A tenant's set is complete: it is
 //     loaded from usage_ids by the same goroutine that then inserts (no
@@ -120,11 +120,12 @@
 //     rejected): neither enters a tree, so neither changes what counts.
 //
 // What this assumes beyond (1)-(4): usage_ids names every identity
-// usage_events holds — the sink writes it before usage_events (a view would
-// be written after the table, and a later view of the same INSERT can fail
-// with the table written), and reads usage_events for every row usage_ids
-// names before it counts it as there; a view that fails after its table
-// can leave the rollups short of that table's rows (logged, counted, shown
+// usage_events holds. Its views run after the table is written, and an
+// earlier view of the same INSERT can fail with the table written; such
+// rows lie past the partition's progress (written after the inserts), so
+// after a failed insert and on every assignment the sink reads the rows of
+// usage_events past progress and writes the usage_ids rows they lack
+// before it plans (the rollups may then miss them: logged, counted, shown
 // by v_rollup_check); and a feed is read in publication order,
 // so that the first copy of an identity the sink sees is its first
 // published one (its published time ranks it among its siblings). Rows

@@ -282,6 +282,14 @@ func planOnce(ctx context.Context, st idLookups, rows []eventRow, order []int, e
 	if err != nil {
 		return nil, err
 	}
+	if len(found) == 0 && allNew(rows, order) {
+		// The usual batch: nothing of it stored, no correction, no copy.
+		for _, i := range order {
+			p.insert[i] = true
+		}
+		p.inserts = len(order)
+		return p, nil
+	}
 	g.add(found)
 
 	// Identities: the first copy in Kafka order, unless one is counted
@@ -302,9 +310,8 @@ func planOnce(ctx context.Context, st idLookups, rows []eventRow, order []int, e
 	if err != nil {
 		return nil, err
 	}
-	// usage_ids is written before usage_events: a row it names that
-	// usage_events lacks is of an insert that failed (this batch's, read
-	// again). Such an identity is not there.
+	// A row usage_ids names that usage_events lacks (a month dropped from
+	// one table only) is not there.
 	g.keepStored(storedKeys, stored)
 	type kept struct {
 		ev      *model.Event // what counts for the identity
@@ -356,6 +363,27 @@ func planOnce(ctx context.Context, st idLookups, rows []eventRow, order []int, e
 	return p, planCorrections(ctx, st, g, rows, order, p, now)
 }
 
+// allNew reports whether the rows of order (all of rows) hold no
+// correction and no identity twice, by their id fingerprints (of kind and
+// event id: a fingerprint seen twice, of one tenant or two, is taken for a
+// copy, and the general plan then looks).
+func allNew(rows []eventRow, order []int) bool {
+	if len(order) != len(rows) {
+		return false
+	}
+	seen := make(map[uint64]struct{}, len(rows))
+	for i := range rows {
+		if rows[i].ev.ReferenceID != "" {
+			return false
+		}
+		if _, ok := seen[rows[i].idFP]; ok {
+			return false
+		}
+		seen[rows[i].idFP] = struct{}{}
+	}
+	return true
+}
+
 // drop is a batch row the correction trees could not take.
 type drop struct {
 	row    int
@@ -373,6 +401,10 @@ type drop struct {
 // are few beside the events, and a tenant's are read only when its trees
 // are that deep.
 func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRow, order []int, p *usagePlan, now time.Time) error {
+	// The usual batch: no correction in it, none stored naming its events.
+	if len(g.kids) == 0 && !slices.ContainsFunc(order, func(i int) bool { return rows[i].ev.ReferenceID != "" }) {
+		return nil
+	}
 	// The batch rows that stand for an identity (new, or a copy of a
 	// stored one), in Kafka order; conflicts and later copies are out.
 	var members []int
@@ -543,21 +575,6 @@ func planCorrections(ctx context.Context, st idLookups, g *graph, rows []eventRo
 		}
 		frontier = next
 	}
-	// The trees' stored events that usage_events holds (usage_ids may name
-	// rows of an insert that failed, whose batch comes again later).
-	var treeRows []rowKey
-	for k, n := range g.nodes {
-		if below[k] || seenTop[k] {
-			for _, en := range n.entries {
-				treeRows = append(treeRows, rowKey{k.tenant, k.kind, k.id, en})
-			}
-		}
-	}
-	present, err := st.storedEvents(ctx, treeRows)
-	if err != nil {
-		return err
-	}
-	g.keepStored(treeRows, present)
 	// The batch's new rows join the graph in Kafka order; one whose
 	// referenceId leads back to it (through the rows joined before it) is
 	// rejected.

@@ -112,12 +112,12 @@ func refuseIDs(t *testing.T, db *chtest.DB, tenant string) (undo func()) {
 }
 
 // TestFailedInsertAbandonedIsNotInsertedTwice: usage_ids refuses inserts
-// for longer than FlushTimeout (TOO_MANY_PARTS on it), so the batch is
-// abandoned and read again into a new batch, which knows nothing of the
-// attempts before. The event is in usage_events and the rollups once. (When
-// usage_ids was a view of usage_events, the insert wrote the table and the
-// rollups' views, then failed in it; the new batch found nothing in
-// usage_ids and inserted the event again, once per abandonment.)
+// for longer than FlushTimeout (TOO_MANY_PARTS on it): the insert into
+// usage_events fails in usage_ids' view, after the table and the rollups'
+// views were written, and the batch is abandoned and read again into a new
+// batch, which knows nothing of the attempts before. The partition is
+// dirty, so its batches are reconciled (the event's usage_ids rows written
+// from usage_events), and the event counts once.
 func TestFailedInsertAbandonedIsNotInsertedTwice(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	undo := refuseIDs(t, db, "7403")
@@ -144,13 +144,12 @@ func TestFailedInsertAbandonedIsNotInsertedTwice(t *testing.T) {
 	}
 }
 
-// TestCorrectionFailingInAViewCountsOnce: a view of usage_events that
-// fails after the rollups' views leaves a correction b in usage_events and
-// the rollups though its insert failed; usage_ids then refuses inserts until
-// the batch is abandoned. The batch read again finds b there, with its link
-// under a (usage_ids is written before usage_events), and replaces a: b
-// alone counts. (When usage_ids was written by views, b could be left with
-// its own row but not its link, and both a and b were billed.)
+// TestCorrectionFailingInAViewCountsOnce: a view that fails after
+// usage_ids_mv and before usage_ids_ref_mv (views run in the order of their
+// names) leaves a correction b in usage_events with its own usage_ids row
+// but not the row that links it under a; usage_ids then refuses inserts
+// until the batch is abandoned. The batch read again is reconciled: b's link
+// is written from usage_events, the tree of a holds b, and b alone counts.
 func TestCorrectionFailingInAViewCountsOnce(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	ctx := context.Background()

@@ -135,7 +135,7 @@ func planBatch(t *testing.T, m *memIDs, evs []model.Event) ([]eventRow, *usagePl
 	rows := make([]eventRow, len(evs))
 	var look []idKey
 	for i, e := range evs {
-		rows[i] = eventRow{ev: e, seq: i, src: source{"usage", 0, int64(i)}, raw: e.AppendJSON(nil)}
+		rows[i] = eventRow{ev: e, seq: i, src: source{"usage", 0, int64(i)}, raw: e.AppendJSON(nil), idFP: idFingerprint(e.Kind, e.EventID)}
 		look = append(look, identityKey(e.Identity()))
 		if e.ReferenceID != "" {
 			look = append(look, idKey{e.TenantID, e.Kind, e.ReferenceID})

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -13,9 +14,8 @@ import (
 )
 
 // The tables of event identity and corrections (migration 0007): usage_ids
-// indexes usage_events by event id (written by the sink before usage_events,
-// so it holds every row there and perhaps rows of an insert that failed),
-// usage_replaced holds the rows that no longer count, usage_copies the
+// indexes usage_events by event id (written by its views), usage_replaced
+// holds the rows that no longer count, usage_copies the
 // copies of an identity that were not counted.
 
 // idKey names an event id of a tenant and kind.
@@ -199,6 +199,60 @@ func withNanos(t *time.Time, ns uint32) time.Time {
 	return t.UTC().Add(time.Duration(ns))
 }
 
+// eventsPast returns the usage_events rows of topic's partitions from at
+// or past the offsets of from (partition → offset), with their
+// referenceIds. It reads the Kafka columns of the whole table.
+func (s *store) eventsPast(ctx context.Context, topic string, from map[int32]int64) (map[rowKey]string, error) {
+	var cond []string
+	args := []any{topic}
+	for p, o := range from {
+		cond = append(cond, "(kafka_partition = ? AND kafka_offset >= ?)")
+		args = append(args, p, o)
+	}
+	rows, err := s.conn.Query(ctx, "SELECT tenant_id, kind, event_id, entry_id, reference_id FROM usage_events"+
+		" WHERE kafka_topic = ? AND ("+strings.Join(cond, " OR ")+")", args...)
+	if err != nil {
+		return nil, fmt.Errorf("read the events past progress: %w", err)
+	}
+	defer rows.Close()
+	out := map[rowKey]string{}
+	for rows.Next() {
+		var k rowKey
+		var kind, ref string
+		if err := rows.Scan(&k.tenant, &kind, &k.eventID, &k.entryID, &ref); err != nil {
+			return nil, fmt.Errorf("read the events past progress: %w", err)
+		}
+		k.kind = model.Kind(kind)
+		out[k] = ref
+	}
+	return out, rows.Err()
+}
+
+// repairIDs writes the usage_ids rows of the usage_events rows keys, from
+// usage_events itself: rows whose insert failed in a view before the
+// views of usage_ids ran. usage_ids holds facts, so a row written twice
+// changes nothing.
+func (s *store) repairIDs(ctx context.Context, keys []rowKey) error {
+	const where = " FROM usage_events WHERE tenant_id IN (SELECT tenant_id FROM _rows)" +
+		" AND (tenant_id, kind, entry_id) IN (SELECT tenant_id, kind, entry_id FROM _rows)" +
+		" AND (tenant_id, kind, event_id, entry_id) IN (SELECT tenant_id, kind, event_id, entry_id FROM _rows)"
+	for _, q := range []string{
+		"INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time)" +
+			" SELECT tenant_id, kind, event_id, toUInt8(0), event_id, entry_id, reference_id, published, time" + where,
+		"INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time)" +
+			" SELECT tenant_id, kind, reference_id, toUInt8(1), event_id, entry_id, reference_id, published, time" + where + " AND reference_id != ''",
+	} {
+		t, err := rowsTable("_rows", keys)
+		if err != nil {
+			return err
+		}
+		if err := s.conn.Exec(clickhouse.Context(ctx, clickhouse.WithExternalTable(t)), q); err != nil {
+			return fmt.Errorf("write the usage_ids rows of %d events: %w", len(keys), err)
+		}
+	}
+	return nil
+}
+
 // replacedRows returns which usage_events rows of the ids keys usage_replaced
 // holds: those no longer counted.
 func (s *store) replacedRows(ctx context.Context, keys []idKey) (map[rowKey]bool, error) {
@@ -261,35 +315,6 @@ func (s *store) replace(ctx context.Context, queryID string, reps []replacement,
 		" WHERE tenant_id IN (SELECT tenant_id FROM _rep) AND (tenant_id, kind, entry_id) IN (SELECT tenant_id, kind, entry_id FROM _rep)"
 	err = s.conn.Exec(clickhouse.Context(ctx, clickhouse.WithQueryID(queryID), clickhouse.WithExternalTable(t)), q, uint32(now.Unix()))
 	return writeError(queryID, fmt.Sprintf("replace %d events", len(reps)), err)
-}
-
-const idColumns = "tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time"
-
-// fillIDs returns the filler of an insert into usage_ids of rows' ids: each
-// row by its event id, and a correction also by the id it names.
-func fillIDs(rows []eventRow, now time.Time) func(driver.Batch) error {
-	return func(b driver.Batch) error {
-		var tenant, kind, id, event, entry, ref []string
-		var role []uint8
-		var pub []*time.Time
-		var tm []time.Time
-		slots := make([]time.Time, len(rows))
-		for i := range rows {
-			e := &rows[i].ev
-			p, _ := optTime(e.Published, &slots[i])
-			ft := fileTime(e, now)
-			add := func(k string, r uint8) {
-				tenant, kind, id, role = append(tenant, e.TenantID), append(kind, string(e.Kind)), append(id, k), append(role, r)
-				event, entry, ref = append(event, e.EventID), append(entry, e.EntryID), append(ref, e.ReferenceID)
-				pub, tm = append(pub, p), append(tm, ft)
-			}
-			add(e.EventID, 0)
-			if e.ReferenceID != "" {
-				add(e.ReferenceID, 1)
-			}
-		}
-		return appendColumns(b, tenant, kind, id, role, event, entry, ref, pub, tm)
-	}
 }
 
 // copyRow is a copy of an identity that was not counted.

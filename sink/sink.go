@@ -50,7 +50,7 @@ type Sink struct {
 	// one for each half that decode decodes at once (only the loop decodes).
 	interners [2]*model.Interner
 
-	mu      sync.Mutex // guards pending, oldest and fetchIDs (the loop and the rebalance callbacks)
+	mu      sync.Mutex // guards pending, oldest, fetchIDs and suspect (the loop, the writer and the rebalance callbacks)
 	pending []*kgo.Record
 	oldest  time.Time
 	// fetchIDs is the topic id (base64; "" when the fetch response had
@@ -58,6 +58,11 @@ type Sink struct {
 	// (offset 0): progress rows carry it. The client never changes a
 	// topic's id while it runs (a topic made again stops the sink).
 	fetchIDs map[source]string
+	// suspect are the usage partitions (offset 0) that may hold events
+	// whose insert failed in a view after usage_events was written (see
+	// reconcile): those assigned (an owner before may have died so) and
+	// those of a failed insert.
+	suspect map[source]bool
 
 	rebalanceWanted atomic.Bool
 	// fatal is set when a topic was made again under the running sink (its
@@ -277,6 +282,7 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 		kgo.RebalanceTimeout(s.cfg.RebalanceTimeout),
 		kgo.SessionTimeout(s.cfg.SessionTimeout),
 		kgo.FetchMaxWait(200 * time.Millisecond),
+		kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.rebalanceWanted.Store(true) }),
@@ -286,6 +292,19 @@ func (s *Sink) kafkaOptions() []kgo.Opt {
 		kgo.WithLogger(kgoLogger{s.log}),
 	}
 	return append(opts, s.cfg.KafkaOptions...)
+}
+
+// onAssigned makes the usage partitions assigned suspect (reconcile): an
+// owner before may have died after an insert that failed in a view.
+func (s *Sink) onAssigned(_ context.Context, _ *kgo.Client, got map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range got[s.cfg.Topic] {
+		if s.suspect == nil {
+			s.suspect = map[source]bool{}
+		}
+		s.suspect[source{topic: s.cfg.Topic, partition: p}] = true
+	}
 }
 
 // onRevoked drops the buffered records of partitions this member no longer
@@ -587,6 +606,7 @@ func (s *Sink) add(fs kgo.Fetches) {
 				s.fetchIDs = map[source]string{}
 			}
 			s.fetchIDs[source{topic: t.Topic, partition: p.Partition}] = id
+
 			s.m.records.WithLabelValues(t.Topic).Add(float64(len(p.Records)))
 			last := p.Records[len(p.Records)-1].Offset
 			s.m.lag.WithLabelValues(t.Topic, strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - last - 1))
@@ -618,12 +638,10 @@ type batch struct {
 	// counted is set once the plan's figures went to the metrics (the
 	// plan of the attempt that inserted; later attempts find its rows).
 	counted bool
-	// refusedRows and refusedReps are the rows of an insert into
-	// usage_events, and of a replace, that the server refused with an
-	// error: some may have landed all the same (ClickHouse writes a table,
-	// then its views one by one, and a view may fail), and then the
+	// refusedReps are the rows of a replace that the server refused with
+	// an error: some may have landed all the same (ClickHouse writes a
+	// table, then its views one by one, and a view may fail), and then the
 	// rollups may be wrong for them.
-	refusedRows []rowKey
 	refusedReps []replacement
 }
 
@@ -909,6 +927,9 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	if err := s.partialWrites(ctx, b); err != nil {
 		return err
 	}
+	if err := s.reconcile(ctx, b); err != nil {
+		return err
+	}
 	if len(d.usage) > 0 {
 		look, err := s.lookupIDs(ctx, d.usage)
 		if err != nil {
@@ -1010,30 +1031,22 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 	if plan.inserts > 0 {
 		rows := d.usage
 		fill := func(bt driver.Batch) error { return appendColumns(bt, b.usageCols...) }
-		if plan.inserts < len(d.usage) || b.usageCols == nil {
+		if plan.inserts < len(d.usage) {
 			rows = make([]eventRow, 0, plan.inserts)
 			for i := range d.usage {
 				if plan.insert[i] {
 					rows = append(rows, d.usage[i])
 				}
 			}
+		}
+		if plan.inserts < len(d.usage) || b.usageCols == nil {
 			fill = fillUsage(rows, now)
 		}
-		// The index first: it then holds every identity usage_events
-		// holds, whatever the insert below does.
-		err := s.st.insert(ctx, newQueryID(), "usage_ids", idColumns, fillIDs(rows, now))
-		if err == nil {
-			err = s.st.insert(ctx, newQueryID(), "usage_events", usageColumns, fill)
-			if ie := (*insertError)(nil); err != nil && !errors.As(err, &ie) {
-				b.refusedRows = make([]rowKey, len(rows))
-				for i := range rows {
-					e := &rows[i].ev
-					b.refusedRows[i] = rowKey{e.TenantID, e.Kind, e.EventID, e.EntryID}
-				}
-			}
-		}
+		err := s.st.insert(ctx, newQueryID(), "usage_events", usageColumns, fill)
 		s.usageInserted(rows, err)
 		if err != nil {
+			// Its views may have failed after the table was written.
+			s.suspectOf(b)
 			return track(err)
 		}
 		s.m.rows.WithLabelValues("usage_events").Add(float64(len(rows)))
@@ -1077,42 +1090,129 @@ func (s *Sink) writeUsage(ctx context.Context, b *batch, plan *usagePlan, track 
 	return nil
 }
 
-// partialWrites says so when a write the server refused with an error
-// wrote rows all the same (ClickHouse writes a table first, then its views
-// one by one, and one of them failed): the rollups may be wrong for those
-// rows. Nothing is written twice (usage_ids is written before usage_events
-// and the plan reads usage_events and usage_replaced themselves); this is
-// for the people who must mend the rollups (v_rollup_check shows where).
-func (s *Sink) partialWrites(ctx context.Context, b *batch) error {
-	n := 0
-	if len(b.refusedRows) > 0 {
-		landed, err := s.st.storedEvents(ctx, b.refusedRows)
-		if err != nil {
-			return err
+// reconcile mends what an INSERT into usage_events that failed may have
+// left: ClickHouse writes an INSERT's block into the table, then into its
+// views one by one, so a view that fails (TOO_MANY_PARTS, a memory limit on
+// its table) leaves the table written and the views before it. A row of
+// usage_events without its usage_ids rows is one of those: the plan would
+// take it for new and insert it again. Such rows can only be of records the
+// partition's progress has not passed (progress is written after the
+// inserts), so for each suspect partition (a failed insert, an assignment)
+// of b, reconcile reads the usage_events rows at or past its progress, once, and
+// writes the usage_ids rows they lack. It reads the table's offsets of every
+// event, so it runs only then, not for every batch.
+func (s *Sink) reconcile(ctx context.Context, b *batch) error {
+	s.mu.Lock()
+	var parts []source // the suspect partitions of b
+	for k := range b.first {
+		if s.suspect[k] {
+			parts = append(parts, k)
 		}
-		n += len(landed)
 	}
-	if len(b.refusedReps) > 0 {
-		ids := make([]idKey, len(b.refusedReps))
-		for i, r := range b.refusedReps {
-			ids[i] = idKey{r.row.tenant, r.row.kind, r.row.eventID}
+	s.mu.Unlock()
+	if len(parts) == 0 {
+		return nil
+	}
+	prog, err := s.st.progress(ctx, []string{s.cfg.Topic})
+	if err != nil {
+		return err
+	}
+	from := make(map[int32]int64, len(parts))
+	for _, k := range parts {
+		next, _ := prog.of(k.topic, b.ids[k], k.partition)
+		from[k.partition] = max(next, 0)
+	}
+	landed, err := s.st.eventsPast(ctx, s.cfg.Topic, from)
+	if err != nil {
+		return err
+	}
+	if len(landed) > 0 {
+		ids := make([]idKey, 0, len(landed))
+		for k, ref := range landed {
+			ids = append(ids, idKey{k.tenant, k.kind, k.eventID})
+			if ref != "" {
+				ids = append(ids, idKey{k.tenant, k.kind, ref})
+			}
 		}
-		landed, err := s.st.replacedRows(ctx, ids)
+		indexed, err := s.st.ids(ctx, ids)
 		if err != nil {
 			return err
 		}
-		for _, r := range b.refusedReps {
-			if landed[r.row] {
-				n++
+		// Each row by its id, and a correction by the id it names too.
+		have := map[rowKey]uint8{}
+		for _, r := range indexed {
+			have[r.row()] |= 1 << r.role
+		}
+		var missing []rowKey
+		for k, ref := range landed {
+			want := uint8(1)
+			if ref != "" {
+				want |= 2
 			}
+			if have[k]&want != want {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) > 0 {
+			if err := s.st.repairIDs(ctx, missing); err != nil {
+				return err
+			}
+			s.forgetKeys()
+			s.m.partial.Add(float64(len(missing)))
+			s.log.Error("usage_events holds events whose insert failed in a view (their usage_ids rows were missing, now written): the rollups may miss them; see v_rollup_check",
+				"rows", len(missing))
+		}
+	}
+	s.mu.Lock()
+	for _, k := range parts {
+		delete(s.suspect, k)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// suspectOf makes the usage partitions of b suspect (reconcile).
+func (s *Sink) suspectOf(b *batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range b.first {
+		if k.topic == s.cfg.Topic {
+			if s.suspect == nil {
+				s.suspect = map[source]bool{}
+			}
+			s.suspect[k] = true
+		}
+	}
+}
+
+// partialWrites says so when a replace the server refused with an error
+// wrote rows of usage_replaced all the same (a view of it failed after the
+// table was written): the rollups may still count them. The plan reads
+// usage_replaced itself, so it does not replace them again.
+func (s *Sink) partialWrites(ctx context.Context, b *batch) error {
+	if len(b.refusedReps) == 0 {
+		return nil
+	}
+	ids := make([]idKey, len(b.refusedReps))
+	for i, r := range b.refusedReps {
+		ids[i] = idKey{r.row.tenant, r.row.kind, r.row.eventID}
+	}
+	landed, err := s.st.replacedRows(ctx, ids)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, r := range b.refusedReps {
+		if landed[r.row] {
+			n++
 		}
 	}
 	if n > 0 {
 		s.m.partial.Add(float64(n))
-		s.log.Error("a write the server refused wrote rows all the same (a view failed after its table was written): the rollups may be wrong for them; see v_rollup_check",
+		s.log.Error("a replace the server refused wrote rows all the same (a view failed after usage_replaced was written): the rollups may still count them; see v_rollup_check",
 			"rows", n)
 	}
-	b.refusedRows, b.refusedReps = nil, nil
+	b.refusedReps = nil
 	return nil
 }
 

@@ -14,15 +14,14 @@ import (
 // block into the table, then into its views one by one, and a view that
 // fails (TOO_MANY_PARTS or MEMORY_LIMIT_EXCEEDED on a view's target, here
 // a view made to throw) returns an exception with the table and the views
-// before it already written. The retry finds the event through usage_ids
-// (written before usage_events) and in usage_events, and inserts nothing
-// again: usage_events and the rollups count it once. (When usage_ids was a
-// view after the failing one, the retry inserted the event again.)
+// before it already written; usage_ids, the sink's index, is such a view.
+// The retry reconciles the batch (the event's usage_ids rows written from
+// usage_events) and inserts nothing again.
 func TestInsertFailingInAViewIsNotInsertedTwice(t *testing.T) {
 	db := chtest.NewDB(t, true)
 	ctx := context.Background()
 	// Views of a table run in the order of their names on 18.16: this one
-	// runs after usage_daily_mv and usage_hourly_mv.
+	// runs after usage_daily_mv and usage_hourly_mv, before usage_ids_mv.
 	for _, q := range []string{
 		"CREATE TABLE usage_hz_fail (x UInt64) ENGINE = Memory",
 		"CREATE MATERIALIZED VIEW usage_hz_fail_mv TO usage_hz_fail AS SELECT quantity + throwIf(quantity = 666) AS x FROM usage_events",

@@ -201,13 +201,11 @@ WHERE kind = 'license';
 
 -- usage_ids: every usage event by its id (role 0), and every correction by
 -- the id it corrects (role 1), so that one lookup by id finds an event and
--- the events that replace it. The sink writes it itself, before the events
--- go into usage_events: a view would be written after the table, and an
--- INSERT whose later view failed would leave usage_events holding rows the
--- index lacks (the sink would insert them again). Written first, it holds
--- every row usage_events holds, and perhaps rows an insert that failed
--- never wrote there: the sink reads usage_events for the rows it finds.
--- Facts: a row written twice means what it meant once.
+-- the events that replace it. Written by views of usage_events, in the same
+-- INSERT; a view that fails before them can leave usage_events holding rows
+-- this index lacks, which the sink then finds (it reads usage_events for the
+-- batches that may follow such a failure) and mends. Facts: a row written
+-- twice means what it meant once.
 DROP TABLE IF EXISTS usage_ids_mv;
 DROP TABLE IF EXISTS usage_ids_ref_mv;
 DROP TABLE IF EXISTS usage_ids;
@@ -228,6 +226,17 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)
 -- By id: the sink's lookups name ids of a tenant and kind.
 ORDER BY (tenant_id, kind, id, role, event_id, entry_id);
+
+CREATE MATERIALIZED VIEW usage_ids_mv TO usage_ids AS
+SELECT tenant_id, kind, event_id AS id, toUInt8(0) AS role, event_id, entry_id, reference_id,
+    published, time
+FROM usage_events;
+
+CREATE MATERIALIZED VIEW usage_ids_ref_mv TO usage_ids AS
+SELECT tenant_id, kind, reference_id AS id, toUInt8(1) AS role, event_id, entry_id, reference_id,
+    published, time
+FROM usage_events
+WHERE reference_id != '';
 
 INSERT INTO usage_ids (tenant_id, kind, id, role, event_id, entry_id, reference_id, published, time)
 SELECT tenant_id, kind, event_id, toUInt8(0), event_id, entry_id, reference_id, published, time
